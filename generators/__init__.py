@@ -1,0 +1,3 @@
+"""adloop generators package (public surface named in __all__)."""
+
+__all__: list[str] = []
