@@ -1,3 +1,82 @@
-"""adloop bandits package (public surface named in __all__)."""
+"""Traffic allocation among ad variants: Thompson sampling, baselines, priors and stopping rules.
 
-__all__: list[str] = []
+Pure numpy/scipy, no I/O.  Evidence comes in as :class:`ArmCounts` (aggregated, possibly
+discounted counts per variant), policies turn it into traffic weights, a :class:`Snapshot` makes
+O(log K) decisions with their propensities, and :func:`decide_winner` /
+:func:`retire_candidates` say when to stop or drop an arm.
+
+>>> from bandits import ArmCounts, ThompsonSampling
+>>> counts = ArmCounts(["v1", "v2"], impressions=[5000, 5000], clicks=[100, 160])
+>>> snapshot = ThompsonSampling(seed=1).snapshot(counts)
+>>> arm, probability = snapshot.choose(0.5)
+>>> snapshot.arm_ids[arm]
+'v2'
+"""
+
+from .batch import batch_thompson_weights
+from .counts import (
+    ArmCounts,
+    DiscountedCounts,
+    SlidingWindowCounts,
+    decay_factor,
+    discounted_sums,
+    sliding_window_sums,
+)
+from .errors import BanditError, InvalidConfigError, InvalidCountsError, NoActiveArmsError
+from .evaluation import RegretRun, bernoulli_kl, bernoulli_regret, lai_robbins_bound
+from .policies import (
+    UCB1,
+    EpsilonGreedy,
+    Policy,
+    ThompsonSampling,
+    Uniform,
+    ZTestResult,
+    planned_sample_size,
+    two_proportion_z_test,
+)
+from .posterior import (
+    OBJECTIVES,
+    Posterior,
+    empirical_bayes_prior,
+    posterior,
+    posterior_summary,
+)
+from .segments import segment_priors
+from .snapshot import Snapshot
+from .stopping import WinnerDecision, decide_winner, retire_candidates
+
+__all__ = [
+    "OBJECTIVES",
+    "ArmCounts",
+    "BanditError",
+    "DiscountedCounts",
+    "EpsilonGreedy",
+    "InvalidConfigError",
+    "InvalidCountsError",
+    "NoActiveArmsError",
+    "Policy",
+    "Posterior",
+    "RegretRun",
+    "SlidingWindowCounts",
+    "Snapshot",
+    "ThompsonSampling",
+    "UCB1",
+    "Uniform",
+    "WinnerDecision",
+    "ZTestResult",
+    "batch_thompson_weights",
+    "bernoulli_kl",
+    "bernoulli_regret",
+    "decay_factor",
+    "decide_winner",
+    "discounted_sums",
+    "empirical_bayes_prior",
+    "lai_robbins_bound",
+    "planned_sample_size",
+    "posterior",
+    "posterior_summary",
+    "retire_candidates",
+    "segment_priors",
+    "sliding_window_sums",
+    "two_proportion_z_test",
+]

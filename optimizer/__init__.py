@@ -1,3 +1,62 @@
-"""adloop optimizer: the engine, HTTP variant-chooser service, scheduler and CLI."""
+"""adloop optimizer: the engine, HTTP variant-chooser service, scheduler and CLI.
 
-__all__: list[str] = []
+The in-process API an ad server (or the simulator) uses::
+
+    from optimizer import Engine
+    with Engine("adloop.duckdb") as engine:
+        campaign = engine.create_campaign(brief, n_candidates=8)
+        choice = engine.choose(campaign["campaign_id"], segment="mobile")
+        engine.record([...events...])
+
+``create_app`` (the FastAPI service) and the bandit policies re-exported for policy-only
+simulations are imported lazily, so ``import optimizer`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optimizer.engine import Choice, Engine, EngineConfig, srm_check
+from optimizer.errors import (
+    AuthError,
+    CampaignNotFound,
+    InvalidRequest,
+    NoActiveVariants,
+    OptimizerError,
+    VariantNotFound,
+)
+
+__all__ = [
+    "AuthError",
+    "CampaignNotFound",
+    "Choice",
+    "EpsilonGreedy",
+    "Engine",
+    "EngineConfig",
+    "InvalidRequest",
+    "NoActiveVariants",
+    "OptimizerError",
+    "ThompsonSampling",
+    "UCB1",
+    "Uniform",
+    "VariantNotFound",
+    "create_app",
+    "srm_check",
+]
+
+_LAZY = {
+    "create_app": ("optimizer.service", "create_app"),
+    "ThompsonSampling": ("bandits", "ThompsonSampling"),
+    "Uniform": ("bandits", "Uniform"),
+    "EpsilonGreedy": ("bandits", "EpsilonGreedy"),
+    "UCB1": ("bandits", "UCB1"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'optimizer' has no attribute {name!r}")

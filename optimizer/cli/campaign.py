@@ -1,7 +1,209 @@
-"""``adloop campaign``: placeholder until its issue lands."""
+"""``adloop campaign``: create, list and show campaigns (through the engine)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="campaign commands.", no_args_is_help=True)
+from optimizer.cli._common import fail, print_json
+
+app = typer.Typer(help="Create, list and show campaigns.", no_args_is_help=True)
+
+
+def _open_engine(db: Path, *, seed: int | None = None, generators: str | None = None) -> Any:
+    from optimizer.engine import Engine, EngineConfig
+    from storage import StorageError
+
+    pool = None
+    if generators:
+        from generators import GeneratorError, GeneratorPool
+
+        names = [name.strip() for name in generators.split(",") if name.strip()]
+        try:
+            pool = GeneratorPool(names)
+        except (GeneratorError, ValueError) as exc:
+            fail(f"--generators: {exc}")
+    try:
+        return Engine(db, config=EngineConfig(background=False), seed=seed, pool=pool)
+    except StorageError as exc:
+        fail(str(exc))
+
+
+def _read_brief(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        fail(f"brief file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        fail(f"{path}: not valid YAML or JSON ({exc})")
+    if not isinstance(data, dict):
+        fail(f"{path}: the brief must be a mapping of fields (product, language, ...)")
+    return data
+
+
+@app.command("create")
+def create(
+    brief: Path = typer.Option(
+        ..., help="Brief as YAML or JSON; may list 'variants' to use as given."
+    ),
+    db: Path = typer.Option(..., help="The DuckDB file (created if missing)."),
+    n: int = typer.Option(8, "--n", help="How many variants to generate."),
+    tenant: str = typer.Option("default", help="Tenant the campaign belongs to."),
+    objective: str = typer.Option("ctr", help="ctr, cvr or value."),
+    impressions_reported_separately: bool = typer.Option(
+        False, help="The ad server posts impression events itself (choose logs none)."
+    ),
+    seed: int | None = typer.Option(None, help="Seed for generation."),
+    generators: str | None = typer.Option(
+        None, help="Comma-separated generators (template,lm,recombine); default: all installed."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the campaign as JSON."),
+) -> None:
+    """Create a campaign from a brief and write its first variants."""
+    from generators import GeneratorError
+    from optimizer.errors import OptimizerError
+
+    data = _read_brief(brief)
+    engine = _open_engine(db, generators=generators)
+    try:
+        view = engine.create_campaign(
+            data,
+            tenant=tenant,
+            n_candidates=n,
+            objective=objective,
+            seed=seed,
+            impressions_reported_separately=impressions_reported_separately,
+        )
+    except (GeneratorError, OptimizerError) as exc:
+        fail(f"{brief}: {exc}")
+    finally:
+        engine.close()
+    variants = [
+        {
+            k: v[k]
+            for k in (
+                "variant_id",
+                "text",
+                "headline",
+                "description",
+                "generator",
+                "model_version",
+                "status",
+            )
+        }
+        for v in view["variants"]
+    ]
+    if json_output:
+        print_json(
+            {
+                "campaign_id": view["campaign_id"],
+                "name": view["name"],
+                "tenant": view["tenant"],
+                "variants": variants,
+            }
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"campaign {view['campaign_id']} ({view['name']})")
+    for column in ("variant_id", "generator", "text"):
+        table.add_column(column)
+    for v in variants:
+        table.add_row(v["variant_id"], v["generator"] or "", v["text"])
+    Console().print(table)
+
+
+@app.command("list")
+def list_(
+    db: Path = typer.Option(..., help="The DuckDB file."),
+    tenant: str | None = typer.Option(None, help="Only this tenant's campaigns."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List campaigns."""
+    engine = _open_engine(db)
+    try:
+        rows = engine.campaigns(tenant)
+    finally:
+        engine.close()
+    if json_output:
+        print_json({"campaigns": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="campaigns")
+    for column in ("campaign_id", "tenant", "name", "status", "active", "winner"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["campaign_id"],
+            row["tenant"],
+            str(row["name"]),
+            row["status"],
+            f"{row['n_active']}/{row['n_variants']}",
+            row["winner"] or "",
+        )
+    Console().print(table)
+
+
+@app.command("show")
+def show(
+    campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
+    db: Path = typer.Option(..., help="The DuckDB file."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a campaign: variants with counts and posteriors, winner, data quality."""
+    from optimizer.errors import CampaignNotFound
+
+    engine = _open_engine(db)
+    try:
+        view = engine.campaign(campaign_id)
+    except CampaignNotFound as exc:
+        fail(str(exc))
+    finally:
+        engine.close()
+    if json_output:
+        print_json(view)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{view['campaign_id']} ({view['name']}) — {view['status']}"
+        + (f", winner {view['winner']}" if view["winner"] else "")
+    )
+    for column in (
+        "variant_id",
+        "status",
+        "impressions",
+        "clicks",
+        "conv",
+        "mean",
+        "95% interval",
+        "P(best)",
+        "text",
+    ):
+        table.add_column(column)
+    for v in view["variants"]:
+        low, high = v["interval_95"]
+        table.add_row(
+            v["variant_id"],
+            v["status"],
+            str(v["impressions"]),
+            str(v["clicks"]),
+            str(v["conversions"]),
+            f"{v['posterior_mean']:.4f}",
+            f"[{low:.4f}, {high:.4f}]",
+            f"{v['probability_best']:.3f}",
+            v["text"],
+        )
+    console = Console()
+    console.print(table)
+    srm = view["data_quality"].get("srm", {})
+    status = "FLAGGED" if srm.get("flagged") else "ok"
+    console.print(f"SRM check: {status} — {srm.get('reason')} (p = {srm.get('p_value')})")

@@ -1,8 +1,110 @@
-"""``adloop serve``: placeholder until the service lands."""
+"""``adloop serve``: run the HTTP variant-chooser service under uvicorn."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def serve() -> None:
-    """Run the HTTP variant-chooser service."""
-    raise SystemExit("not implemented yet")
+import typer
+
+from optimizer.cli._common import fail
+
+
+def serve(
+    db: Path = typer.Option(..., help="The DuckDB file (created if missing)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="TCP port."),
+    api_keys: Path | None = typer.Option(
+        None,
+        help="Extra keys: JSON from 'adloop keys create --json' (or a list of them), "
+        "or lines 'KEY TENANT \\[admin]'.",
+    ),
+    scheduler: bool = typer.Option(
+        False, help="Also run the job scheduler (refresh, retire/refill, retraining) in-process."
+    ),
+    scheduler_config: Path | None = typer.Option(
+        None, help="Scheduler settings (YAML/JSON, see optimizer.scheduler); implies --scheduler."
+    ),
+    generators: str | None = typer.Option(
+        None, help="Comma-separated generators for new variants (template,lm,recombine)."
+    ),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Run the HTTP variant-chooser service (OpenAPI docs at /docs).
+
+    SIGTERM (or Ctrl-C) stops accepting connections, lets requests in flight finish, then
+    commits every queued decision and event before exiting.
+    """
+    import uvicorn
+
+    from optimizer.auth import KeyRing, load_keys_file
+    from optimizer.engine import Engine
+    from optimizer.errors import OptimizerError
+    from optimizer.service import create_app
+    from storage import StorageError
+
+    extra = []
+    if api_keys is not None:
+        if not api_keys.is_file():
+            fail(f"--api-keys: {api_keys} does not exist")
+        try:
+            extra = load_keys_file(api_keys)
+        except OptimizerError as exc:
+            fail(str(exc))
+    pool = None
+    if generators:
+        from generators import GeneratorError, GeneratorPool
+
+        try:
+            pool = GeneratorPool([g.strip() for g in generators.split(",") if g.strip()])
+        except (GeneratorError, ValueError) as exc:
+            fail(f"--generators: {exc}")
+    try:
+        engine = Engine(db, pool=pool)
+    except StorageError as exc:
+        fail(str(exc))
+    on_startup = on_shutdown = None
+    if scheduler or scheduler_config is not None:
+        try:
+            from optimizer.scheduler import Scheduler, SchedulerConfig
+
+            settings = (
+                SchedulerConfig.load(scheduler_config) if scheduler_config else SchedulerConfig()
+            )
+            jobs = Scheduler(engine, settings)
+        except (ImportError, OSError, ValueError) as exc:
+            engine.close()
+            fail(f"--scheduler: {exc}")
+        on_startup = jobs.start
+
+        def on_shutdown() -> None:
+            jobs.shutdown(wait=True)
+
+    app = create_app(
+        engine,
+        keyring=KeyRing(engine.store, extra),
+        close_engine=True,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+    typer.secho(
+        f"adloop serving {db} on http://{host}:{port} (docs: /docs). "
+        "Create keys with: adloop keys create --tenant NAME --db PATH (while stopped) "
+        "or POST /v1/keys with an admin key.",
+        err=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+        access_log=False,
+    )
+    # uvicorn handles SIGTERM/SIGINT itself (graceful drain), then re-raises the signal to the
+    # handler that was installed before it; a no-op one lets a clean drain exit with status 0.
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    uvicorn.Server(config).run()
+    typer.secho("adloop serve: drained and stopped", err=True)

@@ -1,7 +1,187 @@
-"""``adloop sim``: placeholder until its issue lands."""
+"""``adloop sim``: simulated campaigns through the engine, fast policy sweeps, real-test replay."""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="sim commands.", no_args_is_help=True)
+from optimizer.cli._common import fail, print_json
+
+app = typer.Typer(
+    help="Simulate campaigns: through the real engine (run), policy-only (fast), or by "
+    "replaying real A/B tests (replay).",
+    no_args_is_help=True,
+)
+
+
+def _write_json(payload: dict, target: Path) -> None:
+    if str(target) == "-":
+        print_json(payload)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _retrain_hook() -> Callable[..., Any] | None:
+    """The retraining round hook, when the optimizer provides one (``optimizer.retrain``)."""
+    try:
+        from optimizer import retrain
+    except ImportError:
+        return None
+    return getattr(retrain, "on_retrain", None)
+
+
+@app.command("run")
+def run(
+    scenario: Annotated[
+        Path, typer.Option("--scenario", help="Scenario YAML file (see examples/).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for summary.json, plots and report.html (default: out/sim/NAME)."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the summary JSON to this file ('-' for stdout)."),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(help="DuckDB file to keep the run's store in (default: a temporary file)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run a scenario through the real engine on a simulated clock, and write a report."""
+    from rich.console import Console
+
+    from sim import ScenarioError, SimError, load_scenario
+    from sim.engine_run import run_scenario
+
+    console = Console(stderr=True)
+    try:
+        loaded = load_scenario(scenario, seed=seed)
+    except ScenarioError as error:
+        fail(f"{scenario}: {error}", code=2)
+    hook = None
+    if loaded.retraining.enabled:
+        hook = _retrain_hook()
+        if hook is None:
+            console.print(
+                "retraining is enabled but this installation has no retraining hook; "
+                "rounds measure new candidates without retraining"
+            )
+    target = out or Path("out") / "sim" / loaded.name
+    try:
+        result = run_scenario(loaded, db_path=db, out=target, on_retrain=hook, progress=not quiet)
+    except ScenarioError as error:
+        fail(f"{scenario}: {error}", code=2)
+    except SimError as error:
+        fail(str(error))
+    summary = result.summary
+    winner = summary.get("winner") or {}
+    console.print(
+        f"{summary['impressions']:,} impressions, {summary['clicks']:,} clicks, "
+        f"{summary['conversions']:,} conversions; regret {summary['regret']:.1f} expected clicks; "
+        f"winner: {winner.get('text', 'none declared')}"
+    )
+    console.print(f"report: {target / 'report.html'}")
+    if json_file is not None:
+        _write_json(summary, json_file)
+
+
+@app.command("replay")
+def replay(
+    file: Annotated[
+        Path, typer.Argument(help="Parquet file: test_id, headline, impressions, clicks.")
+    ],
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: ts, ts_eb (empirical-Bayes prior), uniform, ucb1, egreedy."
+        ),
+    ] = "ts,ts_eb,uniform,ucb1,egreedy",
+    updates: Annotated[int, typer.Option(help="Batched posterior updates per test.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of every policy's draws.")] = 0,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the JSON here and per-test rows to STEM.tests.parquet."),
+    ] = None,
+    max_tests: Annotated[int | None, typer.Option(help="Replay only the first N tests.")] = None,
+    draws: Annotated[int, typer.Option(help="Monte Carlo draws for Thompson sampling.")] = 128,
+) -> None:
+    """Replay real A/B tests as bandit problems and compare policies on clicks and regret."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim import ReplayError
+    from sim import replay as run_replay
+
+    names = [name.strip() for name in policies.split(",") if name.strip()]
+    try:
+        result = run_replay(
+            file, policies=names, n_updates=updates, seed=seed, max_tests=max_tests, n_draws=draws
+        )
+    except ReplayError as error:
+        fail(str(error), code=2)
+    table = Table(title=f"{result.summary['tests']} tests, {updates} updates each, seed {seed}")
+    for column in ("policy", "clicks", "regret", "regret reduction vs uniform"):
+        table.add_column(column, justify="right")
+    for name, row in result.summary["policies"].items():
+        table.add_row(
+            name, f"{row['clicks']:,.0f}", f"{row['regret']:,.0f}",
+            f"{row['regret_reduction_vs_uniform']:.3f}",
+        )  # fmt: skip
+    Console(stderr=True).print(table)
+    if json_file is not None and str(json_file) != "-":
+        json_path, parquet_path = result.write(json_file)
+        typer.echo(f"wrote {json_path} and {parquet_path}", err=True)
+    else:
+        print_json(result.summary)
+
+
+@app.command("fast")
+def fast(
+    arms: Annotated[str, typer.Option(help="Comma-separated true CTRs, e.g. 0.05,0.045,0.04.")],
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated policies.")
+    ] = "ts,uniform,ucb1,egreedy",
+    horizon: Annotated[int, typer.Option(help="Impressions per run.")] = 100_000,
+    updates: Annotated[int, typer.Option(help="Batched updates per run.")] = 100,
+    runs: Annotated[int, typer.Option(help="Seeded runs per policy.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the sweep.")] = 0,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the summary JSON here.")
+    ] = None,
+) -> None:
+    """Policy-only simulation of many seeded runs (no storage, no text)."""
+    from sim import SimError, simulate
+
+    try:
+        arm_ctr = [float(x) for x in arms.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--arms must be comma-separated numbers, got {arms!r}", code=2)
+    rows = []
+    try:
+        for name in [p.strip() for p in policies.split(",") if p.strip()]:
+            result = simulate(
+                arm_ctr, policy=name, horizon=horizon, n_updates=updates, n_runs=runs, seed=seed
+            )
+            rows.append(result.summary())
+    except SimError as error:
+        fail(str(error), code=2)
+    payload = {"arms": arm_ctr, "policies": rows}
+    if json_file is not None:
+        _write_json(payload, json_file)
+    else:
+        print_json(payload)
+    for row in rows:
+        sys.stderr.write(
+            f"{row['policy']:>8}: regret {row['mean_regret']:.1f} ± {row['regret_stderr']:.1f}\n"
+        )

@@ -1,0 +1,314 @@
+"""The campaign brief: what to advertise, to whom, in which language, within which limits.
+
+A :class:`Brief` is a frozen pydantic model loaded from YAML or JSON by :func:`load_brief`.
+It carries the ad channel's length limits (:class:`Channel`) and builds the one prompt that
+the language-model generator samples from and that retraining trains on (:meth:`Brief.prompt`).
+
+Lengths are counted as the channel counts them: Google Ads, for instance, counts each
+double-width character (Chinese, Japanese, Korean, full-width punctuation) as 2 towards its
+30-character headline and 90-character description limits, so ``cjk_width=2`` there and a
+Chinese headline holds at most 15 characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from generators.errors import BriefError
+
+__all__ = [
+    "Brief",
+    "Channel",
+    "LANGUAGES",
+    "cjk_share",
+    "is_wide",
+    "latin_share",
+    "load_brief",
+]
+
+LANGUAGES = ("en", "zh")
+_LANGUAGE_ALIASES = {
+    "en": "en", "en-us": "en", "en-gb": "en", "english": "en",
+    "zh": "zh", "zh-cn": "zh", "zh-hans": "zh", "zh-sg": "zh", "chinese": "zh", "中文": "zh",
+}
+# Shortest headline limit in which a meaningful ad fits (a brand name, a two-word phrase).
+MIN_HEADLINE_UNITS = 5
+
+
+def is_wide(char: str) -> bool:
+    """True for a double-width character (CJK ideographs, kana, hangul, full-width forms)."""
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x4E00 <= code <= 0x9FFF  # CJK unified ideographs
+        or 0x3400 <= code <= 0x4DBF  # extension A
+        or 0xF900 <= code <= 0xFAFF  # compatibility ideographs
+        or 0x20000 <= code <= 0x2FA1F  # extensions B-F and supplement
+    )
+
+
+def cjk_share(text: str) -> float:
+    """Share of the letters in ``text`` that are CJK ideographs (0 when there are no letters)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(_is_cjk(c) for c in letters) / len(letters)
+
+
+def latin_share(text: str) -> float:
+    """Share of the letters in ``text`` that are Latin script (0 when there are no letters)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 0.0
+    return sum("LATIN" in unicodedata.name(c, "") for c in letters) / len(letters)
+
+
+class Channel(BaseModel):
+    """An ad channel and its length limits, counted the way the channel counts them.
+
+    Parameters
+    ----------
+    name: channel name, for reports (e.g. ``google_search``).
+    headline_max: most length units a headline may use.
+    description_max: most length units a description may use; 0 for headline-only channels.
+    cjk_width: units one double-width character (Chinese etc.) counts for; Google Ads counts 2.
+
+    Example
+    -------
+    >>> Channel(name="google_search", headline_max=30, description_max=90).length("定制婚戒")
+    8
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("google_search", description="Channel name, for reports.")
+    headline_max: int = Field(30, description="Most length units in a headline.")
+    description_max: int = Field(90, ge=0, description="Most length units in a description.")
+    cjk_width: Literal[1, 2] = Field(
+        2, description="Units one double-width (CJK) character counts for; Google Ads counts 2."
+    )
+
+    @field_validator("headline_max")
+    @classmethod
+    def _headline_fits_something(cls, value: int) -> int:
+        if value < MIN_HEADLINE_UNITS:
+            raise ValueError(
+                f"headline limit {value} is below {MIN_HEADLINE_UNITS}; no ad text can meet it"
+            )
+        return value
+
+    def length(self, text: str) -> int:
+        """Length of ``text`` in this channel's units (double-width characters count ``cjk_width``)."""
+        if self.cjk_width == 1:
+            return len(text)
+        return sum(self.cjk_width if is_wide(c) else 1 for c in text)
+
+
+class Brief(BaseModel):
+    """What the ads are for; every generator reads only this.
+
+    Parameters
+    ----------
+    product: what is advertised (required).
+    language: ``en`` or ``zh`` (required); ``zh-CN``, ``English`` etc. are normalised.
+    brand, description, tone, offer, call_to_action: free text, may be empty.
+    segments: audience segments; keywords: search keywords or key phrases.
+    channel: the :class:`Channel` and its limits.
+    banned_terms: terms no candidate may contain (case-insensitive substring).
+    required_terms: terms every candidate must contain (headline or description).
+
+    Example
+    -------
+    >>> brief = Brief(product="bespoke rings", brand="Aurelle", language="en")
+    >>> brief.prompt().startswith("Write one search ad")
+    True
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    product: str = Field(..., min_length=1, description="What is advertised.")
+    language: str = Field(..., description="Language of the ads: 'en' or 'zh'.")
+    brand: str = Field("", description="Brand name.")
+    description: str = Field("", description="One or two sentences about the product.")
+    segments: tuple[str, ...] = Field((), description="Audience segments.")
+    keywords: tuple[str, ...] = Field((), description="Keywords or key phrases.")
+    tone: str = Field("", description="Tone of voice, e.g. 'refined, warm'.")
+    offer: str = Field("", description="The offer, e.g. 'free design consultation'.")
+    call_to_action: str = Field("", description="The call to action, e.g. 'Book now'.")
+    channel: Channel = Field(default_factory=Channel, description="Channel and its limits.")
+    banned_terms: tuple[str, ...] = Field((), description="Terms no ad may contain.")
+    required_terms: tuple[str, ...] = Field((), description="Terms every ad must contain.")
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _known_language(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"language must be a string, got {value!r}")
+        normalised = _LANGUAGE_ALIASES.get(value.strip().lower())
+        if normalised is None:
+            raise ValueError(f"unknown language {value!r} (use one of {', '.join(LANGUAGES)})")
+        return normalised
+
+    @field_validator("segments", "keywords", "banned_terms", "required_terms", mode="before")
+    @classmethod
+    def _list_of_strings(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            cleaned = []
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError(f"expected a list of strings, found {item!r}")
+                if item.strip():
+                    cleaned.append(item.strip())
+            return tuple(dict.fromkeys(cleaned))
+        return value
+
+    @model_validator(mode="after")
+    def _satisfiable(self) -> Brief:
+        channel = self.channel
+        longest = max(channel.headline_max, channel.description_max)
+        for term in self.required_terms:
+            if channel.length(term) > longest:
+                raise ValueError(
+                    f"required_terms: {term!r} is {channel.length(term)} units long but the "
+                    f"longest field allows {longest}; no ad text can meet the limits"
+                )
+        total = sum(channel.length(t) for t in self.required_terms) + max(
+            len(self.required_terms) - 1, 0
+        )
+        if total > channel.headline_max + channel.description_max:
+            raise ValueError(
+                f"required_terms: together {total} units, more than headline + description "
+                f"({channel.headline_max + channel.description_max}); no ad text can meet the limits"
+            )
+        banned = [b.lower() for b in self.banned_terms]
+        for term in self.required_terms:
+            clash = [b for b in banned if b in term.lower()]
+            if clash:
+                raise ValueError(
+                    f"required_terms: {term!r} contains the banned term {clash[0]!r}; "
+                    "no ad can both contain and avoid it"
+                )
+        return self
+
+    # ------------------------------------------------------------------ prompt
+    def prompt(self) -> str:
+        """The instruction the language model completes; stable and deterministic.
+
+        The LM generator wraps it in the model's chat template and lets the model write
+        ``Headline: ...`` / ``Description: ...`` (see :func:`generators.lm.format_completion`);
+        retraining uses exactly this text as the prompt for winning copy.
+        """
+        channel = self.channel
+        language = "English" if self.language == "en" else "Simplified Chinese (简体中文)"
+        lines = [
+            f"Write one search ad in {language}.",
+            f"Product: {self.product}",
+        ]
+        if self.brand:
+            lines.append(f"Brand: {self.brand}")
+        if self.description:
+            lines.append(f"About: {self.description}")
+        if self.segments:
+            lines.append(f"Audience: {', '.join(self.segments)}")
+        if self.keywords:
+            lines.append(f"Keywords: {', '.join(self.keywords)}")
+        if self.tone:
+            lines.append(f"Tone: {self.tone}")
+        if self.offer:
+            lines.append(f"Offer: {self.offer}")
+        if self.call_to_action:
+            lines.append(f"Call to action: {self.call_to_action}")
+        if self.required_terms:
+            lines.append(f"Must include: {', '.join(self.required_terms)}")
+        if self.banned_terms:
+            lines.append(f"Never use: {', '.join(self.banned_terms)}")
+        if self.language == "zh" and channel.cjk_width == 2:
+            limits = (
+                f"Headline at most {channel.headline_max // 2} Chinese characters, "
+                f"description at most {channel.description_max // 2} Chinese characters."
+            )
+        else:
+            limits = (
+                f"Headline at most {channel.headline_max} characters, "
+                f"description at most {channel.description_max} characters."
+            )
+        lines.append(limits)
+        if channel.description_max > 0:
+            lines.append("Reply with two lines: first 'Headline:' and the headline, then "
+                         "'Description:' and the description.")
+        else:
+            lines.append("Reply with one line: 'Headline:' and the headline.")
+        return "\n".join(lines)
+
+    def prompt_hash(self) -> str:
+        """Short SHA-256 of :meth:`prompt`, recorded on every candidate as provenance."""
+        return hashlib.sha256(self.prompt().encode("utf-8")).hexdigest()[:16]
+
+
+def _error_field(error: Mapping[str, Any]) -> str:
+    parts = [str(p) for p in error.get("loc", ()) if p != "__root__"]
+    message = str(error.get("msg", ""))
+    # Model-level checks name their field at the front of the message.
+    if not parts and ":" in message:
+        head = message.removeprefix("Value error, ").split(":", 1)[0]
+        if head.replace("_", "").replace(".", "").isalnum():
+            return head
+    return ".".join(parts) or "brief"
+
+
+def load_brief(source: str | Path | Mapping[str, Any] | Brief) -> Brief:
+    """Load and check a brief from a YAML/JSON file, a mapping, or pass a :class:`Brief` through.
+
+    Raises :class:`~generators.errors.BriefError` naming the bad field (``product``,
+    ``language``, ``channel.headline_max``, ...) and what is wrong with it.
+
+    Example
+    -------
+    >>> load_brief({"product": "rings", "language": "en"}).language
+    'en'
+    """
+    if isinstance(source, Brief):
+        return source
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise BriefError("brief", f"no brief file at {path}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                import yaml  # YAML is a superset of JSON, so this also reads .json-like files
+
+                data = yaml.safe_load(text)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad brief file
+            raise BriefError("brief", f"{path} is not valid YAML/JSON: {exc}") from exc
+    else:
+        data = source
+    if not isinstance(data, Mapping):
+        raise BriefError("brief", f"expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return Brief.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _error_field(first)
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        if message.startswith(f"{field}: "):
+            message = message[len(field) + 2 :]
+        if first.get("type") == "missing":
+            message = "field required"
+        elif first.get("type") == "extra_forbidden":
+            message = f"unknown field (known: {', '.join(Brief.model_fields)})"
+        raise BriefError(field, message) from exc

@@ -1,0 +1,39 @@
+"""Errors raised by the generators package.
+
+Hierarchy::
+
+    GeneratorError                 base class; catch this to handle any generator failure
+    ├── BriefError                 a brief is missing a field or has a bad value (``.field`` names it)
+    ├── ModelNotFoundError         a model directory is missing or is not a causal language model
+    └── ModelPullError             ``adloop models pull`` could not fetch or convert a model
+
+Every message says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BriefError", "GeneratorError", "ModelNotFoundError", "ModelPullError"]
+
+
+class GeneratorError(Exception):
+    """Base class for every error raised by :mod:`generators`."""
+
+
+class BriefError(GeneratorError, ValueError):
+    """A brief that cannot be used; ``field`` is the dotted path of the offending field.
+
+    Example: ``BriefError("language", "unknown language 'fr' (use 'en' or 'zh')")``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class ModelNotFoundError(GeneratorError, FileNotFoundError):
+    """A model directory that does not exist or does not hold a causal language model."""
+
+
+class ModelPullError(GeneratorError, RuntimeError):
+    """Fetching or converting a model for the local cache failed."""

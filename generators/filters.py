@@ -1,0 +1,219 @@
+"""Checks every candidate must pass, each failure with a named reason.
+
+Reasons (the keys of ``PoolResult.drop_counts``):
+
+``empty``                    no headline
+``headline_too_long``        headline over ``channel.headline_max`` units
+``description_too_long``     description over ``channel.description_max`` units
+``banned_term``              contains a banned term (case-insensitive substring)
+``missing_required_term``    lacks a required term
+``wrong_language``           ``zh`` without enough CJK ideographs, ``en`` not mostly Latin letters
+``near_duplicate``           too similar to a candidate already accepted in this run
+``near_duplicate_existing``  too similar to one of the campaign's existing variants
+
+Similarity is the Jaccard index of character n-grams (trigrams for English, bigrams for
+Chinese, after lower-casing and dropping punctuation and spaces), so it needs no tokenizer and
+works the same for both languages.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from generators.brief import Brief, cjk_share, latin_share
+from generators.candidate import Candidate
+
+__all__ = [
+    "DROP_REASONS",
+    "FilterSettings",
+    "NearDuplicateIndex",
+    "check_candidate",
+    "complete_required_terms",
+    "ngrams",
+]
+
+DROP_REASONS = (
+    "empty",
+    "headline_too_long",
+    "description_too_long",
+    "banned_term",
+    "missing_required_term",
+    "wrong_language",
+    "near_duplicate",
+    "near_duplicate_existing",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterSettings:
+    """Thresholds for the filters.
+
+    Parameters
+    ----------
+    max_similarity: candidates whose n-gram Jaccard similarity to a kept text exceeds this are
+        near-duplicates (0.75: same template with one slot changed still passes, a copy with
+        a word or two swapped does not).
+    min_cjk_share: least share of letters that are CJK ideographs in a ``zh`` ad.
+    min_latin_share: least share of letters that are Latin in an ``en`` ad.
+    """
+
+    max_similarity: float = 0.75
+    min_cjk_share: float = 0.4
+    min_latin_share: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("max_similarity", "min_cjk_share", "min_latin_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def _normalise(text: str) -> str:
+    kept = [
+        c
+        for c in text.lower()
+        if not unicodedata.category(c).startswith(("P", "Z", "S", "C"))
+    ]
+    return "".join(kept)
+
+
+def ngrams(text: str, language: str) -> frozenset[str]:
+    """Character n-grams of ``text`` (n=2 for ``zh``, 3 otherwise) after normalisation."""
+    n = 2 if language == "zh" else 3
+    clean = _normalise(text)
+    if len(clean) <= n:
+        return frozenset([clean]) if clean else frozenset()
+    return frozenset(clean[i : i + n] for i in range(len(clean) - n + 1))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+class NearDuplicateIndex:
+    """Texts kept so far, answering "is this one too close to any of them?".
+
+    Example
+    -------
+    >>> index = NearDuplicateIndex("en", max_similarity=0.75)
+    >>> index.add("Bespoke rings by Aurelle")
+    >>> index.is_near_duplicate("Bespoke Rings, by Aurelle!")
+    True
+    """
+
+    def __init__(self, language: str, *, max_similarity: float = 0.75) -> None:
+        self.language = language
+        self.max_similarity = max_similarity
+        self._grams: list[frozenset[str]] = []
+
+    def __len__(self) -> int:
+        return len(self._grams)
+
+    def add(self, text: str) -> None:
+        """Remember ``text``."""
+        self._grams.append(ngrams(text, self.language))
+
+    def max_similarity_to(self, text: str) -> float:
+        """Highest Jaccard similarity between ``text`` and any remembered text (0 if none)."""
+        grams = ngrams(text, self.language)
+        return max((_jaccard(grams, other) for other in self._grams), default=0.0)
+
+    def is_near_duplicate(self, text: str) -> bool:
+        """True when ``text`` is more similar than allowed to a remembered text."""
+        return self.max_similarity_to(text) > self.max_similarity
+
+
+def _contains(text: str, term: str) -> bool:
+    return term.lower() in text.lower()
+
+
+def _word_pattern(term: str) -> re.Pattern[str]:
+    return re.compile(re.escape(term), re.IGNORECASE)
+
+
+def check_candidate(
+    candidate: Candidate,
+    brief: Brief,
+    *,
+    settings: FilterSettings | None = None,
+    accepted: NearDuplicateIndex | None = None,
+    existing: NearDuplicateIndex | None = None,
+) -> str | None:
+    """The first reason ``candidate`` fails, or None when it passes every filter.
+
+    Checks run cheapest first: empty, lengths, banned and required terms, language, then
+    similarity to ``existing`` (the campaign's variants) and to ``accepted`` (this run's).
+
+    Example
+    -------
+    >>> brief = Brief(product="rings", language="en", banned_terms=["cheap"])
+    >>> check_candidate(Candidate("Cheap rings", "", "en", "template"), brief)
+    'banned_term'
+    """
+    settings = settings or FilterSettings()
+    channel = brief.channel
+    headline, description, text = candidate.headline, candidate.description, candidate.text
+    if not headline.strip():
+        return "empty"
+    if channel.length(headline) > channel.headline_max:
+        return "headline_too_long"
+    if channel.length(description) > channel.description_max:
+        return "description_too_long"
+    if any(_contains(text, term) for term in brief.banned_terms):
+        return "banned_term"
+    if not all(_contains(text, term) for term in brief.required_terms):
+        return "missing_required_term"
+    if brief.language == "zh":
+        if cjk_share(text) < settings.min_cjk_share:
+            return "wrong_language"
+    elif latin_share(text) < settings.min_latin_share:
+        return "wrong_language"
+    if existing is not None and existing.is_near_duplicate(text):
+        return "near_duplicate_existing"
+    if accepted is not None and accepted.is_near_duplicate(text):
+        return "near_duplicate"
+    return None
+
+
+def complete_required_terms(headline: str, description: str, brief: Brief) -> tuple[str, str]:
+    """Add any missing required term where it fits: before the description, else after the headline.
+
+    Generators call this so that copy which is otherwise good is not lost for want of, say,
+    the brand name. A term that fits nowhere is left out and the filter drops the candidate.
+
+    Example
+    -------
+    >>> brief = Brief(product="rings", language="en", required_terms=["Aurelle"])
+    >>> complete_required_terms("Bespoke rings", "Book a fitting.", brief)
+    ('Bespoke rings', 'Aurelle: Book a fitting.')
+    """
+    channel = brief.channel
+    colon = "：" if brief.language == "zh" else ": "
+    bar = "｜" if brief.language == "zh" else " | "
+    for term in brief.required_terms:
+        if _contains(headline, term) or _contains(description, term):
+            continue
+        if description:
+            candidate = f"{term}{colon}{description}"
+            if channel.length(candidate) <= channel.description_max:
+                description = candidate
+                continue
+        candidate = f"{headline}{bar}{term}"
+        if channel.length(candidate) <= channel.headline_max:
+            headline = candidate
+    return headline, description
+
+
+def drop_reasons_in(counts: Iterable[str]) -> dict[str, int]:
+    """Count reasons, in the documented order (helper for reports)."""
+    result: dict[str, int] = {}
+    for reason in counts:
+        result[reason] = result.get(reason, 0) + 1
+    return {r: result[r] for r in DROP_REASONS if r in result} | {
+        r: n for r, n in result.items() if r not in DROP_REASONS
+    }

@@ -1,0 +1,526 @@
+"""Language-model generator: any local causal LM writes headlines and descriptions.
+
+The model is a directory ``transformers`` can load with ``AutoModelForCausalLM`` and
+``AutoTokenizer`` (safetensors + tokenizer files), or a peft LoRA adapter directory
+(``adapter_config.json``) whose base model is loaded first. Nothing is ever downloaded: loads
+are ``local_files_only``, so ``HF_HUB_OFFLINE=1`` deployments behave exactly as online ones.
+torch, transformers and peft are imported inside functions only, so importing this module is
+cheap.
+
+How prompt and completion fit together (retraining relies on this):
+
+* :func:`build_model_input` wraps :meth:`Brief.prompt` in the tokenizer's chat template (a
+  plain ``prompt + "\\n\\n"`` when the tokenizer has none);
+* the model continues after :data:`COMPLETION_PREFIX` (``"Headline:"``), so sampling starts
+  inside the answer format;
+* :func:`format_completion` writes the target text for a known ad —
+  ``"Headline: <headline>\\nDescription: <description>"`` — which begins with the same prefix,
+  so ``build_model_input(...) + format_completion(...)`` is exactly what generation produces
+  for that ad.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import threading
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from generators.brief import Brief
+from generators.candidate import Candidate
+from generators.errors import ModelNotFoundError
+from generators.filters import complete_required_terms
+
+__all__ = [
+    "COMPLETION_PREFIX",
+    "LMGenerator",
+    "SYSTEM_MESSAGE",
+    "build_model_input",
+    "check_model_dir",
+    "format_completion",
+    "load_causal_lm",
+    "model_version",
+    "parse_completion",
+]
+
+COMPLETION_PREFIX = "Headline:"
+SYSTEM_MESSAGE = "You are a copywriter. You write short, accurate search ads that follow the brief."
+VERSION_FILE = "adloop_version.json"
+PULL_HINT = "install the default model with `adloop models pull smollm2`, or pass --model DIR"
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+# ---------------------------------------------------------------------------- model directories
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(f"{path} is not readable JSON ({exc}); {PULL_HINT}") from exc
+    if not isinstance(data, dict):
+        raise ModelNotFoundError(f"{path} does not hold a JSON object; {PULL_HINT}")
+    return data
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """Cheap check (no torch import) that ``model_dir`` looks like a causal LM or LoRA adapter.
+
+    Raises :class:`ModelNotFoundError` naming the path and saying how to get a model.
+    """
+    path = Path(model_dir).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"no model directory at {path}; {PULL_HINT}")
+    if not path.is_dir():
+        raise ModelNotFoundError(f"{path} is a file, not a model directory; {PULL_HINT}")
+    if (path / "adapter_config.json").is_file():
+        _read_json(path / "adapter_config.json")
+        return path
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelNotFoundError(
+            f"{path} has no config.json, so it is not a transformers model directory; {PULL_HINT}"
+        )
+    config = _read_json(config_path)
+    architectures = config.get("architectures") or []
+    if architectures and not any(str(a).endswith(_CAUSAL_SUFFIXES) for a in architectures):
+        raise ModelNotFoundError(
+            f"{path} holds a {', '.join(map(str, architectures))}, not a causal language model; "
+            f"{PULL_HINT}"
+        )
+    if not any(p.suffix in _WEIGHT_SUFFIXES for p in path.iterdir()):
+        raise ModelNotFoundError(f"{path} has a config.json but no weight files; {PULL_HINT}")
+    return path
+
+
+def model_version(model_dir: str | Path) -> str:
+    """A stable version string for the model in ``model_dir``.
+
+    The ``version`` recorded in ``adloop_version.json`` when present (retraining writes one per
+    run); otherwise ``<directory name>@<8 hex>`` hashed from the config files and the name,
+    size and first 64 KiB of each weight file — cheap even for large models and different
+    whenever the weights are.
+    """
+    path = check_model_dir(model_dir)
+    version_file = path / VERSION_FILE
+    if version_file.is_file():
+        recorded = _read_json(version_file).get("version")
+        if recorded:
+            return str(recorded)
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if not file.is_file():
+            continue
+        if file.suffix == ".json":
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        elif file.suffix in _WEIGHT_SUFFIXES:
+            digest.update(f"{file.name}\0{file.stat().st_size}".encode())
+            with file.open("rb") as handle:
+                digest.update(handle.read(65536))
+    return f"{path.name}@{digest.hexdigest()[:8]}"
+
+
+def _adapter_base(adapter_dir: Path) -> Path:
+    """Where the base model of a LoRA adapter lives: adloop_version.json ``base`` first."""
+    recorded: str | None = None
+    if (adapter_dir / VERSION_FILE).is_file():
+        recorded = _read_json(adapter_dir / VERSION_FILE).get("base")
+    if not recorded:
+        recorded = _read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
+    if not recorded:
+        raise ModelNotFoundError(
+            f"adapter {adapter_dir} records no base model (base_model_name_or_path); "
+            "re-create it with its base path recorded"
+        )
+    for candidate in (Path(recorded).expanduser(), adapter_dir.parent / recorded):
+        if candidate.is_dir():
+            return candidate
+    # A bare name such as "smollm2-135m-instruct": look in the model cache.
+    from generators.models import resolve_model
+
+    try:
+        return resolve_model(recorded)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"adapter {adapter_dir} needs its base model {recorded!r}, which is not installed; "
+            f"{PULL_HINT}"
+        ) from exc
+
+
+def load_causal_lm(model_dir: str | Path, *, device: str | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from a model directory or a LoRA adapter directory.
+
+    A directory with ``adapter_config.json`` is a peft adapter: its base (recorded as ``base``
+    in ``adloop_version.json`` or ``base_model_name_or_path`` in the adapter config; a path,
+    or a name in the model cache) is loaded and the adapter applied on top. The tokenizer comes
+    from the adapter directory when it has one, else from the base. The model is in eval mode,
+    float32 on ``device`` (default CPU); the tokenizer pads on the left for batched sampling.
+
+    Raises :class:`ModelNotFoundError` when the directory is missing or is not a causal LM.
+
+    Example
+    -------
+    >>> model, tokenizer = load_causal_lm(default_model_dir() / "smollm2-135m-instruct")  # doctest: +SKIP
+    """
+    path = check_model_dir(model_dir)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_model, tokenizer = load_causal_lm(_adapter_base(path), device=device)
+        model = PeftModel.from_pretrained(base_model, str(path), is_trainable=False)
+        if (path / "tokenizer_config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, dtype=torch.float32
+            )
+        except (ValueError, KeyError) as exc:
+            raise ModelNotFoundError(
+                f"{path} is not a causal language model transformers can load ({exc}); {PULL_HINT}"
+            ) from exc
+        except OSError as exc:
+            raise ModelNotFoundError(f"cannot load the model in {path} ({exc}); {PULL_HINT}") from exc
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"{path} has no usable tokenizer ({exc}); save the tokenizer next to the model"
+            ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.eval()
+    if device:
+        model.to(device)
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------- prompt and parsing
+def build_model_input(tokenizer: Any, brief: Brief) -> str:
+    """The text the model sees before :data:`COMPLETION_PREFIX`: the brief in the chat template.
+
+    Deterministic for a given tokenizer and brief; retraining builds its prompts with it.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [
+            {"role": "system", "content": SYSTEM_MESSAGE},
+            {"role": "user", "content": brief.prompt()},
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return brief.prompt() + "\n\n"
+
+
+def format_completion(headline: str, description: str = "") -> str:
+    """The completion for a known ad, in the format the generator parses.
+
+    Example
+    -------
+    >>> format_completion("Bespoke Rings", "Book a fitting.")
+    'Headline: Bespoke Rings\\nDescription: Book a fitting.'
+    """
+    text = f"{COMPLETION_PREFIX} {headline}"
+    if description:
+        text += f"\nDescription: {description}"
+    return text
+
+
+_LABEL = re.compile(
+    r"^\s*(?:\**\s*)(headline|title|description|desc|标题|描述|广告语)\s*\**\s*[:：]\s*", re.IGNORECASE
+)
+_QUOTES = "\"'“”‘’`「」『』*#"
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
+def _clean(text: str) -> str:
+    text = "".join(
+        c for c in text if unicodedata.category(c) not in ("So", "Cc", "Cf", "Cs", "Co")
+    )
+    text = re.sub(r"<[^>]{0,40}>", "", text)  # placeholders such as <headline> echoed back
+    text = re.sub(r"\s+", " ", text).strip()
+    text = text.strip(_QUOTES).strip()
+    text = text.lstrip("-–•:： ").strip()
+    return text.strip(_QUOTES).strip()
+
+
+def _fit_sentences(text: str, brief: Brief) -> str:
+    """Whole leading sentences of ``text`` that fit the description limit (all of it if it fits)."""
+    limit = brief.channel.description_max
+    if brief.channel.length(text) <= limit:
+        return text
+    kept = ""
+    for sentence in _SENTENCE_END.split(text):
+        trial = (kept + (" " if kept and brief.language == "en" else "") + sentence).strip()
+        if brief.channel.length(trial) > limit:
+            break
+        kept = trial
+    return kept or text
+
+
+def parse_completion(completion: str, brief: Brief) -> tuple[str, str]:
+    """Headline and description from the text a model wrote after :data:`COMPLETION_PREFIX`.
+
+    Labels (``Headline:``, ``Description:``, ``标题：``, ``描述：``), quotes, markdown and emoji
+    are removed; a description longer than the channel allows keeps its leading whole
+    sentences. Unparseable output gives an empty headline (the filters then drop it as
+    ``empty``).
+
+    Example
+    -------
+    >>> parse_completion(' "Bespoke Rings"\\nDescription: Book a fitting.', Brief(product="r", language="en"))
+    ('Bespoke Rings', 'Book a fitting.')
+    """
+    lines = [line for line in completion.replace("\r", "\n").split("\n") if line.strip()]
+    headline, description = "", ""
+    for index, line in enumerate(lines):
+        match = _LABEL.match(line)
+        label = match.group(1).lower() if match else None
+        body = _clean(line[match.end() :] if match else line)
+        if not body:
+            continue
+        if label in ("description", "desc", "描述"):
+            description = body
+            break
+        if not headline:
+            headline = body
+            continue
+        if label is None and index > 0:
+            description = body
+            break
+        if label in ("headline", "title", "标题", "广告语"):
+            break  # the model started a second ad; keep the first
+    if brief.language == "en":
+        headline = headline.rstrip(".")
+    if brief.channel.description_max == 0:
+        description = ""
+    elif description:
+        description = _fit_sentences(description, brief)
+    return headline, description
+
+
+# ---------------------------------------------------------------------------- generator
+class LMGenerator:
+    """Samples ads from a local causal LM (or LoRA adapter) directory.
+
+    Parameters
+    ----------
+    model_dir: model or adapter directory (see :func:`load_causal_lm`).
+    temperature, top_p: sampling settings.
+    batch_size: sequences sampled per forward batch.
+    max_new_tokens: tokens per completion; None picks 64 for English, 120 for Chinese
+        (Chinese takes more tokens per character in most tokenizers).
+    device: torch device, default CPU.
+
+    The model is loaded on the first :meth:`generate` and kept. Raises
+    :class:`ModelNotFoundError` at construction when the directory is missing or not a causal LM.
+
+    Example
+    -------
+    >>> generator = LMGenerator(default_model_dir() / "smollm2-135m-instruct")  # doctest: +SKIP
+    >>> generator.generate(brief, 8, seed=0)  # doctest: +SKIP
+    """
+
+    name = "lm"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        temperature: float = 0.9,
+        top_p: float = 0.95,
+        batch_size: int = 16,
+        max_new_tokens: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+        self.model_dir = check_model_dir(model_dir)
+        self.temperature = temperature
+        self.top_p = top_p
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self.model_version = model_version(self.model_dir)
+        self._loaded: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"LMGenerator({str(self.model_dir)!r}, temperature={self.temperature}, "
+            f"top_p={self.top_p}, batch_size={self.batch_size})"
+        )
+
+    def load(self) -> tuple[Any, Any]:
+        """Load (once) and return ``(model, tokenizer)``."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = load_causal_lm(self.model_dir, device=self.device)
+            return self._loaded
+
+    def sample(self, brief: Brief, n: int, *, seed: int = 0) -> list[str]:
+        """``n`` raw completions (the text after :data:`COMPLETION_PREFIX`), seeded.
+
+        The prompt is the same for every sequence, so it is encoded once and its key/value
+        cache copied across the batch; each sequence then stops on its own as soon as it has
+        written its headline and description lines (or an end-of-turn token), and finished
+        sequences leave the batch. Sampling uses its own ``torch.Generator``, so the global
+        torch RNG is untouched and the same seed gives the same completions.
+        """
+        import torch
+
+        model, tokenizer = self.load()
+        prompt = build_model_input(tokenizer, brief) + COMPLETION_PREFIX
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=not has_template)
+        device = next(model.parameters()).device
+        prompt_ids = encoded["input_ids"].to(device)
+        max_new_tokens = self.max_new_tokens or (120 if brief.language == "zh" else 64)
+        lines_wanted = 2 if brief.channel.description_max > 0 else 1
+        stop_ids = set(_eos_token_ids(model, tokenizer))
+        generator = torch.Generator(device="cpu").manual_seed(int(seed) % 2**63)
+        completions: list[str] = []
+        while len(completions) < n:
+            size = min(self.batch_size, n - len(completions))
+            token_lists = _sample_batch(
+                model,
+                prompt_ids,
+                size,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_new_tokens=max_new_tokens,
+                stop_ids=stop_ids,
+                is_finished=lambda ids: _has_lines(
+                    tokenizer.decode(ids, skip_special_tokens=True), lines_wanted
+                ),
+                generator=generator,
+            )
+            completions.extend(tokenizer.decode(ids, skip_special_tokens=True) for ids in token_lists)
+        return completions
+
+    def generate(
+        self, brief: Brief, n: int, *, seed: int = 0, winners: Sequence[dict] = ()
+    ) -> list[Candidate]:
+        """``n`` parsed candidates (some may fail the filters: the pool checks them)."""
+        del winners  # the model writes from the brief; retraining is how winners reach it
+        if n <= 0:
+            return []
+        prompt_hash = brief.prompt_hash()
+        candidates = []
+        for completion in self.sample(brief, n, seed=seed):
+            headline, description = parse_completion(completion, brief)
+            if headline:
+                headline, description = complete_required_terms(headline, description, brief)
+            candidates.append(
+                Candidate(
+                    headline=headline,
+                    description=description,
+                    language=brief.language,
+                    generator=self.name,
+                    model_version=self.model_version,
+                    prompt_hash=prompt_hash,
+                    parent_ids=(),
+                    seed=seed,
+                )
+            )
+        return candidates
+
+
+def _has_lines(text: str, wanted: int) -> bool:
+    """True once ``text`` holds ``wanted`` complete non-empty lines (or a blank line after text)."""
+    if "\n\n" in text.lstrip():
+        return True
+    complete = text.split("\n")[:-1]
+    return sum(1 for line in complete if line.strip()) >= wanted
+
+
+def _forward(model: Any, input_ids: Any, cache: Any) -> Any:
+    """One forward pass that keeps only the last position's logits."""
+    # transformers renamed ``past_key_values`` to ``cache``; support both spellings.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    key = "cache" if "cache" in parameters else "past_key_values"
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
+    if cache is not None:
+        kwargs[key] = cache
+    if "logits_to_keep" in parameters:
+        kwargs["logits_to_keep"] = 1
+    output = model(**kwargs)
+    new_cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    return output.logits[:, -1, :], new_cache
+
+
+def _sample_batch(
+    model: Any,
+    prompt_ids: Any,
+    size: int,
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    is_finished: Any,
+    generator: Any,
+) -> list[list[int]]:
+    """Sample ``size`` continuations of one prompt with temperature and nucleus (top-p) sampling."""
+    import torch
+
+    with torch.inference_mode():
+        logits, cache = _forward(model, prompt_ids, None)
+        cache.batch_repeat_interleave(size)
+        logits = logits.expand(size, -1)
+        tokens: list[list[int]] = [[] for _ in range(size)]
+        active = list(range(size))  # batch row -> sequence index
+        for _ in range(max_new_tokens):
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            if top_p < 1.0:
+                sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+                outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+                sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+            next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1)
+            keep: list[int] = []
+            for row, sequence in enumerate(active):
+                token = int(next_ids[row])
+                if token in stop_ids:
+                    continue
+                tokens[sequence].append(token)
+                if not is_finished(tokens[sequence]):
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                cache.batch_select_indices(torch.tensor(keep, device=prompt_ids.device))
+                active = [active[row] for row in keep]
+                next_ids = next_ids[keep]
+            logits, cache = _forward(model, next_ids.to(prompt_ids.device)[:, None], cache)
+    return tokens
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.append(configured)
+    elif isinstance(configured, list | tuple):
+        ids.extend(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    # Chat models end a turn with a special token; stop there too.
+    for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
+        if isinstance(token_id, int) and token_id >= 0:
+            ids.append(token_id)
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,283 @@
+"""The generator pool: asks each generator for a share, filters, tops up, records why.
+
+:meth:`GeneratorPool.generate` asks every usable generator for its share of the ``n``
+candidates wanted (with some headroom for filter losses), runs each candidate through
+:func:`generators.filters.check_candidate`, and repeats with the remaining need — shifted
+towards the generators whose candidates pass — until ``n`` pass, the request budget is spent,
+the round limit is reached or every generator is exhausted. It never loops forever and never
+raises for lack of a model: without an installed LM it writes with the other generators and
+says so once in ``PoolResult.notes``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from generators.brief import Brief, load_brief
+from generators.candidate import Candidate
+from generators.errors import ModelNotFoundError
+from generators.filters import FilterSettings, NearDuplicateIndex, check_candidate, drop_reasons_in
+from generators.lm import LMGenerator
+from generators.models import resolve_model
+from generators.recombine import RecombinationGenerator
+from generators.templates import TemplateGenerator
+
+__all__ = ["GENERATOR_NAMES", "Generator", "GeneratorPool", "PoolResult"]
+
+GENERATOR_NAMES = ("template", "lm", "recombine")
+
+
+class Generator(Protocol):
+    """What the pool needs from a generator: a ``name`` and a seeded ``generate``."""
+
+    name: str
+
+    def generate(
+        self, brief: Brief, n: int, *, seed: int = 0, winners: Sequence[dict] = ()
+    ) -> list[Candidate]: ...
+
+
+@dataclass
+class PoolResult:
+    """What one :meth:`GeneratorPool.generate` call produced.
+
+    ``candidates`` passed every filter (at most ``n``); ``dropped`` pairs each rejected
+    candidate with its reason; ``drop_counts`` counts reasons; ``notes`` are messages for the
+    user (missing model, shortfall and why); ``requested``/``accepted`` count per generator.
+    """
+
+    candidates: list[Candidate]
+    dropped: list[tuple[Candidate, str]] = field(default_factory=list)
+    drop_counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    requested: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (dropped candidates as text + reason)."""
+        return {
+            "candidates": [c.to_dict() for c in self.candidates],
+            "dropped": [{"text": c.text, "generator": c.generator, "reason": r} for c, r in self.dropped],
+            "drop_counts": dict(self.drop_counts),
+            "notes": list(self.notes),
+            "requested": dict(self.requested),
+            "accepted": dict(self.accepted),
+        }
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+class GeneratorPool:
+    """Several generators behind one ``generate`` call.
+
+    Parameters
+    ----------
+    generators: generator objects or names from ``template``, ``lm``, ``recombine``; None
+        for all three (``lm`` only when a model is installed).
+    model_dir: the LM directory for ``lm``; None uses the default model when installed. An
+        explicit directory that is missing or not a causal LM raises ModelNotFoundError.
+    filter_settings: similarity and language thresholds.
+    shares: relative share of candidates per generator name (default equal).
+    max_rounds: most top-up rounds per call.
+    oversample: how many candidates to ask for per one still needed (filters drop some).
+    lm_options: keyword arguments for :class:`LMGenerator` (temperature, top_p, batch_size...).
+
+    Example
+    -------
+    >>> pool = GeneratorPool(["template"])
+    >>> brief = Brief(product="bespoke rings", brand="Aurelle", language="en")
+    >>> len(pool.generate(brief, 3, seed=0).candidates)
+    3
+    """
+
+    def __init__(
+        self,
+        generators: Sequence[str | Generator] | None = None,
+        *,
+        model_dir: str | Path | None = None,
+        filter_settings: FilterSettings | None = None,
+        shares: Mapping[str, float] | None = None,
+        max_rounds: int = 6,
+        oversample: float = 1.5,
+        lm_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {max_rounds!r}")
+        if oversample < 1:
+            raise ValueError(f"oversample must be >= 1, got {oversample!r}")
+        for name, share in (shares or {}).items():
+            if not share >= 0:
+                raise ValueError(f"shares[{name!r}] must be >= 0, got {share!r}")
+        self.filter_settings = filter_settings or FilterSettings()
+        self.shares = dict(shares or {})
+        self.max_rounds = max_rounds
+        self.oversample = oversample
+        self._explicit = generators is not None
+        self._setup_notes: list[str] = []
+        self.generators: list[Generator] = []
+        for item in generators if generators is not None else GENERATOR_NAMES:
+            if not isinstance(item, str):
+                self.generators.append(item)
+                continue
+            if item == "template":
+                self.generators.append(TemplateGenerator())
+            elif item == "recombine":
+                self.generators.append(RecombinationGenerator())
+            elif item == "lm":
+                lm = self._make_lm(model_dir, dict(lm_options or {}))
+                if lm is not None:
+                    self.generators.append(lm)
+            else:
+                raise ValueError(
+                    f"generators: unknown generator {item!r} (use {', '.join(GENERATOR_NAMES)})"
+                )
+        if not self.generators:
+            raise ValueError("generators: no usable generator (add 'template')")
+
+    def _make_lm(self, model_dir: str | Path | None, options: dict[str, Any]) -> LMGenerator | None:
+        if model_dir is not None:
+            return LMGenerator(model_dir, **options)  # explicit: a bad directory is an error
+        try:
+            return LMGenerator(resolve_model(None), **options)
+        except ModelNotFoundError:
+            others = [n for n in GENERATOR_NAMES if n != "lm"]
+            self._setup_notes.append(
+                "no language model installed, so candidates come from the "
+                f"{' and '.join(others)} generators; add one with `adloop models pull smollm2`"
+            )
+            return None
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the generators in use."""
+        return [g.name for g in self.generators]
+
+    @property
+    def model_version(self) -> str | None:
+        """Version of the LM in use, or None without one."""
+        for generator in self.generators:
+            version = getattr(generator, "model_version", None)
+            if version:
+                return str(version)
+        return None
+
+    def __repr__(self) -> str:
+        return f"GeneratorPool({self.names!r}, max_rounds={self.max_rounds})"
+
+    def generate(
+        self,
+        brief: Brief | Mapping[str, Any],
+        n: int,
+        *,
+        existing_texts: Iterable[str] = (),
+        winners: Sequence[dict] = (),
+        seed: int = 0,
+        budget: int | None = None,
+        time_budget_s: float | None = None,
+    ) -> PoolResult:
+        """Up to ``n`` candidates that pass every filter, with the reasons for the rest.
+
+        Parameters
+        ----------
+        brief: the brief (or a mapping checked by :func:`load_brief`).
+        n: candidates wanted.
+        existing_texts: the campaign's current variants' texts; near-copies are dropped.
+        winners: dicts with ``headline``/``description`` (or ``text``) and ``variant_id`` for
+            the recombination generator.
+        seed: base seed; each generator and round gets its own seed derived from it.
+        budget: most candidates to request from generators in total (default ``10 n + 20``).
+        time_budget_s: stop topping up after this many seconds (the current round finishes).
+        """
+        brief = load_brief(brief)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n!r}")
+        budget = 10 * n + 20 if budget is None else budget
+        result = PoolResult(candidates=[], notes=list(self._setup_notes))
+        if n == 0:
+            return result
+        active = [g for g in self.generators if g.name != "recombine" or winners]
+        if self._explicit and "recombine" in self.names and not winners:
+            result.notes.append("recombine: no winners given yet, so it wrote nothing")
+        existing = NearDuplicateIndex(brief.language, max_similarity=self.filter_settings.max_similarity)
+        for text in existing_texts:
+            existing.add(text)
+        kept = NearDuplicateIndex(brief.language, max_similarity=self.filter_settings.max_similarity)
+        requested = {g.name: 0 for g in active}
+        passed = {g.name: 0 for g in active}
+        dropped_reasons: list[str] = []
+        started = time.monotonic()
+        spent = 0
+        for round_index in range(self.max_rounds):
+            need = n - len(result.candidates)
+            if need <= 0 or not active or spent >= budget:
+                break
+            if time_budget_s is not None and time.monotonic() - started > time_budget_s:
+                result.notes.append(f"stopped after the time budget of {time_budget_s:g} s")
+                break
+            weights = np.array(
+                [
+                    self.shares.get(g.name, 1.0) * (passed[g.name] + 1) / (requested[g.name] + 2)
+                    if round_index
+                    else self.shares.get(g.name, 1.0)
+                    for g in active
+                ],
+                dtype=float,
+            )
+            if weights.sum() <= 0:
+                weights = np.ones(len(active))
+            weights /= weights.sum()
+            exhausted: list[Generator] = []
+            for index, generator in enumerate(active):
+                if len(result.candidates) >= n or spent >= budget:
+                    break
+                ask = max(1, math.ceil(need * weights[index] * self.oversample))
+                ask = min(ask, budget - spent)
+                spent += ask
+                requested[generator.name] += ask
+                generator_index = self.generators.index(generator)
+                round_seed = _derived_seed(seed, generator_index, round_index)
+                try:
+                    batch = generator.generate(brief, ask, seed=round_seed, winners=winners)
+                except Exception as exc:  # noqa: BLE001 - one broken generator must not stop the pool
+                    result.notes.append(
+                        f"{generator.name} generator failed and was skipped: "
+                        f"{type(exc).__name__}: {exc}"
+                    )
+                    exhausted.append(generator)
+                    continue
+                if not batch:
+                    exhausted.append(generator)
+                for candidate in batch:
+                    if len(result.candidates) >= n:
+                        break
+                    reason = check_candidate(
+                        candidate, brief, settings=self.filter_settings, accepted=kept, existing=existing
+                    )
+                    if reason is None:
+                        kept.add(candidate.text)
+                        result.candidates.append(candidate)
+                        passed[generator.name] += 1
+                    else:
+                        result.dropped.append((candidate, reason))
+                        dropped_reasons.append(reason)
+            active = [g for g in active if g not in exhausted]
+        result.drop_counts = drop_reasons_in(dropped_reasons)
+        result.requested = requested
+        result.accepted = passed
+        if len(result.candidates) < n:
+            why = ", ".join(f"{reason}: {count}" for reason, count in result.drop_counts.items())
+            result.notes.append(
+                f"only {len(result.candidates)} of {n} candidates passed the filters after "
+                f"requesting {spent} (dropped: {why or 'none'}); widen the brief (more keywords, "
+                "looser limits or fewer banned terms) or raise the budget"
+            )
+        return result

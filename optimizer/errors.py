@@ -1,0 +1,80 @@
+"""Errors raised by the optimizer (engine, service, CLI).
+
+Hierarchy::
+
+    OptimizerError                  base of everything raised on purpose here
+    ├── CampaignNotFound            no such campaign (or it belongs to another tenant)
+    ├── VariantNotFound             no such variant in that campaign
+    ├── NoActiveVariants            the campaign has nothing left to serve
+    ├── InvalidRequest              a bad argument; ``field`` names the offending input
+    └── AuthError                   missing, unknown or insufficient API key
+
+Errors from the leaf packages (``storage.StorageError``, ``generators.GeneratorError``,
+``bandits.BanditError``) pass through unchanged: they already name what was wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CampaignNotFound",
+    "InvalidRequest",
+    "NoActiveVariants",
+    "OptimizerError",
+    "VariantNotFound",
+]
+
+
+class OptimizerError(Exception):
+    """Base class for errors raised by the optimizer."""
+
+
+class CampaignNotFound(OptimizerError, KeyError):
+    """The campaign does not exist, or is not visible to the caller's tenant."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        super().__init__(f"campaign {campaign_id!r} not found")
+
+    def __str__(self) -> str:  # KeyError would quote the message again
+        return f"campaign {self.campaign_id!r} not found"
+
+
+class VariantNotFound(OptimizerError, KeyError):
+    """The variant does not exist in the given campaign."""
+
+    def __init__(self, campaign_id: str, variant_id: str) -> None:
+        self.campaign_id = campaign_id
+        self.variant_id = variant_id
+        super().__init__(f"variant {variant_id!r} not found in campaign {campaign_id!r}")
+
+    def __str__(self) -> str:
+        return f"variant {self.variant_id!r} not found in campaign {self.campaign_id!r}"
+
+
+class NoActiveVariants(OptimizerError):
+    """The campaign has no active variant to choose from; add variants or refill the pool."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        super().__init__(
+            f"campaign {campaign_id!r} has no active variants; add variants "
+            "(POST /v1/campaigns/{id}/variants) or run retire_and_refill"
+        )
+
+
+class InvalidRequest(OptimizerError, ValueError):
+    """An argument was invalid; ``field`` names it (dotted path for nested input)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class AuthError(OptimizerError):
+    """The API key is missing or unknown (401), or lacks the admin right (403)."""
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,745 @@
+"""Winner-driven retraining: from the event log to a new, gated, promoted model version.
+
+One round (:func:`retrain_round`) does, top to bottom:
+
+1. **Data** (:func:`build_dataset`): for every campaign, read deduplicated arm stats from the
+   store, put a Beta posterior on each variant's rate (CTR, or conversions per impression
+   for ``cvr``/``value`` campaigns) and pick
+
+   * *winners*: the declared winner, or a variant whose probability of being best is at
+     least ``winner_threshold`` with at least ``min_impressions`` impressions; each becomes
+     an SFT example (prompt = ``Brief.prompt()``, target = the copy as the LM writes it),
+     weighted by lift over the other variants times its probability-best;
+   * *confident pairs*: within one campaign and one segment (and overall), variants A and
+     B, both with ``min_pair_impressions``, where P(rate_A > rate_B) >= ``pair_confidence``;
+     weighted by A's lift over B times that probability.
+
+   The dataset is hashed (:func:`generators.training.dataset_hash`) and the hash recorded
+   with the model version.
+2. **Split**: a seeded share of the pairs is held out for the gate and never trained on.
+3. **Train** (:func:`generators.training.train_version`) from the current version: SFT on
+   winners, DPO on the training pairs, LoRA by default. Runs in the caller's process or in
+   an executor (the scheduler passes a process pool so serving never stalls).
+4. **Gate** (:func:`evaluate_gate`): the candidate must rank held-out winners above losers
+   (log-likelihood) at least as often as the current version, and must still write valid
+   copy: its filter pass rate and distinct-2 on the campaigns' briefs may not collapse
+   relative to the current version.
+5. **Register and promote**: the version is always registered (with its metrics and the
+   gate's verdict); only a passing version is promoted. Promotion is one row appended by
+   the store, so readers switch from one version to the next between requests
+   (:class:`ServingModel`); ``adloop models rollback`` goes back one promotion.
+
+A failure anywhere (bad data, a training crash, a killed worker) leaves the current
+version promoted and is reported with ``outcome="failed"``.
+
+Example::
+
+    from storage import Store
+    from optimizer.retrain import RetrainConfig, retrain_round
+    with Store("adloop.duckdb") as store:
+        report = retrain_round(store, config=RetrainConfig())
+        print(report.outcome, report.version)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generators.training import PreferencePair, SFTExample, TrainingConfig, dataset_hash
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "GateResult",
+    "RetrainConfig",
+    "RetrainDataset",
+    "RetrainReport",
+    "ServingModel",
+    "build_dataset",
+    "distinct_n",
+    "evaluate_gate",
+    "retrain_round",
+    "train_and_gate",
+]
+
+#: Directory name of the default model inside the model cache.
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _default_training() -> TrainingConfig:
+    # Sized for one round on 2 CPU cores with a 135M model: a few dozen LoRA steps.
+    return TrainingConfig(sft_steps=24, dpo_steps=24, batch_size=4, learning_rate=5e-4,
+                          max_length=256, threads=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainConfig:
+    """Settings of a retraining round; keyword-only, checked at construction."""
+
+    base_model: str | None = None
+    """Model directory the first version starts from; None: the default model in the cache."""
+    models_root: str | None = None
+    """Where new versions are written; None: ``<model cache>/versions``."""
+    winner_threshold: float = 0.95
+    """Probability-best needed to count an undeclared variant as a winner."""
+    min_impressions: int = 500
+    """Impressions a variant needs before it can count as a winner."""
+    pair_confidence: float = 0.95
+    """P(A beats B) needed for a training pair."""
+    min_pair_impressions: int = 200
+    """Impressions both variants of a pair need (in that segment)."""
+    max_pairs_per_campaign: int = 64
+    """Keep the most confident/lifted pairs per campaign (limits round time)."""
+    holdout_fraction: float = 0.25
+    """Share of pairs kept out of training for the promotion gate."""
+    min_holdout_pairs: int = 1
+    """Fewer held-out pairs than this: the round is skipped (nothing to gate on)."""
+    n_draws: int = 4000
+    """Posterior draws for probability-best and P(A beats B)."""
+    gate_candidates: int = 8
+    """Candidates per brief generated by each model in the validity check (0 = skip it)."""
+    gate_briefs: int = 2
+    """How many campaigns' briefs the validity check uses."""
+    min_pass_rate_ratio: float = 0.7
+    """The candidate's filter pass rate must be >= this x the current version's."""
+    min_distinct_ratio: float = 0.8
+    """The candidate's distinct-2 must be >= this x the current version's."""
+    accuracy_tolerance: float = 0.0
+    """Held-out accuracy may be this much below the current version's and still pass."""
+    training: TrainingConfig = field(default_factory=_default_training)
+    """How to fine-tune (see :class:`generators.training.TrainingConfig`)."""
+    seed: int = 0
+    """Seeds posterior draws, the hold-out split and generation in the gate."""
+
+    def __post_init__(self) -> None:
+        for name in ("winner_threshold", "pair_confidence", "holdout_fraction"):
+            value = getattr(self, name)
+            if not (0.0 < value < 1.0):
+                raise ValueError(f"RetrainConfig.{name} must be in (0, 1), got {value!r}")
+        for name in ("min_impressions", "min_pair_impressions", "min_holdout_pairs",
+                     "gate_candidates", "gate_briefs"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"RetrainConfig.{name} must be an integer >= 0, got {value!r}")
+        for name in ("max_pairs_per_campaign", "n_draws"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"RetrainConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("min_pass_rate_ratio", "min_distinct_ratio", "accuracy_tolerance"):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0):
+                raise ValueError(f"RetrainConfig.{name} must be in [0, 1], got {value!r}")
+        if not isinstance(self.training, TrainingConfig):
+            raise ValueError("RetrainConfig.training must be a generators.training.TrainingConfig")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetrainConfig:
+        """Build from plain config (YAML); ``training`` may be a dict of TrainingConfig fields."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"retraining: unknown key(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        training = data.get("training")
+        if isinstance(training, dict):
+            fields = set(TrainingConfig.__dataclass_fields__)
+            bad = sorted(set(training) - fields)
+            if bad:
+                raise ValueError(f"retraining.training: unknown key(s) {bad}; known: {sorted(fields)}")
+            data["training"] = TrainingConfig(**{**asdict(_default_training()), **training})
+        return cls(**data)
+
+    def base_model_dir(self) -> Path:
+        """The base model directory (resolved against the model cache)."""
+        if self.base_model:
+            return Path(self.base_model).expanduser()
+        from generators import default_model_dir
+
+        return Path(default_model_dir()) / DEFAULT_BASE_MODEL
+
+    def models_root_dir(self) -> Path:
+        """Where versions are written."""
+        if self.models_root:
+            return Path(self.models_root).expanduser()
+        from generators import default_model_dir
+
+        return Path(default_model_dir()) / "versions"
+
+
+@dataclass(frozen=True)
+class RetrainDataset:
+    """Winners (SFT), confident pairs (DPO, split into train and held-out) and provenance rows."""
+
+    winners: tuple[SFTExample, ...]
+    pairs: tuple[PreferencePair, ...]
+    heldout_pairs: tuple[PreferencePair, ...]
+    briefs: tuple[Any, ...]
+    rows: tuple[dict[str, Any], ...]
+    data_hash: str
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and hash, for reports and job records."""
+        return {
+            "winners": len(self.winners),
+            "train_pairs": len(self.pairs),
+            "heldout_pairs": len(self.heldout_pairs),
+            "campaigns": len(self.briefs),
+            "data_hash": self.data_hash,
+        }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The promotion gate's verdict and the figures behind it."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    """What one round did; ``outcome`` is promoted / rejected / skipped / failed."""
+
+    outcome: str
+    version: str | None = None
+    current_version: str | None = None
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    model_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def completion_text(headline: str, description: str) -> str:
+    """The copy written the way the LM generator writes (and parses) it."""
+    from generators import format_completion
+
+    return format_completion(headline, description)
+
+
+def _rate_columns(objective: str) -> tuple[str, str]:
+    # value campaigns: a per-impression conversion rate is the closest Beta-shaped signal.
+    return ("impressions", "clicks") if objective == "ctr" else ("impressions", "conversions")
+
+
+def _posterior_draws(trials: np.ndarray, successes: np.ndarray, n_draws: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Beta(1 + s, 1 + n - s) draws, shape (n_draws, n_arms)."""
+    successes = np.minimum(successes, trials)
+    return rng.beta(1.0 + successes, 1.0 + trials - successes, size=(n_draws, len(trials)))
+
+
+def _lift(a: float, b: float) -> float:
+    """Relative lift of rate ``a`` over ``b``, clipped to [0.05, 3] so no example dominates."""
+    return float(np.clip((a - b) / max(b, 1e-9), 0.05, 3.0))
+
+
+def build_dataset(
+    store: Any,
+    *,
+    config: RetrainConfig | None = None,
+    campaign_ids: Sequence[str] | None = None,
+) -> RetrainDataset:
+    """Winners and confident pairs from the store, with a seeded hold-out split of the pairs.
+
+    Example::
+
+        data = build_dataset(store, config=RetrainConfig(min_impressions=100))
+        print(data.summary())
+    """
+    from generators import load_brief
+
+    config = config or RetrainConfig()
+    rng = np.random.default_rng(config.seed)
+    if campaign_ids is None:
+        campaigns = store.campaigns()
+    else:
+        campaigns = []
+        for campaign_id in campaign_ids:
+            row = store.campaign(campaign_id)
+            if row is None:
+                raise ValueError(f"unknown campaign {campaign_id!r}")
+            campaigns.append(row)
+    winners: list[SFTExample] = []
+    all_pairs: list[tuple[PreferencePair, dict[str, Any]]] = []
+    briefs = []
+    rows: list[dict[str, Any]] = []
+    for campaign in sorted(campaigns, key=lambda c: c["campaign_id"]):
+        campaign_id = campaign["campaign_id"]
+        if not campaign.get("brief"):
+            continue
+        brief = load_brief(campaign["brief"])
+        prompt = brief.prompt()
+        variants = {v["variant_id"]: v for v in store.variants(campaign_id)}
+        if len(variants) < 2:
+            continue
+        trials_col, success_col = _rate_columns(campaign.get("objective", "ctr"))
+        overall = store.arm_stats(campaign_id)
+        ids = [i for i in overall["variant_id"].to_list() if i in variants]
+        if len(ids) < 2:
+            continue
+        frame = overall.filter(overall["variant_id"].is_in(ids))
+        ids = frame["variant_id"].to_list()
+        trials = frame[trials_col].to_numpy().astype(float)
+        successes = frame[success_col].to_numpy().astype(float)
+        draws = _posterior_draws(trials, successes, config.n_draws, rng)
+        best = np.bincount(draws.argmax(axis=1), minlength=len(ids)) / config.n_draws
+        means = (1.0 + successes) / (2.0 + trials)
+        declared = {campaign.get("winner_variant_id")} | {
+            i for i in ids if variants[i].get("status") == "winner"
+        }
+        picked = False
+        for index, variant_id in enumerate(ids):
+            is_declared = variant_id in declared
+            confident = best[index] >= config.winner_threshold
+            if not is_declared and not (confident and trials[index] >= config.min_impressions):
+                continue
+            others = np.delete(means, index)
+            weight = _lift(means[index], float(others.mean())) * max(float(best[index]), 0.5)
+            variant = variants[variant_id]
+            winners.append(SFTExample(
+                prompt=prompt,
+                completion=completion_text(variant.get("headline") or variant["text"],
+                                           variant.get("description") or ""),
+                weight=weight,
+            ))  # fmt: skip
+            rows.append({"kind": "winner", "campaign_id": campaign_id, "variant_id": variant_id,
+                         "probability_best": float(best[index]), "weight": weight,
+                         "declared": is_declared})  # fmt: skip
+            picked = True
+
+        # Pairs per segment and overall; a pair seen in several keeps its strongest evidence.
+        segment_frames = [("*", frame)]
+        by_segment = store.arm_stats(campaign_id, by_segment=True)
+        if by_segment.height and "segment" in by_segment.columns:
+            for segment in sorted(s for s in by_segment["segment"].unique().to_list() if s):
+                part = by_segment.filter(by_segment["segment"] == segment)
+                segment_frames.append((segment, part.filter(part["variant_id"].is_in(ids))))
+        strongest: dict[tuple[str, str], tuple[PreferencePair, dict[str, Any]]] = {}
+        for segment, part in segment_frames:
+            if part.height < 2:
+                continue
+            seg_ids = part["variant_id"].to_list()
+            seg_trials = part[trials_col].to_numpy().astype(float)
+            seg_successes = part[success_col].to_numpy().astype(float)
+            enough = seg_trials >= config.min_pair_impressions
+            if enough.sum() < 2:
+                continue
+            seg_draws = _posterior_draws(seg_trials, seg_successes, config.n_draws, rng)
+            seg_means = (1.0 + seg_successes) / (2.0 + seg_trials)
+            for a in np.flatnonzero(enough):
+                for b in np.flatnonzero(enough):
+                    if a == b or seg_means[a] <= seg_means[b]:
+                        continue
+                    p_beats = float((seg_draws[:, a] > seg_draws[:, b]).mean())
+                    if p_beats < config.pair_confidence:
+                        continue
+                    chosen, rejected = variants[seg_ids[a]], variants[seg_ids[b]]
+                    chosen_text = completion_text(chosen.get("headline") or chosen["text"],
+                                                  chosen.get("description") or "")
+                    rejected_text = completion_text(rejected.get("headline") or rejected["text"],
+                                                    rejected.get("description") or "")
+                    if chosen_text == rejected_text:
+                        continue
+                    weight = _lift(seg_means[a], seg_means[b]) * p_beats
+                    key = (seg_ids[a], seg_ids[b])
+                    if key in strongest and strongest[key][1]["weight"] >= weight:
+                        continue
+                    strongest[key] = (
+                        PreferencePair(prompt=prompt, chosen=chosen_text, rejected=rejected_text,
+                                       weight=weight),
+                        {"kind": "pair", "campaign_id": campaign_id, "segment": segment,
+                         "chosen": seg_ids[a], "rejected": seg_ids[b],
+                         "p_beats": p_beats, "weight": weight},
+                    )  # fmt: skip
+        ranked = sorted(strongest.values(), key=lambda item: (-item[1]["weight"], item[1]["chosen"],
+                                                               item[1]["rejected"]))
+        all_pairs.extend(ranked[: config.max_pairs_per_campaign])
+        if picked or strongest:
+            briefs.append(brief)
+
+    # Seeded hold-out split over pairs (order fixed by campaign and weight above).
+    n_holdout = int(round(config.holdout_fraction * len(all_pairs)))
+    if len(all_pairs) >= 2:
+        n_holdout = max(n_holdout, 1)
+    order = rng.permutation(len(all_pairs))
+    heldout_index = set(order[:n_holdout].tolist())
+    train_pairs, heldout_pairs = [], []
+    for index, (pair, row) in enumerate(all_pairs):
+        row = {**row, "heldout": index in heldout_index}
+        rows.append(row)
+        (heldout_pairs if row["heldout"] else train_pairs).append(pair)
+    # Held-out pairs are pairs the model never trains on; their texts may still occur in
+    # other training pairs or as winners (one campaign has few variants). Splitting by
+    # campaign is stricter and is what the offline evaluation on real tests does.
+    data_hash = dataset_hash(winners, [*train_pairs, *heldout_pairs])
+    return RetrainDataset(
+        winners=tuple(winners),
+        pairs=tuple(train_pairs),
+        heldout_pairs=tuple(heldout_pairs),
+        briefs=tuple(briefs),
+        rows=tuple(rows),
+        data_hash=data_hash,
+    )
+
+
+# ----------------------------------------------------------------------------- gate
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct-n: unique word n-grams / all word n-grams over ``texts`` (characters for CJK).
+
+    1.0 means no n-gram repeats anywhere; a model that writes the same line again and
+    again tends to 0. Returns 0.0 for no n-grams at all.
+
+    Example
+    -------
+    >>> distinct_n(["rings made to measure", "rings made to order"], 2)
+    0.6666666666666666
+    """
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        tokens = text.lower().split()
+        if len(tokens) <= 1 and len(text) > 1:  # Chinese: no spaces, use characters
+            tokens = [c for c in text if not c.isspace()]
+        grams.extend(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _load_for_scoring(model_dir: Path) -> tuple[Any, Any]:
+    from generators import load_causal_lm
+
+    return load_causal_lm(model_dir)
+
+
+def _validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> dict[str, float]:
+    """Generate ``n`` candidates per brief; filter pass rate and distinct-2 of what came out."""
+    from generators import LMGenerator
+    from generators.filters import NearDuplicateIndex, check_candidate
+
+    generator = LMGenerator(model_dir)
+    produced = passed = 0
+    texts: list[str] = []
+    for brief in briefs:
+        candidates = generator.generate(brief, n, seed=seed)
+        accepted = NearDuplicateIndex(brief.language)
+        produced += max(n, len(candidates))  # a model that returns nothing fails the check
+        for candidate in candidates:
+            texts.append(candidate.text)
+            if check_candidate(candidate, brief, accepted=accepted) is None:
+                accepted.add(candidate.text)
+                passed += 1
+    return {
+        "pass_rate": passed / produced if produced else 0.0,
+        "distinct_2": distinct_n(texts, 2),
+        "n_generated": float(len(texts)),
+    }
+
+
+def evaluate_gate(
+    candidate_dir: str | Path,
+    current_dir: str | Path | None,
+    heldout_pairs: Sequence[PreferencePair],
+    *,
+    briefs: Sequence[Any] = (),
+    config: RetrainConfig | None = None,
+) -> GateResult:
+    """Compare a trained version with the current one on held-out pairs and on validity.
+
+    Passes when (1) held-out pairwise accuracy >= the current version's minus
+    ``accuracy_tolerance``; (2) with ``gate_candidates`` > 0 and briefs given, the filter pass
+    rate >= ``min_pass_rate_ratio`` x the current one and distinct-2 >= ``min_distinct_ratio``
+    x the current one. ``current_dir=None`` compares against nothing (first version).
+
+    Example::
+
+        gate = evaluate_gate("models/v0003", "models/v0002", data.heldout_pairs,
+                             briefs=data.briefs)
+        print(gate.passed, gate.reasons)
+    """
+    from generators.training import preference_accuracy
+
+    config = config or RetrainConfig()
+    max_length = config.training.max_length
+    metrics: dict[str, float] = {"heldout_pairs": float(len(heldout_pairs))}
+    reasons: list[str] = []
+    candidate_dir = Path(candidate_dir)
+    model, tokenizer = _load_for_scoring(candidate_dir)
+    if heldout_pairs:
+        metrics["heldout_accuracy"] = preference_accuracy(
+            model, tokenizer, heldout_pairs, max_length=max_length
+        )
+    del model
+    if current_dir is not None and heldout_pairs:
+        current_model, current_tokenizer = _load_for_scoring(Path(current_dir))
+        metrics["current_heldout_accuracy"] = preference_accuracy(
+            current_model, current_tokenizer, heldout_pairs, max_length=max_length
+        )
+        del current_model
+        if metrics["heldout_accuracy"] < metrics["current_heldout_accuracy"] - config.accuracy_tolerance:
+            reasons.append(
+                f"held-out accuracy {metrics['heldout_accuracy']:.3f} is below the current "
+                f"version's {metrics['current_heldout_accuracy']:.3f}"
+            )
+    if config.gate_candidates and briefs:
+        chosen_briefs = list(briefs)[: config.gate_briefs]
+        new = _validity(candidate_dir, chosen_briefs, n=config.gate_candidates, seed=config.seed)
+        metrics.update({f"{k}": v for k, v in new.items()})
+        if current_dir is not None:
+            old = _validity(Path(current_dir), chosen_briefs, n=config.gate_candidates,
+                            seed=config.seed)
+            metrics.update({f"current_{k}": v for k, v in old.items()})
+            if new["pass_rate"] < config.min_pass_rate_ratio * old["pass_rate"]:
+                reasons.append(
+                    f"filter pass rate collapsed: {new['pass_rate']:.2f} vs {old['pass_rate']:.2f}"
+                )
+            if new["distinct_2"] < config.min_distinct_ratio * old["distinct_2"]:
+                reasons.append(
+                    f"distinct-2 collapsed: {new['distinct_2']:.2f} vs {old['distinct_2']:.2f}"
+                )
+        elif new["n_generated"] == 0:
+            reasons.append("the model produced no candidates")
+    return GateResult(passed=not reasons, reasons=tuple(reasons), metrics=metrics)
+
+
+def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one version and run the gate; a top-level function so a process pool can run it.
+
+    ``job`` holds plain data (paths, examples as dicts, config as dicts) so it pickles
+    cheaply; the store is never touched here (DuckDB allows one writer process).
+    """
+    from generators.training import train_version
+
+    config = RetrainConfig.from_dict(job["config"])
+    if config.training.threads:
+        import torch
+
+        torch.set_num_threads(config.training.threads)
+    winners = [SFTExample(**e) for e in job["winners"]]
+    pairs = [PreferencePair(**p) for p in job["pairs"]]
+    heldout = [PreferencePair(**p) for p in job["heldout_pairs"]]
+    from generators import load_brief
+
+    briefs = [load_brief(b) for b in job["briefs"]]
+    started = time.perf_counter()
+    result = train_version(
+        job["from_dir"], job["out_dir"], sft_examples=winners, pairs=pairs,
+        config=config.training, version=job["version"], parent=job["parent"],
+        base=job["base"], data_hash=job["data_hash"],
+    )  # fmt: skip
+    trained = time.perf_counter()
+    gate = evaluate_gate(result.model_dir, job["current_dir"], heldout, briefs=briefs,
+                         config=config)
+    gated = time.perf_counter()
+    return {
+        "model_dir": str(result.model_dir),
+        "training_metrics": result.metrics,
+        "steps": result.steps,
+        "gate": {"passed": gate.passed, "reasons": list(gate.reasons), "metrics": gate.metrics},
+        "seconds": {"train": trained - started, "gate": gated - trained},
+    }
+
+
+# ----------------------------------------------------------------------------- round
+
+
+def _config_dict(config: RetrainConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["training"] = config.training.to_dict()
+    if isinstance(data["training"].get("lora_target_modules"), list):
+        data["training"]["lora_target_modules"] = tuple(data["training"]["lora_target_modules"])
+    return data
+
+
+def _ensure_current(store: Any, config: RetrainConfig, clock: Callable[[], datetime]) -> dict:
+    """The promoted version; registers and promotes the base model on first use."""
+    current = store.current_model()
+    if current is not None:
+        return current
+    base_dir = config.base_model_dir()
+    if not (base_dir / "config.json").exists():
+        from generators.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(
+            f"no model at {base_dir}; install the default with `adloop models pull smollm2` "
+            "or set retraining.base_model to a local causal LM directory"
+        )
+    version = "base-" + hashlib.sha256(str(base_dir.resolve()).encode()).hexdigest()[:8]
+    if not any(v["version"] == version for v in store.model_versions()):
+        store.add_model_version({
+            "version": version, "path": str(base_dir), "base": str(base_dir), "parent": None,
+            "data_hash": None, "metrics": {}, "created_at": clock(),
+        })  # fmt: skip
+    store.promote_model(version)
+    return store.current_model()
+
+
+def _next_version(store: Any, root: Path) -> str:
+    n = sum(1 for v in store.model_versions() if not str(v["version"]).startswith("base-")) + 1
+    while (root / f"v{n:04d}").exists():
+        n += 1
+    return f"v{n:04d}"
+
+
+def retrain_round(
+    store: Any,
+    *,
+    config: RetrainConfig | None = None,
+    campaign_ids: Sequence[str] | None = None,
+    executor: Executor | None = None,
+    clock: Callable[[], datetime] | None = None,
+    on_promote: Callable[[dict[str, Any]], None] | None = None,
+) -> RetrainReport:
+    """Run one retraining round now and return what it did (never raises for training failures).
+
+    ``executor``: where training and the gate run (e.g. a ``ProcessPoolExecutor``); None runs
+    them in this process. ``on_promote`` is called with the new current-version record after a
+    promotion (a serving process uses it to switch models).
+
+    Example::
+
+        report = retrain_round(store, config=RetrainConfig(base_model="models/tiny"))
+        assert report.outcome in {"promoted", "rejected", "skipped", "failed"}
+    """
+    config = config or RetrainConfig()
+    clock = clock or _utcnow
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    current = _ensure_current(store, config, clock)
+    data = build_dataset(store, config=config, campaign_ids=campaign_ids)
+    seconds["data"] = time.perf_counter() - started
+    summary = data.summary()
+    if not data.winners and not data.pairs:
+        return RetrainReport(outcome="skipped", current_version=current["version"],
+                             reason="no winners and no confident pairs yet", data=summary,
+                             seconds=seconds)  # fmt: skip
+    if len(data.heldout_pairs) < config.min_holdout_pairs:
+        return RetrainReport(
+            outcome="skipped", current_version=current["version"], data=summary, seconds=seconds,
+            reason=f"{len(data.heldout_pairs)} held-out pairs; the gate needs "
+                   f"{config.min_holdout_pairs}",
+        )  # fmt: skip
+    root = config.models_root_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    version = _next_version(store, root)
+    job = {
+        "config": _config_dict(config),
+        "winners": [asdict(w) for w in data.winners],
+        "pairs": [asdict(p) for p in data.pairs],
+        "heldout_pairs": [asdict(p) for p in data.heldout_pairs],
+        "briefs": [b.model_dump(mode="json") for b in data.briefs],
+        "from_dir": current["path"],
+        "current_dir": current["path"],
+        "out_dir": str(root / version),
+        "version": version,
+        "parent": current["version"],
+        "base": current.get("base") or current["path"],
+        "data_hash": data.data_hash,
+    }
+    try:
+        if executor is None:
+            outcome = train_and_gate(job)
+        else:
+            outcome = executor.submit(train_and_gate, job).result()
+    except Exception as exc:  # noqa: BLE001 - any training failure must leave serving untouched
+        seconds["total"] = time.perf_counter() - started
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return RetrainReport(outcome="failed", version=version, current_version=current["version"],
+                             reason=f"training failed: {detail}", data=summary,
+                             seconds=seconds)  # fmt: skip
+    seconds.update(outcome["seconds"])
+    gate = outcome["gate"]
+    metrics = {
+        "training": outcome["training_metrics"],
+        "gate": gate["metrics"],
+        "gate_passed": gate["passed"],
+        "gate_reasons": gate["reasons"],
+        "steps": outcome["steps"],
+        "data": summary,
+    }
+    store.add_model_version({
+        "version": version, "path": outcome["model_dir"], "base": job["base"],
+        "parent": current["version"], "data_hash": data.data_hash, "metrics": metrics,
+        "created_at": clock(),
+    })  # fmt: skip
+    (Path(outcome["model_dir"]) / "dataset.json").write_text(
+        json.dumps({"data_hash": data.data_hash, "rows": list(data.rows)}, indent=1, default=str)
+    )
+    seconds["total"] = time.perf_counter() - started
+    if not gate["passed"]:
+        return RetrainReport(outcome="rejected", version=version,
+                             current_version=current["version"], reason="; ".join(gate["reasons"]),
+                             data=summary, metrics=metrics, seconds=seconds,
+                             model_dir=outcome["model_dir"])  # fmt: skip
+    store.promote_model(version)
+    promoted = store.current_model()
+    if on_promote is not None:
+        on_promote(promoted)
+    return RetrainReport(outcome="promoted", version=version, current_version=version,
+                         data=summary, metrics=metrics, seconds=seconds,
+                         model_dir=outcome["model_dir"])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+class ServingModel:
+    """The generator for the promoted version, switched atomically between requests.
+
+    :meth:`sync` reads the promoted version from the store; when it changed, it loads the
+    new model *first* and then replaces the (version, generator) pair in one assignment,
+    so a request always sees one whole version, old or new, never a mix.
+
+    Example::
+
+        serving = ServingModel(store)
+        serving.sync()
+        version, generator = serving.current
+    """
+
+    def __init__(self, store: Any, *, loader: Callable[[str], Any] | None = None) -> None:
+        self.store = store
+        self.loader = loader
+        self._current: tuple[str | None, Any] = (None, None)
+
+    @property
+    def current(self) -> tuple[str | None, Any]:
+        """(version, generator) in use; (None, None) before the first sync."""
+        return self._current
+
+    def sync(self) -> bool:
+        """Switch to the promoted version if it changed; True when a switch happened."""
+        record = self.store.current_model()
+        if record is None or record["version"] == self._current[0]:
+            return False
+        loader = self.loader
+        if loader is None:
+            from generators import LMGenerator
+
+            loader = LMGenerator
+        generator = loader(record["path"])
+        self._current = (record["version"], generator)
+        return True
+

@@ -1,0 +1,622 @@
+"""The HTTP variant-chooser service (FastAPI): campaigns, choices, events, health, metrics.
+
+``create_app(engine)`` builds the application; ``adloop serve`` runs it under uvicorn.
+Interactive API documentation is served at ``/docs``.
+
+Limits (documented here and in the README):
+
+* request bodies: at most :data:`MAX_BODY_BYTES` (4 MiB) -> ``413``;
+* events per ``POST /v1/events``: at most :data:`MAX_EVENTS_PER_BATCH` (10,000) -> ``422``;
+* decisions per ``choose`` call: at most 1,000 (``"n"``).
+
+Every error is JSON ``{"error": CODE, "message": TEXT, "field": "dotted.path" | null}``.
+A request rejected as a whole changes nothing; ``POST /v1/events`` answers only after the
+batch is committed, and reports per-row rejections (unknown campaign/variant, duplicates)
+while keeping the good rows, exactly like ``adloop events import``.
+
+Example::
+
+    from optimizer import Engine
+    from optimizer.service import create_app
+    app = create_app(Engine("adloop.duckdb"))
+    # uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from optimizer.auth import KeyRing, Principal, validate_tenant
+from optimizer.engine import Engine
+from optimizer.errors import (
+    AuthError,
+    CampaignNotFound,
+    InvalidRequest,
+    NoActiveVariants,
+    OptimizerError,
+    VariantNotFound,
+)
+from optimizer.metrics import Registry
+
+__all__ = ["MAX_BODY_BYTES", "MAX_EVENTS_PER_BATCH", "create_app"]
+
+MAX_BODY_BYTES = 4 << 20
+MAX_EVENTS_PER_BATCH = 10_000
+MAX_CHOOSE_N = 1000
+
+_Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Strict(BaseModel):
+    """Bodies reject unknown fields, NaN/Infinity and type coercion."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class VariantIn(_Strict):
+    """A variant given by hand: ``text``, or ``headline`` (+ ``description``)."""
+
+    text: str | None = Field(None, min_length=1, max_length=2000)
+    headline: str | None = Field(None, min_length=1, max_length=500)
+    description: str | None = Field(None, max_length=2000)
+
+
+class CreateCampaignBody(_Strict):
+    """``POST /v1/campaigns``."""
+
+    brief: dict[str, Any] = Field(description="The brief (see generators.Brief).")
+    n_candidates: int = Field(8, ge=1, le=200, description="Variants to generate.")
+    objective: Literal["ctr", "cvr", "value"] = "ctr"
+    variants: list[VariantIn] | None = Field(
+        None, max_length=200, description="Variants to use instead of generating."
+    )
+    impressions_reported_separately: bool = Field(
+        False, description="True when the ad server posts impression events itself."
+    )
+    name: str | None = Field(None, max_length=200)
+
+
+class AddVariantsBody(_Strict):
+    """``POST /v1/campaigns/{id}/variants``: give ``variants``, or ask for ``n`` generated."""
+
+    variants: list[VariantIn] | None = Field(None, min_length=1, max_length=200)
+    n: int | None = Field(None, ge=1, le=200)
+
+
+class ChooseBody(_Strict):
+    """``POST /v1/campaigns/{id}/choose``."""
+
+    segment: str | None = Field(None, min_length=1, max_length=128)
+    request_id: str | None = Field(None, min_length=1, max_length=128)
+    n: int | None = Field(None, ge=1, le=MAX_CHOOSE_N)
+
+
+class EventIn(_Strict):
+    """One event, as in the import format."""
+
+    event_id: _Id
+    type: Literal["impression", "click", "conversion"]
+    campaign_id: _Id
+    variant_id: _Id
+    ts: datetime | None = Field(None, description="UTC; defaults to the time of receipt.")
+    decision_id: _Id | None = None
+    segment: str | None = Field(None, min_length=1, max_length=128)
+    value: float | None = Field(None, ge=0)
+
+    @field_validator("ts")
+    @classmethod
+    def _naive_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+
+class EventsBody(_Strict):
+    """``POST /v1/events``."""
+
+    events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class KeyBody(_Strict):
+    """``POST /v1/keys`` (admin keys only)."""
+
+    tenant: str = Field(min_length=1, max_length=64)
+    admin: bool = False
+
+
+class _HTTPError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        details: list | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+
+
+def _error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    details: list | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
+    payload: dict[str, Any] = {"error": code, "message": message, "field": field}
+    if details:
+        payload["details"] = details
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, default=str, allow_nan=False).encode()
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    # Serialising ourselves skips FastAPI's generic encoder on the hot paths.
+    return Response(_dumps(payload), status_code=status, media_type="application/json")
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) if loc else "body"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _HTTPError(413, "body_too_large", f"request body over the {limit}-byte limit", "body")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise _HTTPError(
+                413, "body_too_large", f"request body over the {limit}-byte limit", "body"
+            )
+    return bytes(chunks)
+
+
+async def _parse(
+    request: Request, model: type[BaseModel], limit: int, *, empty_ok: bool = False
+) -> Any:
+    raw = await _read_body(request, limit)
+    if not raw.strip():
+        if empty_ok:
+            raw = b"{}"
+        else:
+            raise _HTTPError(
+                400, "invalid_json", "the request body is empty; send a JSON object", "body"
+            )
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            raise _HTTPError(
+                400, "invalid_json", f"malformed JSON: {first['msg']}", "body"
+            ) from None
+        details = [
+            {"field": _loc(e["loc"]), "type": e["type"], "message": e["msg"]} for e in errors[:20]
+        ]
+        field = _loc(first["loc"])
+        status, code = 422, "invalid_request"
+        if first["type"] == "too_long" and field == "events":
+            message = f"batch over the {MAX_EVENTS_PER_BATCH}-event limit; split it"
+        else:
+            message = f"{field}: {first['msg']}"
+        raise _HTTPError(status, code, message, field, details) from None
+
+
+def _api_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key")
+
+
+def create_app(
+    engine: Engine,
+    *,
+    keyring: KeyRing | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    bare_endpoint: bool = False,
+    close_engine: bool = False,
+    on_startup: Callable[[], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Build the FastAPI application around ``engine``.
+
+    Parameters
+    ----------
+    engine:
+        The engine that owns campaigns and the store.
+    keyring:
+        Resolves API keys (default: keys stored in the engine's store).
+    max_body_bytes:
+        Largest accepted request body; larger ones get 413.
+    bare_endpoint:
+        Also mount ``GET /bench/bare``, an ``async def`` returning a constant, used by the
+        service benchmark as the ceiling of the stack.
+    close_engine:
+        Close the engine (committing queued decisions) when the application shuts down.
+    on_startup, on_shutdown:
+        Extra hooks (e.g. a scheduler) run in the application's lifespan.
+    """
+    keys = keyring or KeyRing(engine.store)
+    registry = Registry()
+    requests_total = registry.counter(
+        "adloop_http_requests_total", "HTTP requests by route and status.", ("route", "status")
+    )
+    latency = registry.histogram(
+        "adloop_http_request_duration_seconds", "HTTP request latency by route.", ("route",)
+    )
+    events_total = registry.counter(
+        "adloop_events_total", "Events received by outcome.", ("outcome",)
+    )
+    ingest = {"queued_events": 0, "queued_requests": 0}
+    registry.gauge(
+        "adloop_decisions_total",
+        "Decisions served (in-process and HTTP).",
+        lambda: float(engine.stats()["decisions"]),
+        kind="counter",
+    )
+    registry.gauge(
+        "adloop_snapshot_refreshes_total",
+        "Allocation snapshots rebuilt.",
+        lambda: float(engine.stats()["refreshes"]),
+        kind="counter",
+    )
+    registry.gauge(
+        "adloop_snapshot_age_seconds",
+        "Age of each campaign's allocation snapshot.",
+        lambda: {(cid,): age for cid, age in engine.stats()["snapshot_age_seconds"].items()},
+        ("campaign_id",),
+    )
+    registry.gauge(
+        "adloop_ingest_queue_events",
+        "Events received and not yet committed.",
+        lambda: float(ingest["queued_events"]),
+    )
+    registry.gauge(
+        "adloop_ingest_queue_requests",
+        "Event requests waiting for their commit.",
+        lambda: float(ingest["queued_requests"]),
+    )
+    registry.gauge(
+        "adloop_decisions_queued",
+        "Decisions waiting to be written to the store.",
+        lambda: float(engine.stats()["pending_decisions"]),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if on_startup is not None:
+            on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                on_shutdown()
+            # Requests in flight have finished (uvicorn drains them before the lifespan
+            # ends); now commit queued decisions so nothing acknowledged is lost.
+            await run_in_threadpool(engine.flush)
+            if close_engine:
+                await run_in_threadpool(engine.close)
+
+    app = FastAPI(
+        title="adloop",
+        version="0.1.0",
+        summary="Variant chooser: choose ad copy per impression and learn from events.",
+        description=(
+            "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`. "
+            f"Bodies over {max_body_bytes} bytes get 413; event batches are limited to "
+            f"{MAX_EVENTS_PER_BATCH} events. Errors: "
+            '`{"error": code, "message": text, "field": path}`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.keyring = keys
+    app.state.registry = registry
+
+    # -- middleware: count and time every request (pure ASGI, cheap) -----------------
+    inner_app = app.build_middleware_stack
+
+    def build_with_metrics():
+        inner = inner_app()
+
+        async def metrics_app(scope, receive, send):
+            if scope["type"] != "http":
+                await inner(scope, receive, send)
+                return
+            start = time.perf_counter()
+            status_holder = [500]
+
+            async def send_wrapper(message):
+                if message["type"] == "http.response.start":
+                    status_holder[0] = message["status"]
+                await send(message)
+
+            try:
+                await inner(scope, receive, send_wrapper)
+            finally:
+                route = scope.get("route")
+                name = getattr(route, "path", "unmatched")
+                latency.observe(time.perf_counter() - start, route=name)
+                requests_total.inc(route=name, status=str(status_holder[0]))
+
+        return metrics_app
+
+    app.build_middleware_stack = build_with_metrics  # type: ignore[method-assign]
+
+    # -- errors ------------------------------------------------------------------------
+    @app.exception_handler(_HTTPError)
+    async def _on_http_error(request: Request, exc: _HTTPError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error_response(exc.status, exc.code, exc.message, exc.field, exc.details, headers)
+
+    @app.exception_handler(CampaignNotFound)
+    async def _on_campaign(request: Request, exc: CampaignNotFound) -> JSONResponse:
+        return _error_response(404, "not_found", str(exc), "campaign_id")
+
+    @app.exception_handler(VariantNotFound)
+    async def _on_variant(request: Request, exc: VariantNotFound) -> JSONResponse:
+        return _error_response(404, "not_found", str(exc), "variant_id")
+
+    @app.exception_handler(NoActiveVariants)
+    async def _on_no_variants(request: Request, exc: NoActiveVariants) -> JSONResponse:
+        return _error_response(409, "no_active_variants", str(exc), "campaign_id")
+
+    @app.exception_handler(InvalidRequest)
+    async def _on_invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error_response(422, "invalid_request", str(exc), exc.field)
+
+    @app.exception_handler(AuthError)
+    async def _on_auth(request: Request, exc: AuthError) -> JSONResponse:
+        return _error_response(
+            exc.status,
+            "unauthorized" if exc.status == 401 else "forbidden",
+            str(exc),
+            "authorization",
+            headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
+        )
+
+    @app.exception_handler(OptimizerError)
+    async def _on_optimizer(request: Request, exc: OptimizerError) -> JSONResponse:
+        return _error_response(400, "bad_request", str(exc))
+
+    try:
+        from generators import GeneratorError
+
+        @app.exception_handler(GeneratorError)
+        async def _on_generator(request: Request, exc: Exception) -> JSONResponse:
+            field = getattr(exc, "field", None)
+            if field is None:
+                return _error_response(422, "generator_error", str(exc), "brief")
+            path = field if field.startswith("brief") else f"brief.{field}"
+            return _error_response(422, "invalid_brief", str(exc), path)
+    except ImportError:  # generators not installed: campaign creation reports it itself
+        pass
+
+    # -- helpers -----------------------------------------------------------------------
+    async def principal(request: Request) -> Principal:
+        key = _api_key(request)
+        if not key:
+            raise _HTTPError(
+                401,
+                "unauthorized",
+                "missing API key: send 'Authorization: Bearer <key>'",
+                "authorization",
+            )
+        found = keys.cached(key)
+        if found is None:
+            found = await run_in_threadpool(keys.authenticate, key)
+        if found is None:
+            raise _HTTPError(401, "unauthorized", "unknown API key", "authorization")
+        return found
+
+    security = {"security": [{"ApiKey": []}]}
+
+    def body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+        return {
+            **security,
+            "requestBody": {
+                "required": required,
+                "content": {"application/json": {"schema": model.model_json_schema()}},
+            },
+        }
+
+    # -- routes ------------------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness and readiness: the engine is up and the store answers."""
+        stats = engine.stats()
+        return {
+            "status": "ok",
+            "campaigns": stats["campaigns"],
+            "pending_decisions": stats["pending_decisions"],
+        }
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        """Prometheus metrics: decisions, events by outcome, snapshot age, queues, latency."""
+        return Response(registry.render(), media_type=registry.content_type)
+
+    @app.post(
+        "/v1/campaigns",
+        status_code=201,
+        tags=["campaigns"],
+        openapi_extra=body_doc(CreateCampaignBody),
+    )
+    async def create_campaign(request: Request) -> Response:
+        """Create a campaign from a brief; its first variants are generated (or given)."""
+        who = await principal(request)
+        body = await _parse(request, CreateCampaignBody, max_body_bytes)
+        variants = (
+            [v.model_dump(exclude_none=True) for v in body.variants] if body.variants else None
+        )
+        view = await run_in_threadpool(
+            lambda: engine.create_campaign(
+                body.brief,
+                tenant=who.tenant,
+                n_candidates=body.n_candidates,
+                objective=body.objective,
+                variants=variants,
+                impressions_reported_separately=body.impressions_reported_separately,
+                name=body.name,
+            )
+        )
+        return _json(view, 201)
+
+    @app.get("/v1/campaigns", tags=["campaigns"], openapi_extra=security)
+    async def list_campaigns(request: Request) -> Response:
+        """The caller's campaigns."""
+        who = await principal(request)
+        rows = await run_in_threadpool(engine.campaigns, who.tenant)
+        return _json({"campaigns": rows})
+
+    @app.get("/v1/campaigns/{campaign_id}", tags=["campaigns"], openapi_extra=security)
+    async def show_campaign(campaign_id: str, request: Request) -> Response:
+        """One campaign: variants with counts and posteriors, winner, data quality."""
+        who = await principal(request)
+        view = await run_in_threadpool(lambda: engine.campaign(campaign_id, tenant=who.tenant))
+        return _json(view)
+
+    @app.post(
+        "/v1/campaigns/{campaign_id}/variants",
+        status_code=201,
+        tags=["campaigns"],
+        openapi_extra=body_doc(AddVariantsBody),
+    )
+    async def add_variants(campaign_id: str, request: Request) -> Response:
+        """Add variants (given, or ``n`` generated); they get traffic at once."""
+        who = await principal(request)
+        body = await _parse(request, AddVariantsBody, max_body_bytes)
+        if (body.variants is None) == (body.n is None):
+            raise _HTTPError(
+                422, "invalid_request", "give exactly one of 'variants' or 'n'", "variants"
+            )
+        variants = (
+            [v.model_dump(exclude_none=True) for v in body.variants] if body.variants else None
+        )
+        added = await run_in_threadpool(
+            lambda: engine.add_variants(campaign_id, variants, n=body.n, tenant=who.tenant)
+        )
+        return _json({"campaign_id": campaign_id, "added": added}, 201)
+
+    @app.post(
+        "/v1/campaigns/{campaign_id}/retire/{variant_id}",
+        tags=["campaigns"],
+        openapi_extra=security,
+    )
+    async def retire(campaign_id: str, variant_id: str, request: Request) -> Response:
+        """Retire a variant: it gets no further traffic."""
+        who = await principal(request)
+        await run_in_threadpool(lambda: engine.retire(campaign_id, variant_id, tenant=who.tenant))
+        return _json({"campaign_id": campaign_id, "variant_id": variant_id, "status": "retired"})
+
+    @app.post(
+        "/v1/campaigns/{campaign_id}/choose",
+        tags=["serving"],
+        openapi_extra=body_doc(ChooseBody, required=False),
+    )
+    async def choose(campaign_id: str, request: Request) -> Response:
+        """Choose the variant to show (or ``n`` of them); the decision is logged."""
+        who = await principal(request)
+        body = await _parse(request, ChooseBody, max_body_bytes, empty_ok=True)
+        if body.n is not None:
+            if body.request_id is not None:
+                raise _HTTPError(
+                    422, "invalid_request", "'request_id' applies to single choices", "request_id"
+                )
+            choices = engine.choose_many(
+                campaign_id, body.n, segment=body.segment, tenant=who.tenant
+            )
+            return _json({"decisions": [c.to_dict() for c in choices]})
+        choice = engine.choose(
+            campaign_id, segment=body.segment, request_id=body.request_id, tenant=who.tenant
+        )
+        return _json(choice.to_dict())
+
+    @app.post("/v1/events", tags=["serving"], openapi_extra=body_doc(EventsBody))
+    async def post_events(request: Request) -> Response:
+        """Append events; answered after the batch is committed (2xx = durable)."""
+        who = await principal(request)
+        body = await _parse(request, EventsBody, max_body_bytes)
+        now = engine.clock()
+        rows = []
+        for event in body.events:
+            row = event.model_dump()
+            if row["ts"] is None:
+                row["ts"] = now
+            rows.append(row)
+        ingest["queued_events"] += len(rows)
+        ingest["queued_requests"] += 1
+        try:
+            result = await run_in_threadpool(engine.record, rows, tenant=who.tenant)
+        finally:
+            ingest["queued_events"] -= len(rows)
+            ingest["queued_requests"] -= 1
+        events_total.inc(result.accepted, outcome="accepted")
+        events_total.inc(result.duplicates, outcome="duplicate")
+        events_total.inc(result.rejected, outcome="rejected")
+        return _json(result.to_dict())
+
+    @app.post("/v1/keys", status_code=201, tags=["admin"], openapi_extra=body_doc(KeyBody))
+    async def create_key(request: Request) -> Response:
+        """Create an API key for a tenant (admin keys only); the key is shown once."""
+        who = await principal(request)
+        if not who.admin:
+            raise _HTTPError(403, "forbidden", "only admin keys can create keys", "authorization")
+        body = await _parse(request, KeyBody, max_body_bytes)
+        try:
+            tenant = validate_tenant(body.tenant)
+        except InvalidRequest as exc:
+            raise _HTTPError(422, "invalid_request", str(exc), "tenant") from None
+        key = await run_in_threadpool(lambda: keys.create(tenant=tenant, admin=body.admin))
+        return _json({"tenant": tenant, "api_key": key, "admin": body.admin}, 201)
+
+    if bare_endpoint:
+        # GET and POST, so a benchmark can send the same request shape as ``choose``
+        @app.api_route("/bench/bare", methods=["GET", "POST"], include_in_schema=False)
+        async def bare() -> dict[str, str]:
+            return {"status": "ok"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "ApiKey": {"type": "http", "scheme": "bearer"}
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

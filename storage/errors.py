@@ -1,0 +1,82 @@
+"""Errors raised by :mod:`storage`.
+
+Hierarchy::
+
+    StorageError                 base class; catch this to handle any storage failure
+    ├── StoreLockedError         another process holds the database file
+    ├── StoreClosedError         the store was used after ``close()``
+    ├── SchemaError              the file's schema is newer than this code, or a migration failed
+    ├── ConflictError            a row with the same id already exists (campaign, variant, ...)
+    ├── NotFoundError            a campaign, variant or model version does not exist
+    ├── InvalidRecordError       a campaign/variant/decision record is malformed
+    └── UnreadableFileError      an events file is none of CSV, Parquet or NDJSON
+
+Rejected *event rows* are not exceptions: ``Store.append_events`` ingests the good rows and
+reports each bad one as a :class:`storage.RowError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConflictError",
+    "InvalidRecordError",
+    "NotFoundError",
+    "SchemaError",
+    "StorageError",
+    "StoreClosedError",
+    "StoreLockedError",
+    "UnreadableFileError",
+]
+
+
+class StorageError(Exception):
+    """Base class of every error raised by :mod:`storage`."""
+
+
+class StoreLockedError(StorageError):
+    """Another process holds the write lock on the database file.
+
+    Attributes:
+        path: the database file.
+        pid: the process id holding the lock, when DuckDB reported it.
+    """
+
+    def __init__(self, path: Path, pid: int | None, detail: str = "") -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        message = (
+            f"the database file {path} is in use by {holder}. DuckDB allows one writing "
+            f"process per file. Stop that process first (for example the `adloop serve` server "
+            f"or a running simulation), or, if it is an `adloop serve` server, send your events "
+            f"through its HTTP API instead of opening the file; or point --db at a different file."
+        )
+        if detail:
+            message += f" (DuckDB said: {detail})"
+        super().__init__(message)
+
+
+class StoreClosedError(StorageError):
+    """The store was used after :meth:`storage.Store.close`."""
+
+
+class SchemaError(StorageError):
+    """The database schema cannot be used by this version of adloop."""
+
+
+class ConflictError(StorageError):
+    """A record with the same identifier already exists."""
+
+
+class NotFoundError(StorageError):
+    """A campaign, variant or model version that was named does not exist."""
+
+
+class InvalidRecordError(StorageError):
+    """A campaign, variant, decision or model record is malformed; the message names the field."""
+
+
+class UnreadableFileError(StorageError):
+    """An events file could not be parsed as CSV, Parquet or NDJSON."""

@@ -1,0 +1,256 @@
+"""Retraining rounds against a real DuckDB store and a tiny real transformers model."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
+
+from generators import LMGenerator  # noqa: E402
+from generators.training import (  # noqa: E402
+    TRAINING_RECORD,
+    PreferencePair,
+    TrainingConfig,
+    train_version,
+)
+from optimizer.retrain import (  # noqa: E402
+    RetrainConfig,
+    ServingModel,
+    build_dataset,
+    distinct_n,
+    evaluate_gate,
+    retrain_round,
+)
+from storage import Store  # noqa: E402
+
+BRIEF = {
+    "product": "made-to-measure rings",
+    "brand": "Aurelle",
+    "language": "en",
+    "keywords": ["bespoke rings"],
+    "channel": {"name": "search", "headline_max": 30, "description_max": 90},
+}
+# (headline, description, impressions, clicks): A clearly beats C and D, B sits in between.
+ARMS = [
+    ("Bespoke rings, made to fit", "Book a private fitting today.", 3000, 240),
+    ("Rings made to measure", "Handcrafted in our atelier.", 3000, 150),
+    ("Shop Aurelle jewellery", "See the collection.", 3000, 60),
+    ("Aurelle rings", "Visit us.", 3000, 30),
+]
+T0 = datetime(2026, 1, 5, 9, 0, 0)
+
+
+def fill_store(store: Store, campaign_id: str = "c_000000000001", arms=ARMS) -> list[str]:
+    """One campaign with the arms above; impressions and clicks as real events."""
+    variant_ids = [f"v_{campaign_id[-6:]}{i:06d}" for i in range(len(arms))]
+    store.insert_campaign(
+        {"campaign_id": campaign_id, "tenant": "default", "name": "rings", "brief": BRIEF,
+         "objective": "ctr", "status": "active", "settings": {}, "created_at": T0},
+        [{"variant_id": vid, "campaign_id": campaign_id, "headline": h, "description": d,
+          "text": f"{h} — {d}", "language": "en", "generator": "template", "model_version": None,
+          "parent_ids": [], "provenance": {}, "status": "active", "created_at": T0}
+         for vid, (h, d, _, _) in zip(variant_ids, arms, strict=True)],
+    )  # fmt: skip
+    events = []
+    for vid, (_, _, impressions, clicks) in zip(variant_ids, arms, strict=True):
+        for kind, count in (("impression", impressions), ("click", clicks)):
+            events.extend(
+                {"event_id": f"{vid}-{kind}-{i}", "type": kind, "campaign_id": campaign_id,
+                 "variant_id": vid, "ts": T0 + timedelta(seconds=i % 3600),
+                 "segment": "all"}
+                for i in range(count)
+            )  # fmt: skip
+    result = store.append_events(events)
+    assert result.rejected == 0
+    return variant_ids
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("base") / "tiny")
+
+
+def tiny_config(tmp_path: Path, base_dir: Path, **overrides) -> RetrainConfig:
+    training = overrides.pop(
+        "training",
+        TrainingConfig(sft_steps=6, dpo_steps=6, batch_size=2, learning_rate=1e-2, max_length=160,
+                       threads=1),
+    )
+    settings = dict(base_model=str(base_dir), models_root=str(tmp_path / "versions"),
+                    min_impressions=500, min_pair_impressions=200, gate_candidates=3,
+                    gate_briefs=1, training=training)  # fmt: skip
+    settings.update(overrides)
+    return RetrainConfig(**settings)
+
+
+def test_dataset_has_winners_and_only_confident_pairs(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        ids = fill_store(store)
+        config = tiny_config(tmp_path, base_dir, holdout_fraction=0.3)
+        data = build_dataset(store, config=config)
+        again = build_dataset(store, config=config)
+
+    assert data.data_hash == again.data_hash
+    pair_rows = [r for r in data.rows if r["kind"] == "pair"]
+    winner_rows = [r for r in data.rows if r["kind"] == "winner"]
+    assert [r["variant_id"] for r in winner_rows] == [ids[0]]
+    assert all(r["p_beats"] >= 0.95 for r in pair_rows)
+    ordered = {(r["chosen"], r["rejected"]) for r in pair_rows}
+    # Every chosen variant really has the higher CTR; A beats all, C beats D.
+    assert {(ids[0], ids[1]), (ids[0], ids[2]), (ids[0], ids[3]), (ids[2], ids[3])} <= ordered
+    assert not any(ids.index(a) > ids.index(b) for a, b in ordered)
+    assert len(data.heldout_pairs) >= 1 and len(data.pairs) >= 1
+    assert len(data.pairs) + len(data.heldout_pairs) == len(pair_rows)
+    # Weights grow with lift: A over D outweighs A over B.
+    weight = {(r["chosen"], r["rejected"]): r["weight"] for r in pair_rows}
+    assert weight[(ids[0], ids[3])] > weight[(ids[0], ids[1])]
+    # Prompts are the brief's LM prompt; completions are in the generator's format.
+    assert data.heldout_pairs[0].prompt.startswith("Write one search ad in English.")
+    assert all(p.chosen.startswith("Headline: ") for p in data.pairs)
+
+
+def test_no_data_is_skipped(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+    close_arms = [("Rings one", "a.", 300, 10), ("Rings two", "b.", 300, 11)]
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store, arms=close_arms)
+        report = retrain_round(store, config=tiny_config(tmp_path, base_dir))
+        assert report.outcome == "skipped"
+        assert "no winners" in report.reason
+        # The base model is registered and promoted so later rounds have a parent.
+        assert store.current_model()["path"] == str(base_dir)
+
+
+def test_round_trains_gates_and_promotes(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+    promoted = []
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
+        report = retrain_round(store, config=config, on_promote=promoted.append)
+        assert report.outcome == "promoted", report.reason
+        current = store.current_model()
+        versions = {v["version"]: v for v in store.model_versions()}
+
+    assert current["version"] == report.version == "v0001"
+    assert promoted and promoted[0]["version"] == "v0001"
+    record = json.loads((Path(current["path"]) / TRAINING_RECORD).read_text())
+    assert record["data_hash"] == versions["v0001"]["data_hash"] == report.data["data_hash"]
+    assert record["parent"] == versions["v0001"]["parent"] and record["parent"].startswith("base-")
+    assert record["steps"] == {"sft": 6, "dpo": 6}
+    metrics = versions["v0001"]["metrics"]
+    assert metrics["gate_passed"] is True
+    assert "heldout_accuracy" in metrics["gate"] and "pass_rate" in metrics["gate"]
+    assert (Path(current["path"]) / "dataset.json").exists()
+    # The new version is a model the generator can load and sample from.
+    generator = LMGenerator(current["path"])
+    assert generator.model_version == "v0001"
+    from generators import load_brief
+
+    assert len(generator.generate(load_brief(BRIEF), 2, seed=0)) == 2
+
+
+def test_worse_model_fails_the_gate(tmp_path: Path, base_dir: Path) -> None:
+    """A version trained to prefer losers ranks held-out winners worse than the base."""
+    prompt = "Write one search ad in English.\nProduct: rings"
+    good = ["Headline: Bespoke rings, made to fit", "Headline: Rings made to measure"]
+    bad = ["Headline: Shop Aurelle jewellery", "Headline: Aurelle rings"]
+    heldout = [PreferencePair(prompt=prompt, chosen=g, rejected=b) for g in good for b in bad]
+    reversed_pairs = [PreferencePair(prompt=prompt, chosen=p.rejected, rejected=p.chosen)
+                      for p in heldout]  # fmt: skip
+    worse = train_version(base_dir, tmp_path / "worse", pairs=reversed_pairs,
+                          config=TrainingConfig(sft_steps=0, dpo_steps=20, batch_size=4,
+                                                learning_rate=1e-2, dpo_beta=0.5))  # fmt: skip
+    better = train_version(base_dir, tmp_path / "better", pairs=heldout,
+                           config=TrainingConfig(sft_steps=0, dpo_steps=20, batch_size=4,
+                                                 learning_rate=1e-2, dpo_beta=0.5))  # fmt: skip
+    config = RetrainConfig(gate_candidates=0)
+    rejected = evaluate_gate(worse.model_dir, better.model_dir, heldout, config=config)
+    accepted = evaluate_gate(better.model_dir, worse.model_dir, heldout, config=config)
+
+    assert not rejected.passed
+    assert "held-out accuracy" in rejected.reasons[0]
+    assert rejected.metrics["heldout_accuracy"] < rejected.metrics["current_heldout_accuracy"]
+    assert accepted.passed and accepted.metrics["heldout_accuracy"] >= 0.75
+
+
+def test_gate_rejection_keeps_serving_on_the_current_version(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        serving = ServingModel(store)
+        # Demand a diversity the tiny model cannot reach relative to itself: gate must fail.
+        config = tiny_config(tmp_path, base_dir, min_distinct_ratio=1.0, min_pass_rate_ratio=1.0,
+                             accuracy_tolerance=0.0,
+                             training=TrainingConfig(sft_steps=30, dpo_steps=0, lora=False,
+                                                     batch_size=2, learning_rate=5e-2,
+                                                     max_length=160))  # fmt: skip
+        retrain_round(store, config=RetrainConfig(**{**config.__dict__, "min_impressions": 10**9,
+                                                     "min_pair_impressions": 10**9}))
+        assert serving.sync() is True
+        before = serving.current
+        report = retrain_round(store, config=config)
+        assert report.outcome == "rejected", report
+        assert report.reason
+        assert serving.sync() is False
+        assert serving.current is before
+        assert store.current_model()["version"] == before[0]
+        # The rejected version is on record, with the gate's verdict, but not in force.
+        rejected = [v for v in store.model_versions() if v["version"] == report.version][0]
+        assert rejected["metrics"]["gate_passed"] is False
+
+
+def test_crash_mid_training_leaves_current_version(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        # A learning rate this large drives the loss to inf/NaN within a step: training aborts.
+        config = tiny_config(tmp_path, base_dir,
+                             training=TrainingConfig(sft_steps=5, dpo_steps=5, batch_size=2,
+                                                     learning_rate=1e30, max_length=160))  # fmt: skip
+        report = retrain_round(store, config=config)
+        assert report.outcome == "failed"
+        assert "training failed" in report.reason
+        current = store.current_model()
+        assert current["path"] == str(base_dir)
+        assert [v["version"] for v in store.model_versions()] == [current["version"]]
+    leftovers = list((tmp_path / "versions").iterdir())
+    assert leftovers == []
+
+
+def test_promotion_switches_serving_and_rollback_restores(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        serving = ServingModel(store)
+        report = retrain_round(store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0))
+        assert report.outcome == "promoted"
+        assert serving.sync() is True
+        version, generator = serving.current
+        assert version == "v0001" and generator.model_version == "v0001"
+        previous = store.rollback_model()
+        assert previous["version"].startswith("base-")
+        assert serving.sync() is True
+        assert serving.current[0] == previous["version"]
+
+
+def test_distinct_n() -> None:
+    assert distinct_n(["a b c", "a b c"], 2) == 0.5
+    assert distinct_n(["a b", "c d"], 2) == 1.0
+    assert distinct_n(["臻品钻戒", "臻品项链"], 2) == pytest.approx(5 / 6)
+    assert distinct_n([], 2) == 0.0
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="pair_confidence"):
+        RetrainConfig(pair_confidence=1.5)
+    with pytest.raises(ValueError, match="unknown key"):
+        RetrainConfig.from_dict({"winner_treshold": 0.9})
+    config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
+    assert config.training.sft_steps == 3 and config.training.dpo_steps == 24
+    assert np.isclose(config.winner_threshold, 0.95)

@@ -1,0 +1,72 @@
+"""``adloop retrain`` and ``adloop models rollback`` on a real DuckDB file and a tiny model."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from test_retrain import T0, fill_store  # noqa: E402
+from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
+from typer.testing import CliRunner  # noqa: E402
+
+from optimizer.cli import app  # noqa: E402
+from storage import Store  # noqa: E402
+
+CONFIG = """
+retraining:
+  min_impressions: 500
+  min_pair_impressions: 200
+  gate_candidates: 2
+  gate_briefs: 1
+  accuracy_tolerance: 1.0
+  training: {sft_steps: 4, dpo_steps: 4, batch_size: 2, learning_rate: 0.01, max_length: 160,
+             threads: 1}
+"""
+
+
+def test_retrain_then_rollback(db_path: Path, tmp_path: Path) -> None:
+    base = save_tiny_model(tmp_path / "tiny")
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+    config = tmp_path / "retrain.yaml"
+    config.write_text(CONFIG)
+    runner = CliRunner()
+    common = ["--db", str(db_path), "--base", str(base), "--models-root", str(tmp_path / "v"),
+              "--config", str(config)]  # fmt: skip
+
+    result = runner.invoke(app, ["retrain", *common, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "promoted" and report["version"] == "v0001"
+    assert report["data"]["winners"] == 1 and report["data"]["data_hash"]
+
+    result = runner.invoke(app, ["models", "rollback", "--db", str(db_path), "--json"])
+    assert result.exit_code == 0, result.output
+    rolled = json.loads(result.stdout)
+    assert rolled["rolled_back"] == "v0001" and rolled["current"].startswith("base-")
+    with Store(db_path) as store:
+        assert store.current_model()["path"] == str(base)
+
+    result = runner.invoke(app, ["models", "rollback", "--db", str(db_path)])
+    assert result.exit_code == 1
+    assert "nothing to roll back" in result.output
+
+
+def test_retrain_bad_input(db_path: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    with Store(db_path) as store:
+        fill_store(store)
+    result = runner.invoke(app, ["retrain", "--db", str(db_path), "--campaign", "c_nope"])
+    assert result.exit_code == 1 and "unknown campaign 'c_nope'" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retraining: {min_impresions: 3}\n")
+    result = runner.invoke(app, ["retrain", "--db", str(db_path), "--config", str(bad)])
+    assert result.exit_code == 1 and "min_impresions" in result.output
+    result = runner.invoke(app, ["retrain", "--db", str(db_path), "--base", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "adloop models pull smollm2" in result.output
