@@ -5,6 +5,14 @@ discounted counts per variant), policies turn it into traffic weights, a :class:
 O(log K) decisions with their propensities, and :func:`decide_winner` /
 :func:`retire_candidates` say when to stop or drop an arm.
 
+* Retired arms: mark them inactive in ``ArmCounts(active=...)`` (or :meth:`ArmCounts.retire`);
+  they keep their row and index but get exactly zero traffic.  Leaving them out works too.
+* New arms: ``ThompsonSampling`` gives them an empirical-Bayes prior fitted to the other arms.
+* Non-stationary traffic: :class:`DiscountedCounts`, :class:`SlidingWindowCounts`,
+  :func:`discounted_sums`, :func:`sliding_window_sums` (float counts are fine everywhere).
+* Segments: ``ThompsonSampling.weights_by_segment`` shrinks each segment toward the campaign.
+* Fast simulation: :func:`batch_thompson_weights` computes weights for ``(n_sims, K)`` arrays.
+
 >>> from bandits import ArmCounts, ThompsonSampling
 >>> counts = ArmCounts(["v1", "v2"], impressions=[5000, 5000], clicks=[100, 160])
 >>> snapshot = ThompsonSampling(seed=1).snapshot(counts)

@@ -46,7 +46,7 @@ def _as_array(name: str, values: Any, n_arms: int) -> np.ndarray:
     return array
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class ArmCounts:
     """Evidence per arm: impressions, clicks, conversions and conversion value.
 

@@ -41,7 +41,7 @@ def lai_robbins_bound(means: np.ndarray, horizon: float) -> float:
     return float(np.sum(gaps[worse] / bernoulli_kl(means[worse], best)) * np.log(horizon))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class RegretRun:
     """Cumulative pseudo-regret after each batch, and the final impressions per arm."""
 

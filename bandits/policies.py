@@ -142,10 +142,15 @@ class ThompsonSampling(Policy):
         ``None`` (flat ``Beta(1, 1)``, or empirical Bayes if enabled) or an explicit
         ``(alpha, beta)`` (e.g. an account-level prior), which disables empirical Bayes.
     empirical_bayes:
-        Fit a Beta prior by the method of moments to arms with at least
-        ``eb_min_impressions`` impressions and use it for every arm; new arms thus start at the
-        campaign's typical rate instead of the flat prior's 50 % (which floods them with
-        traffic).  Arms with much more evidence than ``eb_max_strength`` barely feel it.
+        Give arms that are new relative to the others a prior fitted (method of moments) to the
+        arms with at least ``eb_min_impressions`` impressions, so a variant added mid-flight
+        starts at the campaign's typical rate with the campaign's spread instead of the flat
+        prior's 50 % (which floods it with traffic).  The fitted prior applies in full to an arm
+        with no impressions and fades linearly to the flat prior as the arm's own impressions
+        reach ``eb_fade_impressions``: established arms are judged on their own data exactly as
+        flat-prior Thompson sampling would (shrinking them all toward a common mean would slow
+        separation of near-tied arms and cost regret).  ``eb_max_strength`` caps the fitted
+        prior's weight in impressions.
     seed:
         Seed of the policy's own generator, used when a call passes no ``rng``.
 
@@ -169,6 +174,7 @@ class ThompsonSampling(Policy):
         prior: tuple[float, float] | None = None,
         empirical_bayes: bool = True,
         eb_min_impressions: float = 100.0,
+        eb_fade_impressions: float = 1000.0,
         eb_max_strength: float = 1000.0,
         seed: int | None = None,
     ) -> None:
@@ -192,21 +198,30 @@ class ThompsonSampling(Policy):
             raise InvalidConfigError(f"eb_min_impressions must be >= 0, got {eb_min_impressions!r}")
         if not eb_max_strength >= 2:
             raise InvalidConfigError(f"eb_max_strength must be >= 2, got {eb_max_strength!r}")
+        if not eb_fade_impressions > 0:
+            raise InvalidConfigError(
+                f"eb_fade_impressions must be > 0, got {eb_fade_impressions!r}"
+            )
         self.eb_min_impressions = float(eb_min_impressions)
+        self.eb_fade_impressions = float(eb_fade_impressions)
         self.eb_max_strength = float(eb_max_strength)
 
-    def prior_for(self, counts: ArmCounts) -> tuple[float, float]:
-        """The Beta prior used for ``counts``: explicit, empirical Bayes, or flat."""
+    def prior_for(self, counts: ArmCounts) -> tuple[np.ndarray, np.ndarray]:
+        """Per-arm Beta prior ``(alpha, beta)``: explicit, empirical Bayes (fading), or flat."""
+        n_arms = counts.n_arms
         if self.prior is not None:
-            return self.prior
-        if self.empirical_bayes:
-            return empirical_bayes_prior(
-                counts.successes(self.objective),
-                counts.impressions,
-                min_trials=self.eb_min_impressions,
-                max_strength=self.eb_max_strength,
-            )
-        return (1.0, 1.0)
+            return np.full(n_arms, self.prior[0]), np.full(n_arms, self.prior[1])
+        flat = np.ones(n_arms)
+        if not self.empirical_bayes:
+            return flat, flat.copy()
+        alpha, beta = empirical_bayes_prior(
+            counts.successes(self.objective),
+            counts.impressions,
+            min_trials=self.eb_min_impressions,
+            max_strength=self.eb_max_strength,
+        )
+        newness = np.clip(1.0 - counts.impressions / self.eb_fade_impressions, 0.0, 1.0)
+        return newness * alpha + (1.0 - newness), newness * beta + (1.0 - newness)
 
     def posterior(self, counts: ArmCounts, *, prior: object = None) -> Posterior:
         """Posterior of every arm under this policy's prior (or ``prior`` if given)."""
@@ -272,7 +287,7 @@ class ThompsonSampling(Policy):
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class ZTestResult:
     """Outcome of a fixed-horizon test: best observed arm against every other active arm.
 

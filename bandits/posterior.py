@@ -69,7 +69,7 @@ def _prior_arrays(prior: object, n_arms: int) -> tuple[np.ndarray, np.ndarray]:
     return alpha, beta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class Posterior:
     """Posterior parameters per arm for one objective.
 

@@ -18,7 +18,7 @@ def segment_priors(
     overall: ArmCounts,
     *,
     objective: str = "ctr",
-    base_prior: tuple[float, float] = (1.0, 1.0),
+    base_prior: tuple[float | np.ndarray, float | np.ndarray] = (1.0, 1.0),
     min_impressions: float = 100.0,
     min_strength: float = 2.0,
     max_strength: float = 5000.0,
@@ -28,10 +28,10 @@ def segment_priors(
 
     For segment ``s`` and arm ``i`` the prior mean is arm ``i``'s campaign-level posterior mean
     from the *other* segments' data (``overall - segment``, so no evidence counts twice) under
-    ``base_prior``.  The strength ``kappa`` (how many impressions the campaign level is worth
-    inside one segment) is fitted by the method of moments to how much segment rates really
-    scatter around their arm's campaign rate, after removing binomial noise, over the
-    (segment, arm) cells with at least ``min_impressions``; clipped to
+    ``base_prior`` (scalars or per-arm arrays).  The strength ``kappa`` (how many impressions the
+    campaign level is worth inside one segment) is fitted by the method of moments to how much
+    segment rates really scatter around their arm's campaign rate, after removing binomial
+    noise, over the (segment, arm) cells with at least ``min_impressions``; clipped to
     ``[min_strength, max_strength]``, and ``default_strength`` when fewer than two cells qualify.
     An arm's prior is never stronger than the evidence behind its campaign-level mean.
 
@@ -49,7 +49,9 @@ def segment_priors(
             "need 0 < min_strength <= default_strength <= max_strength, got "
             f"{min_strength!r}, {default_strength!r}, {max_strength!r}"
         )
-    alpha0, beta0 = (float(x) for x in base_prior)
+    n_arms = overall.n_arms
+    alpha0 = np.broadcast_to(np.asarray(base_prior[0], dtype=np.float64), (n_arms,))
+    beta0 = np.broadcast_to(np.asarray(base_prior[1], dtype=np.float64), (n_arms,))
     successes_all = overall.successes(objective)
     means: dict[str, np.ndarray] = {}
     evidence: dict[str, np.ndarray] = {}

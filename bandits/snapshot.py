@@ -43,7 +43,7 @@ def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keep, other
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class Snapshot:
     """Frozen traffic weights with cumulative sums precomputed.
 

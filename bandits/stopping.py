@@ -28,7 +28,7 @@ from .posterior import posterior, probability_best_from_draws
 __all__ = ["WinnerDecision", "decide_winner", "retire_candidates"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class WinnerDecision:
     """Outcome of :func:`decide_winner`.
 

@@ -37,6 +37,8 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "upworthy_dev.parquet"
 PROMPT = "Write a headline for this story that makes readers want to click.\nStory: {lede}"
+#: Characters of the story's lede put in the prompt (0: headline style only, cheapest).
+LEDE_CHARS = 0
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -49,7 +51,9 @@ def build_pairs(
 
     frame = pl.read_parquet(path)
     pairs = []
-    for (test_id, image), group in frame.group_by(["test_id", "eyecatcher_id"], maintain_order=True):
+    for (test_id, image), group in frame.group_by(
+        ["test_id", "eyecatcher_id"], maintain_order=True
+    ):
         rows = [r for r in group.rows(named=True) if r["impressions"] >= min_impressions]
         for a, b in itertools.combinations(rows, 2):
             if a["headline"].strip() == b["headline"].strip():
@@ -64,13 +68,20 @@ def build_pairs(
                 continue
             win, lose = (a, b) if ctr_a > ctr_b else (b, a)
             lede = _TAG.sub(" ", win["lede"] or "").split()
-            pairs.append({
-                "test_id": test_id, "eyecatcher_id": image,
-                "prompt": PROMPT.format(lede=" ".join(lede)[:280]),
-                "winner": win["headline"].strip(), "loser": lose["headline"].strip(),
-                "ctr_winner": max(ctr_a, ctr_b), "ctr_loser": min(ctr_a, ctr_b),
-                "p_value": p_value,
-            })  # fmt: skip
+            pairs.append(
+                {
+                    "test_id": test_id,
+                    "eyecatcher_id": image,
+                    "prompt": PROMPT.format(lede=" ".join(lede)[:LEDE_CHARS]).strip()
+                    if LEDE_CHARS
+                    else PROMPT.split("\n")[0],
+                    "winner": win["headline"].strip(),
+                    "loser": lose["headline"].strip(),
+                    "ctr_winner": max(ctr_a, ctr_b),
+                    "ctr_loser": min(ctr_a, ctr_b),
+                    "p_value": p_value,
+                }
+            )
     return pairs
 
 
@@ -94,8 +105,9 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
-def cluster_bootstrap(correct: np.ndarray, clusters: list[str], *, n_boot: int = 2000,
-                      seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def cluster_bootstrap(
+    correct: np.ndarray, clusters: list[str], *, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """95 % percentile interval of the mean, resampling whole tests."""
     ids = sorted(set(clusters))
     index = {c: i for i, c in enumerate(ids)}
@@ -108,7 +120,9 @@ def cluster_bootstrap(correct: np.ndarray, clusters: list[str], *, n_boot: int =
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def _scores(model: Any, tokenizer: Any, pairs: list[dict], max_length: int) -> dict[str, np.ndarray]:
+def _scores(
+    model: Any, tokenizer: Any, pairs: list[dict], max_length: int
+) -> dict[str, np.ndarray]:
     from generators import format_completion
     from generators.training import completion_logprobs
 
@@ -116,8 +130,9 @@ def _scores(model: Any, tokenizer: Any, pairs: list[dict], max_length: int) -> d
     out = {}
     for side in ("winner", "loser"):
         texts = [format_completion(p[side]) for p in pairs]
-        total = completion_logprobs(model, tokenizer, prompts, texts, max_length=max_length,
-                                    batch_size=16)  # fmt: skip
+        total = completion_logprobs(
+            model, tokenizer, prompts, texts, max_length=max_length, batch_size=16
+        )
         tokens = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
         out[side] = np.array(total)
         out[f"{side}_mean"] = np.array(total) / np.array(tokens)
@@ -127,13 +142,45 @@ def _scores(model: Any, tokenizer: Any, pairs: list[dict], max_length: int) -> d
 def _summary(correct: np.ndarray, clusters: list[str]) -> dict[str, float]:
     low, high = cluster_bootstrap(correct, clusters)
     w_low, w_high = wilson(float(correct.sum()), len(correct))
-    return {"accuracy": float(correct.mean()), "ci_low": low, "ci_high": high,
-            "wilson_low": w_low, "wilson_high": w_high}  # fmt: skip
+    return {
+        "accuracy": float(correct.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "wilson_low": w_low,
+        "wilson_high": w_high,
+    }
 
 
-def run(*, model_dir: Path, quick: bool, seed: int = 0, dpo_steps: int = 150, sft_steps: int = 30,
-        threads: int | None = 2) -> dict[str, Any]:  # fmt: skip
-    """Build pairs, score held-out before, train on the training half, score after."""
+def _subsample(pairs: list[dict], n: int, seed: int) -> list[dict]:
+    """At most ``n`` pairs, drawn by whole tests (seeded), keeping test clusters intact."""
+    if n <= 0 or len(pairs) <= n:
+        return pairs
+    tests = sorted({p["test_id"] for p in pairs})
+    order = np.random.default_rng(seed + 1).permutation(len(tests))
+    chosen: list[dict] = []
+    for i in order:
+        chosen.extend(p for p in pairs if p["test_id"] == tests[i])
+        if len(chosen) >= n:
+            break
+    return chosen
+
+
+def run(
+    *,
+    model_dir: Path,
+    quick: bool,
+    seed: int = 0,
+    train_pairs: int = 128,
+    heldout_pairs: int = 200,
+    dpo_steps: int = 32,
+    sft_steps: int = 0,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """Build pairs, score held-out before, train on the training half, score after.
+
+    On a shared 2-core CPU a 135M model scores ~100 tokens/s, so the defaults train on a
+    subsample (whole tests) of the training half and score a subsample of the held-out half.
+    """
     import torch
 
     from generators import format_completion, load_causal_lm
@@ -143,57 +190,102 @@ def run(*, model_dir: Path, quick: bool, seed: int = 0, dpo_steps: int = 150, sf
         torch.set_num_threads(threads)
     started = time.perf_counter()
     pairs = build_pairs()
-    train, heldout = split_by_test(pairs, seed)
+    train_all, heldout_all = split_by_test(pairs, seed)
     if quick:
-        train, heldout = train[:64], heldout[:96]
-        dpo_steps, sft_steps = 12, 4
-    max_length = 160
+        train_pairs, heldout_pairs, dpo_steps, sft_steps = 16, 24, 4, 0
+    train = _subsample(train_all, train_pairs, seed)
+    heldout = _subsample(heldout_all, heldout_pairs, seed + 7)
+    max_length = 96
     model, tokenizer = load_causal_lm(model_dir)
     tokenizer.padding_side = "right"
     before = _scores(model, tokenizer, heldout, max_length)
     t_scored = time.perf_counter()
-    config = TrainingConfig(sft_steps=sft_steps, dpo_steps=dpo_steps, batch_size=8,
-                            learning_rate=5e-4, dpo_beta=0.1, lora_r=16, lora_alpha=32,
-                            max_length=max_length, seed=seed, threads=threads)  # fmt: skip
-    winners = [SFTExample(prompt=p["prompt"], completion=format_completion(p["winner"]))
-               for p in train]  # fmt: skip
-    preference = [PreferencePair(prompt=p["prompt"], chosen=format_completion(p["winner"]),
-                                 rejected=format_completion(p["loser"])) for p in train]  # fmt: skip
-    model, train_metrics = fine_tune(model, tokenizer, sft_examples=winners, pairs=preference,
-                                     config=config)  # fmt: skip
+    config = TrainingConfig(
+        sft_steps=sft_steps,
+        dpo_steps=dpo_steps,
+        batch_size=4,
+        learning_rate=5e-4,
+        dpo_beta=0.1,
+        lora_r=16,
+        lora_alpha=32,
+        max_length=max_length,
+        seed=seed,
+        threads=threads,
+        evaluate=False,
+    )
+    winners = [
+        SFTExample(prompt=p["prompt"], completion=format_completion(p["winner"])) for p in train
+    ]
+    preference = [
+        PreferencePair(
+            prompt=p["prompt"],
+            chosen=format_completion(p["winner"]),
+            rejected=format_completion(p["loser"]),
+        )
+        for p in train
+    ]
+    print(
+        f"scored {len(heldout)} held-out pairs in {t_scored - started:.0f} s; training on "
+        f"{len(train)} pairs",
+        flush=True,
+    )
+    model, train_metrics = fine_tune(
+        model, tokenizer, sft_examples=winners, pairs=preference, config=config
+    )
     t_trained = time.perf_counter()
     after = _scores(model, tokenizer, heldout, max_length)
     clusters = [p["test_id"] for p in heldout]
     rows = []
     for label, scores in (("before", before), ("after", after)):
-        rows.append({"model": label, "score": "sum log-likelihood",
-                     **_summary((scores["winner"] > scores["loser"]).astype(float), clusters)})
-        rows.append({"model": label, "score": "mean log-likelihood per token",
-                     **_summary((scores["winner_mean"] > scores["loser_mean"]).astype(float),
-                                clusters)})  # fmt: skip
+        rows.append(
+            {
+                "model": label,
+                "score": "sum log-likelihood",
+                **_summary((scores["winner"] > scores["loser"]).astype(float), clusters),
+            }
+        )
+        rows.append(
+            {
+                "model": label,
+                "score": "mean log-likelihood per token",
+                **_summary((scores["winner_mean"] > scores["loser_mean"]).astype(float), clusters),
+            }
+        )
     reward = (after["winner"] - before["winner"]) - (after["loser"] - before["loser"])
-    rows.append({"model": "after", "score": "DPO implicit reward",
-                 **_summary((reward > 0).astype(float), clusters)})
+    rows.append(
+        {
+            "model": "after",
+            "score": "DPO implicit reward",
+            **_summary((reward > 0).astype(float), clusters),
+        }
+    )
     # Always-pick-the-longer / shorter headline: the baselines a length bias would give.
     longer = np.array([len(p["winner"]) > len(p["loser"]) for p in heldout], dtype=float)
-    rows.append({"model": "baseline", "score": "longer headline wins", **_summary(longer, clusters)})
+    rows.append(
+        {"model": "baseline", "score": "longer headline wins", **_summary(longer, clusters)}
+    )
     return {
         "rows": rows,
         "pairs_total": len(pairs),
         "train_pairs": len(train),
+        "train_pairs_available": len(train_all),
+        "heldout_pairs_available": len(heldout_all),
         "heldout_pairs": len(heldout),
         "train_tests": len({p["test_id"] for p in train}),
         "heldout_tests": len(set(clusters)),
         "training": train_metrics,
         "config": config.to_dict(),
-        "seconds": {"score_before": t_scored - started, "train": t_trained - t_scored,
-                    "total": time.perf_counter() - started},  # fmt: skip
+        "seconds": {
+            "score_before": t_scored - started,
+            "train": t_trained - t_scored,
+            "total": time.perf_counter() - started,
+        },
         "model_dir": str(model_dir),
         "data_digest": hashlib.sha256(DATA.read_bytes()).hexdigest()[:16],
     }
 
 
-def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
+def main(out: Path = Path("bench/results"), quick: bool = False, **sizes: int) -> None:
     """Run the experiment and write ``upworthy_pairs.json`` and ``.md`` under ``out``."""
     from bench._common import write_results
     from generators import default_model_dir
@@ -201,7 +293,7 @@ def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
     if not DATA.exists():
         raise SystemExit(f"real data not found at {DATA}")
     model_dir = Path(default_model_dir()) / "smollm2-135m-instruct"
-    result = run(model_dir=model_dir, quick=quick)
+    result = run(model_dir=model_dir, quick=quick, **sizes)
     notes = (
         f"{result['pairs_total']} pairs (p < 0.05, >= 1000 impressions per arm); "
         f"train {result['train_pairs']} pairs from {result['train_tests']} tests, held out "
@@ -217,5 +309,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--train-pairs", type=int, default=128)
+    parser.add_argument("--heldout-pairs", type=int, default=200)
+    parser.add_argument("--dpo-steps", type=int, default=32)
     args = parser.parse_args()
-    main(args.out, args.quick)
+    main(
+        args.out,
+        args.quick,
+        train_pairs=args.train_pairs,
+        heldout_pairs=args.heldout_pairs,
+        dpo_steps=args.dpo_steps,
+    )

@@ -35,8 +35,16 @@ __all__ = [
 
 LANGUAGES = ("en", "zh")
 _LANGUAGE_ALIASES = {
-    "en": "en", "en-us": "en", "en-gb": "en", "english": "en",
-    "zh": "zh", "zh-cn": "zh", "zh-hans": "zh", "zh-sg": "zh", "chinese": "zh", "中文": "zh",
+    "en": "en",
+    "en-us": "en",
+    "en-gb": "en",
+    "english": "en",
+    "zh": "zh",
+    "zh-cn": "zh",
+    "zh-hans": "zh",
+    "zh-sg": "zh",
+    "chinese": "zh",
+    "中文": "zh",
 }
 # Shortest headline limit in which a meaningful ad fits (a brand name, a two-word phrase).
 MIN_HEADLINE_UNITS = 5
@@ -108,7 +116,7 @@ class Channel(BaseModel):
         return value
 
     def length(self, text: str) -> int:
-        """Length of ``text`` in this channel's units (double-width characters count ``cjk_width``)."""
+        """Length of ``text`` in channel units (a double-width character counts ``cjk_width``)."""
         if self.cjk_width == 1:
             return len(text)
         return sum(self.cjk_width if is_wide(c) else 1 for c in text)
@@ -190,7 +198,7 @@ class Brief(BaseModel):
         if total > channel.headline_max + channel.description_max:
             raise ValueError(
                 f"required_terms: together {total} units, more than headline + description "
-                f"({channel.headline_max + channel.description_max}); no ad text can meet the limits"
+                f"({channel.headline_max + channel.description_max}); no ad text can meet them"
             )
         banned = [b.lower() for b in self.banned_terms]
         for term in self.required_terms:
@@ -240,14 +248,19 @@ class Brief(BaseModel):
                 f"description at most {channel.description_max // 2} Chinese characters."
             )
         else:
+            # Small models follow word counts better than character counts.
             limits = (
-                f"Headline at most {channel.headline_max} characters, "
-                f"description at most {channel.description_max} characters."
+                f"Headline at most {channel.headline_max} characters "
+                f"(about {max(channel.headline_max // 7, 1)} words), "
+                f"description at most {channel.description_max} characters "
+                f"(about {max(channel.description_max // 7, 1)} words)."
             )
         lines.append(limits)
         if channel.description_max > 0:
-            lines.append("Reply with two lines: first 'Headline:' and the headline, then "
-                         "'Description:' and the description.")
+            lines.append(
+                "Reply with two lines: first 'Headline:' and the headline, then "
+                "'Description:' and the description."
+            )
         else:
             lines.append("Reply with one line: 'Headline:' and the headline.")
         return "\n".join(lines)

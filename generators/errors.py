@@ -3,7 +3,7 @@
 Hierarchy::
 
     GeneratorError                 base class; catch this to handle any generator failure
-    ├── BriefError                 a brief is missing a field or has a bad value (``.field`` names it)
+    ├── BriefError                 a brief lacks a field or has a bad value (``.field`` names it)
     ├── ModelNotFoundError         a model directory is missing or is not a causal language model
     └── ModelPullError             ``adloop models pull`` could not fetch or convert a model
 

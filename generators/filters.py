@@ -18,7 +18,6 @@ works the same for both languages.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,11 +71,7 @@ class FilterSettings:
 
 
 def _normalise(text: str) -> str:
-    kept = [
-        c
-        for c in text.lower()
-        if not unicodedata.category(c).startswith(("P", "Z", "S", "C"))
-    ]
+    kept = [c for c in text.lower() if not unicodedata.category(c).startswith(("P", "Z", "S", "C"))]
     return "".join(kept)
 
 
@@ -130,10 +125,6 @@ class NearDuplicateIndex:
 
 def _contains(text: str, term: str) -> bool:
     return term.lower() in text.lower()
-
-
-def _word_pattern(term: str) -> re.Pattern[str]:
-    return re.compile(re.escape(term), re.IGNORECASE)
 
 
 def check_candidate(

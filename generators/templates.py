@@ -96,7 +96,22 @@ _ZH_DESCRIPTIONS = (
 )
 _EN_DEFAULT_ADJECTIVES = ("timeless", "exquisite")
 _ZH_DEFAULT_ADJECTIVES = ("精致", "典雅")
-_SMALL_WORDS = {"a", "an", "and", "as", "at", "by", "for", "in", "of", "on", "or", "the", "to", "with"}
+_SMALL_WORDS = {
+    "a",
+    "an",
+    "and",
+    "as",
+    "at",
+    "by",
+    "for",
+    "in",
+    "of",
+    "on",
+    "or",
+    "the",
+    "to",
+    "with",
+}
 
 
 def _title(phrase: str) -> str:
@@ -149,9 +164,13 @@ def _slot_values(brief: Brief) -> dict[str, list[str]]:
         values["Segment"] = [_title(s) for s in brief.segments]
         values["Offer"] = [_sentence(o) for o in values["offer"]]
         values["Cta"] = [_title(c) for c in values["cta"]]
-        values["description"] = [d if d.endswith((".", "!", "?")) else d + "." for d in values["description"]]
+        values["description"] = [
+            d if d.endswith((".", "!", "?")) else d + "." for d in values["description"]
+        ]
     elif values["description"]:
-        values["description"] = [d if d.endswith(("。", "！", "？")) else d + "。" for d in values["description"]]
+        values["description"] = [
+            d if d.endswith(("。", "！", "？")) else d + "。" for d in values["description"]
+        ]
     return values
 
 
@@ -166,7 +185,9 @@ def _render(patterns: Sequence[str], values: dict[str, list[str]]) -> list[str]:
         for combo in itertools.product(*(values[f] for f in unique_fields)):
             slots: dict[str, Any] = dict(zip(unique_fields, combo, strict=True))
             # "refined & refined" reads as a mistake: two adjective slots must differ.
-            adjectives = [str(v).lower() for k, v in slots.items() if k.lower().startswith("adjective")]
+            adjectives = [
+                str(v).lower() for k, v in slots.items() if k.lower().startswith("adjective")
+            ]
             if len(set(adjectives)) < len(adjectives):
                 continue
             rendered[pattern.format(**slots)] = None
@@ -184,12 +205,14 @@ def headline_options(brief: Brief) -> list[str]:
     """Every headline the grammar can write for ``brief`` within the limit, without banned terms."""
     patterns = _ZH_HEADLINES if brief.language == "zh" else _EN_HEADLINES
     return [
-        h for h in _render(patterns, _slot_values(brief)) if _allowed(h, brief, brief.channel.headline_max)
+        h
+        for h in _render(patterns, _slot_values(brief))
+        if _allowed(h, brief, brief.channel.headline_max)
     ]
 
 
 def description_options(brief: Brief) -> list[str]:
-    """Every description the grammar can write for ``brief`` within the limit, without banned terms."""
+    """Every description the grammar writes for ``brief`` within the limit, free of banned terms."""
     if brief.channel.description_max == 0:
         return []
     patterns = _ZH_DESCRIPTIONS if brief.language == "zh" else _EN_DESCRIPTIONS

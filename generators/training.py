@@ -131,7 +131,7 @@ class TrainingConfig:
     lora_dropout: float = 0.0
     """Dropout on the LoRA path."""
     lora_target_modules: str | tuple[str, ...] = "all-linear"
-    """Which linear layers get adapters; "all-linear" is every linear layer except the output head."""
+    """Linear layers that get adapters; "all-linear": every linear layer but the output head."""
     sft_steps: int = 20
     """Optimizer steps on winners (0 skips SFT)."""
     dpo_steps: int = 20
@@ -149,7 +149,7 @@ class TrainingConfig:
     dpo_beta: float = 0.1
     """DPO temperature: larger keeps the model closer to the reference."""
     dpo_sft_weight: float = 0.0
-    """Optional extra NLL term on the chosen copy during DPO (keeps likelihoods from drifting down)."""
+    """Optional NLL term on the chosen copy during DPO (keeps likelihoods from drifting down)."""
     max_length: int = 128
     """Longest prompt + completion in tokens; the prompt is cut from the left when needed."""
     seed: int = 0
@@ -158,23 +158,30 @@ class TrainingConfig:
     """"cpu", "cuda", ...; None picks CUDA when available, else CPU."""
     threads: int | None = None
     """torch intra-op threads for CPU training; None leaves torch's default."""
+    evaluate: bool = True
+    """Score the training data before and after (SFT loss, pair margins); costs forward passes."""
 
     def __post_init__(self) -> None:
         positive_ints = ("lora_r", "lora_alpha", "batch_size", "max_length")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise TrainingError(f"TrainingConfig.{name} must be a positive integer, got {value!r}")
+                raise TrainingError(
+                    f"TrainingConfig.{name} must be a positive integer, got {value!r}"
+                )
         for name in ("sft_steps", "dpo_steps", "warmup_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise TrainingError(f"TrainingConfig.{name} must be an integer >= 0, got {value!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise TrainingError(
-                f"TrainingConfig.learning_rate must be a positive number, got {self.learning_rate!r}"
+                "TrainingConfig.learning_rate must be a positive number, "
+                f"got {self.learning_rate!r}"
             )
         if not (0.0 <= self.lora_dropout < 1.0):
-            raise TrainingError(f"TrainingConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+            raise TrainingError(
+                f"TrainingConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}"
+            )
         if not (self.dpo_beta > 0):
             raise TrainingError(f"TrainingConfig.dpo_beta must be > 0, got {self.dpo_beta!r}")
         if self.dpo_sft_weight < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
@@ -240,9 +247,7 @@ def format_prompt(tokenizer: Any, prompt: str) -> str:
     return prompt.rstrip() + "\n\n"
 
 
-def _encode(
-    tokenizer: Any, prompt: str, completion: str, max_length: int
-) -> tuple[list[int], int]:
+def _encode(tokenizer: Any, prompt: str, completion: str, max_length: int) -> tuple[list[int], int]:
     """Token ids of prompt + completion + EOS, and how many leading ids belong to the prompt.
 
     Prompt and completion are tokenized separately so the boundary is exact; when too
@@ -388,14 +393,22 @@ def preference_margins(
     max_length: int = 128,
     per_token: bool = False,
 ) -> list[float]:
-    """``log p(chosen) - log p(rejected)`` for each pair (positive: the model prefers the winner)."""
+    """``log p(chosen) - log p(rejected)`` per pair (positive: the model prefers the winner)."""
     prompts = [p.prompt for p in pairs]
     chosen = completion_logprobs(
-        model, tokenizer, prompts, [p.chosen for p in pairs], max_length=max_length,
+        model,
+        tokenizer,
+        prompts,
+        [p.chosen for p in pairs],
+        max_length=max_length,
         per_token=per_token,
     )
     rejected = completion_logprobs(
-        model, tokenizer, prompts, [p.rejected for p in pairs], max_length=max_length,
+        model,
+        tokenizer,
+        prompts,
+        [p.rejected for p in pairs],
+        max_length=max_length,
         per_token=per_token,
     )
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
@@ -412,7 +425,9 @@ def preference_accuracy(
     """Share of pairs whose winner the model finds more likely than the loser (ties count half)."""
     if not pairs:
         raise TrainingError("preference_accuracy needs at least one pair")
-    margins = preference_margins(model, tokenizer, pairs, max_length=max_length, per_token=per_token)
+    margins = preference_margins(
+        model, tokenizer, pairs, max_length=max_length, per_token=per_token
+    )
     return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins)
 
 
@@ -441,7 +456,9 @@ def _batches(n_items: int, batch_size: int, steps: int, rng: random.Random) -> l
     return batches
 
 
-def _run_phase(model: Any, steps: int, config: TrainingConfig, loss_of_batch: Any, batches: list[list[int]]) -> list[float]:
+def _run_phase(
+    model: Any, steps: int, config: TrainingConfig, loss_of_batch: Any, batches: list[list[int]]
+) -> list[float]:
     import torch
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -503,26 +520,15 @@ def fine_tune(
 
     sft_steps = config.sft_steps if sft_examples else 0
     dpo_steps = config.dpo_steps if pairs else 0
-    if sft_examples:
-        metrics["sft_loss_before"] = sft_loss(model, tokenizer, sft_examples, max_length=config.max_length)
+    if sft_examples and config.evaluate:
+        metrics["sft_loss_before"] = sft_loss(
+            model, tokenizer, sft_examples, max_length=config.max_length
+        )
     if pairs:
         margins = preference_margins(model, tokenizer, pairs, max_length=config.max_length)
         metrics["dpo_margin_before"] = sum(margins) / len(margins)
         metrics["pair_accuracy_before"] = sum(m > 0 for m in margins) / len(margins)
-        # The frozen reference is the starting model: its log-probs are constants.
-        reference = torch.tensor(
-            [
-                c - r
-                for c, r in zip(
-                    completion_logprobs(model, tokenizer, [p.prompt for p in pairs],
-                                        [p.chosen for p in pairs], max_length=config.max_length),
-                    completion_logprobs(model, tokenizer, [p.prompt for p in pairs],
-                                        [p.rejected for p in pairs], max_length=config.max_length),
-                    strict=True,
-                )
-            ],
-            device=device,
-        )
+        reference = torch.tensor(margins, device=device)
 
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -547,7 +553,9 @@ def fine_tune(
 
     try:
         if sft_steps:
-            encoded = [_encode(tokenizer, e.prompt, e.completion, config.max_length) for e in sft_examples]
+            encoded = [
+                _encode(tokenizer, e.prompt, e.completion, config.max_length) for e in sft_examples
+            ]
             weights = torch.tensor([e.weight for e in sft_examples], device=device)
 
             def sft_batch_loss(indices: list[int]) -> Any:
@@ -558,7 +566,10 @@ def fine_tune(
                 return -((total / count.clamp(min=1)) * w).sum() / w.sum()
 
             losses = _run_phase(
-                model, sft_steps, config, sft_batch_loss,
+                model,
+                sft_steps,
+                config,
+                sft_batch_loss,
                 _batches(len(encoded), config.batch_size, sft_steps, rng),
             )
             metrics["sft_train_loss_first"] = losses[0]
@@ -570,7 +581,9 @@ def fine_tune(
             pair_weights = torch.tensor([p.weight for p in pairs], device=device)
 
             def dpo_batch_loss(indices: list[int]) -> Any:
-                both = _collate([chosen[i] for i in indices] + [rejected[i] for i in indices], pad, device)
+                both = _collate(
+                    [chosen[i] for i in indices] + [rejected[i] for i in indices], pad, device
+                )
                 total, count = _sequence_logprobs(model, both)
                 n = len(indices)
                 policy_margin = total[:n] - total[n:]
@@ -583,7 +596,10 @@ def fine_tune(
                 return loss
 
             losses = _run_phase(
-                model, dpo_steps, config, dpo_batch_loss,
+                model,
+                dpo_steps,
+                config,
+                dpo_batch_loss,
                 _batches(len(pairs), config.batch_size, dpo_steps, rng),
             )
             metrics["dpo_train_loss_first"] = losses[0]
@@ -593,9 +609,11 @@ def fine_tune(
             model = model.merge_and_unload()
     model.eval()
 
-    if sft_examples:
-        metrics["sft_loss_after"] = sft_loss(model, tokenizer, sft_examples, max_length=config.max_length)
-    if pairs:
+    if sft_examples and config.evaluate:
+        metrics["sft_loss_after"] = sft_loss(
+            model, tokenizer, sft_examples, max_length=config.max_length
+        )
+    if pairs and config.evaluate:
         margins = preference_margins(model, tokenizer, pairs, max_length=config.max_length)
         metrics["dpo_margin_after"] = sum(margins) / len(margins)
         metrics["pair_accuracy_after"] = sum(m > 0 for m in margins) / len(margins)

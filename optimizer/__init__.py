@@ -8,15 +8,14 @@ The in-process API an ad server (or the simulator) uses::
         choice = engine.choose(campaign["campaign_id"], segment="mobile")
         engine.record([...events...])
 
-``create_app`` (the FastAPI service) and the bandit policies re-exported for policy-only
-simulations are imported lazily, so ``import optimizer`` stays light.
+Everything but the errors is imported on first use (the engine needs numpy, the service
+FastAPI), so ``import optimizer`` -- and ``adloop --help`` -- stay light.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optimizer.engine import Choice, Engine, EngineConfig, srm_check
 from optimizer.errors import (
     AuthError,
     CampaignNotFound,
@@ -45,12 +44,21 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Choice": ("optimizer.engine", "Choice"),
+    "Engine": ("optimizer.engine", "Engine"),
+    "EngineConfig": ("optimizer.engine", "EngineConfig"),
+    "srm_check": ("optimizer.engine", "srm_check"),
     "create_app": ("optimizer.service", "create_app"),
     "ThompsonSampling": ("bandits", "ThompsonSampling"),
     "Uniform": ("bandits", "Uniform"),
     "EpsilonGreedy": ("bandits", "EpsilonGreedy"),
     "UCB1": ("bandits", "UCB1"),
 }
+
+
+if TYPE_CHECKING:
+    from optimizer.engine import Choice, Engine, EngineConfig, srm_check
+    from optimizer.service import create_app
 
 
 def __getattr__(name: str) -> Any:

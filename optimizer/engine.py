@@ -65,12 +65,12 @@ class EngineConfig:
 
     refresh_interval: float = 2.0
     """Seconds (of the engine's clock) after which a snapshot with new data is rebuilt."""
-    refresh_events: int = 1000
+    refresh_events: int = 10_000
     """Rebuild a campaign's snapshot after this many new decisions + recorded events."""
     background: bool | None = None
     """Refresh and flush on a background thread; None: only when the clock is real time
     (a simulated clock refreshes inline in :meth:`Engine.record` so runs are reproducible)."""
-    flush_interval: float = 0.2
+    flush_interval: float = 1.0
     """Seconds between background flushes of queued decisions to the store."""
     floor: float = 0.0
     """Minimum traffic share per active variant (Thompson sampling floor)."""
@@ -96,6 +96,9 @@ class EngineConfig:
     """Below this many impressions the SRM check reports 'not enough data'."""
     max_choose_n: int = 1000
     """Largest number of decisions one ``choose_many`` call may return."""
+    generation_time_budget: float | None = 60.0
+    """Seconds after which the generator pool stops topping up a request (the round in
+    progress finishes); None: no time limit. Keeps campaign creation bounded on slow CPUs."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -123,6 +126,11 @@ class EngineConfig:
         for name in ("retire_min_impressions", "srm_min_impressions"):
             if getattr(self, name) < 0:
                 raise InvalidRequest(name, f"must be >= 0, got {getattr(self, name)!r}")
+        if self.generation_time_budget is not None and not self.generation_time_budget > 0:
+            raise InvalidRequest(
+                "generation_time_budget",
+                f"must be > 0 or None, got {self.generation_time_budget!r}",
+            )
         if self.half_life is not None and self.half_life <= timedelta(0):
             raise InvalidRequest("half_life", f"must be positive, got {self.half_life!r}")
 
@@ -403,7 +411,10 @@ class Engine:
             rows = self._manual_variants(campaign_id, explicit, brief_obj, now, "variants")
         else:
             result = self.pool.generate(
-                brief_obj, n_candidates, seed=self._seed_for(seed, campaign_id)
+                brief_obj,
+                n_candidates,
+                seed=self._seed_for(seed, campaign_id),
+                time_budget_s=self.config.generation_time_budget,
             )
             rows = _in_order([self._candidate_row(campaign_id, c, now) for c in result.candidates])
             if not rows:
@@ -675,21 +686,31 @@ class Engine:
     def record(self, events: Any, *, tenant: str | None = None) -> Any:
         """Append events (impressions, clicks, conversions); return after they are committed.
 
+        ``events`` is a list of dicts, a polars DataFrame or an Arrow table (the fastest).
         Rows for campaigns outside ``tenant`` are rejected as unknown, exactly like rows for
         campaigns that do not exist; everything else follows ``Store.append_events``
         (idempotent on ``event_id``, bad rows rejected with a reason, good rows kept).
         """
         from storage import AppendResult, RowError
 
-        rows = events
+        rows, campaign_ids = _with_campaign_ids(events)
         hidden: list[int] = []
+        index_map: list[int] = []
         if tenant is not None:
-            rows, hidden, index_map = self._visible_rows(events, tenant)
-        if isinstance(rows, list) and not rows:
+            owners = self._tenants
+            keep = [
+                not (isinstance(c, str) and owners.get(c, tenant) != tenant) for c in campaign_ids
+            ]
+            if not all(keep):
+                hidden = [i for i, k in enumerate(keep) if not k]
+                index_map = [i for i, k in enumerate(keep) if k]
+                campaign_ids = [campaign_ids[i] for i in index_map]
+                rows = _select(rows, keep)
+        if not campaign_ids:
             result = AppendResult(accepted=0, duplicates=0, rejected=0, errors=[])
         else:
             result = self._store.append_events(rows)
-        if tenant is not None and hidden:
+        if hidden:
             errors = [
                 RowError(row=index_map[e.row], field=e.field, reason=e.reason)
                 for e in result.errors
@@ -704,46 +725,16 @@ class Engine:
                 rejected=result.rejected + len(hidden),
                 errors=errors,
             )
-        self._note_activity(rows)
-        if self._thread is None:
-            self._maybe_refresh()
-        return result
-
-    def _visible_rows(self, events: Any, tenant: str) -> tuple[list, list[int], list[int]]:
-        if not isinstance(events, list):
-            import polars as pl
-
-            events = (
-                pl.DataFrame(events).to_dicts()
-                if not isinstance(events, pl.DataFrame)
-                else events.to_dicts()
-            )
-        keep, hidden, index_map = [], [], []
-        for i, event in enumerate(events):
-            campaign_id = event.get("campaign_id") if isinstance(event, Mapping) else None
-            if isinstance(campaign_id, str) and self._tenants.get(campaign_id, tenant) != tenant:
-                hidden.append(i)
-            else:
-                index_map.append(i)
-                keep.append(event)
-        return keep, hidden, index_map
-
-    def _note_activity(self, rows: Any) -> None:
-        if isinstance(rows, list):
-            touched: dict[str, int] = {}
-            for event in rows:
-                campaign_id = event.get("campaign_id") if isinstance(event, Mapping) else None
-                if campaign_id is not None:
-                    touched[campaign_id] = touched.get(campaign_id, 0) + 1
-        else:
-            import polars as pl
-
-            frame = rows if isinstance(rows, pl.DataFrame) else pl.from_arrow(rows)
-            touched = dict(frame.get_column("campaign_id").value_counts().iter_rows())
+        touched: dict[Any, int] = {}
+        for campaign_id in campaign_ids:
+            touched[campaign_id] = touched.get(campaign_id, 0) + 1
         for campaign_id, n in touched.items():
             live = self._live.get(campaign_id)
             if live is not None:
                 live.activity += n
+        if self._thread is None:
+            self._maybe_refresh()
+        return result
 
     # ------------------------------------------------------------------ pool changes
 
@@ -1007,34 +998,28 @@ class Engine:
                 batches[item[6]].append(item)
         except IndexError:
             pass
-        import polars as pl
+        import pyarrow as pa
 
         for log_impressions, items in batches.items():
             if not items:
                 continue
             columns = list(zip(*items, strict=True))
-            stamps = columns[5]
             if self._epoch_stamps:
-                stamps = pl.from_epoch(
-                    pl.Series([round(t * 1e6) for t in stamps], dtype=pl.Int64), time_unit="us"
-                )
-            frame = pl.DataFrame(
+                micros = pa.array([round(t * 1e6) for t in columns[5]], pa.int64())
+                stamps = micros.cast(pa.timestamp("us"))
+            else:
+                stamps = pa.array(columns[5], pa.timestamp("us"))
+            # Arrow columns straight away: the cheapest form for the store, and this runs
+            # beside the request path, so every millisecond holding the GIL counts.
+            frame = pa.table(
                 {
-                    "decision_id": columns[0],
-                    "campaign_id": columns[1],
-                    "variant_id": columns[2],
-                    "segment": columns[3],
-                    "probability": columns[4],
+                    "decision_id": pa.array(columns[0], pa.string()),
+                    "campaign_id": pa.array(columns[1], pa.string()),
+                    "variant_id": pa.array(columns[2], pa.string()),
+                    "segment": pa.array(columns[3], pa.string()),
+                    "probability": pa.array(columns[4], pa.float64()),
                     "ts": stamps,
-                },
-                schema={
-                    "decision_id": pl.String,
-                    "campaign_id": pl.String,
-                    "variant_id": pl.String,
-                    "segment": pl.String,
-                    "probability": pl.Float64,
-                    "ts": pl.Datetime("us"),
-                },
+                }
             )
             self._store.log_decisions(frame, impressions=log_impressions)
 
@@ -1071,7 +1056,12 @@ class Engine:
         existing = [v["text"] for v in self._store.variants(campaign_id)]
         generation_seed = self._seed_for(seed, f"{campaign_id}:{len(existing)}")
         result = self.pool.generate(
-            brief, n, existing_texts=existing, winners=list(winners), seed=generation_seed
+            brief,
+            n,
+            existing_texts=existing,
+            winners=list(winners),
+            seed=generation_seed,
+            time_budget_s=self.config.generation_time_budget,
         )
         if notes is not None:
             notes.extend(result.notes)
@@ -1180,6 +1170,29 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _with_campaign_ids(events: Any) -> tuple[Any, list[Any]]:
+    """The batch in a form the store takes, and its campaign_id per row."""
+    if isinstance(events, list):
+        return events, [e.get("campaign_id") if isinstance(e, Mapping) else None for e in events]
+    import pyarrow as pa
+
+    if not isinstance(events, pa.Table):
+        import polars as pl
+
+        events = events.to_arrow() if isinstance(events, pl.DataFrame) else pa.table(events)
+    if "campaign_id" not in events.column_names:
+        return events, [None] * events.num_rows
+    return events, events.column("campaign_id").to_pylist()
+
+
+def _select(rows: Any, keep: list[bool]) -> Any:
+    if isinstance(rows, list):
+        return [row for row, k in zip(rows, keep, strict=True) if k]
+    import pyarrow as pa
+
+    return rows.filter(pa.array(keep, pa.bool_()))
 
 
 def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

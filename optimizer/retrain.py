@@ -68,7 +68,10 @@ __all__ = [
     "build_dataset",
     "distinct_n",
     "evaluate_gate",
+    "make_retrain_hook",
+    "on_retrain",
     "retrain_round",
+    "switch_pool_model",
     "train_and_gate",
 ]
 
@@ -81,9 +84,17 @@ def _utcnow() -> datetime:
 
 
 def _default_training() -> TrainingConfig:
-    # Sized for one round on 2 CPU cores with a 135M model: a few dozen LoRA steps.
-    return TrainingConfig(sft_steps=24, dpo_steps=24, batch_size=4, learning_rate=5e-4,
-                          max_length=256, threads=None)
+    # Sized for one round on 2 CPU cores with a 135M model (a few minutes): a dozen LoRA
+    # steps of SFT and a few of DPO. With a GPU, raise the steps and batch size.
+    return TrainingConfig(
+        sft_steps=12,
+        dpo_steps=8,
+        batch_size=2,
+        learning_rate=1e-3,
+        lora_r=16,
+        lora_alpha=32,
+        max_length=288,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,8 +141,13 @@ class RetrainConfig:
             value = getattr(self, name)
             if not (0.0 < value < 1.0):
                 raise ValueError(f"RetrainConfig.{name} must be in (0, 1), got {value!r}")
-        for name in ("min_impressions", "min_pair_impressions", "min_holdout_pairs",
-                     "gate_candidates", "gate_briefs"):  # fmt: skip
+        for name in (
+            "min_impressions",
+            "min_pair_impressions",
+            "min_holdout_pairs",
+            "gate_candidates",
+            "gate_briefs",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"RetrainConfig.{name} must be an integer >= 0, got {value!r}")
@@ -159,7 +175,9 @@ class RetrainConfig:
             fields = set(TrainingConfig.__dataclass_fields__)
             bad = sorted(set(training) - fields)
             if bad:
-                raise ValueError(f"retraining.training: unknown key(s) {bad}; known: {sorted(fields)}")
+                raise ValueError(
+                    f"retraining.training: unknown key(s) {bad}; known: {sorted(fields)}"
+                )
             data["training"] = TrainingConfig(**{**asdict(_default_training()), **training})
         return cls(**data)
 
@@ -244,8 +262,9 @@ def _rate_columns(objective: str) -> tuple[str, str]:
     return ("impressions", "clicks") if objective == "ctr" else ("impressions", "conversions")
 
 
-def _posterior_draws(trials: np.ndarray, successes: np.ndarray, n_draws: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def _posterior_draws(
+    trials: np.ndarray, successes: np.ndarray, n_draws: int, rng: np.random.Generator
+) -> np.ndarray:
     """Beta(1 + s, 1 + n - s) draws, shape (n_draws, n_arms)."""
     successes = np.minimum(successes, trials)
     return rng.beta(1.0 + successes, 1.0 + trials - successes, size=(n_draws, len(trials)))
@@ -319,15 +338,25 @@ def build_dataset(
             others = np.delete(means, index)
             weight = _lift(means[index], float(others.mean())) * max(float(best[index]), 0.5)
             variant = variants[variant_id]
-            winners.append(SFTExample(
-                prompt=prompt,
-                completion=completion_text(variant.get("headline") or variant["text"],
-                                           variant.get("description") or ""),
-                weight=weight,
-            ))  # fmt: skip
-            rows.append({"kind": "winner", "campaign_id": campaign_id, "variant_id": variant_id,
-                         "probability_best": float(best[index]), "weight": weight,
-                         "declared": is_declared})  # fmt: skip
+            winners.append(
+                SFTExample(
+                    prompt=prompt,
+                    completion=completion_text(
+                        variant.get("headline") or variant["text"], variant.get("description") or ""
+                    ),
+                    weight=weight,
+                )
+            )
+            rows.append(
+                {
+                    "kind": "winner",
+                    "campaign_id": campaign_id,
+                    "variant_id": variant_id,
+                    "probability_best": float(best[index]),
+                    "weight": weight,
+                    "declared": is_declared,
+                }
+            )
             picked = True
 
         # Pairs per segment and overall; a pair seen in several keeps its strongest evidence.
@@ -357,10 +386,13 @@ def build_dataset(
                     if p_beats < config.pair_confidence:
                         continue
                     chosen, rejected = variants[seg_ids[a]], variants[seg_ids[b]]
-                    chosen_text = completion_text(chosen.get("headline") or chosen["text"],
-                                                  chosen.get("description") or "")
-                    rejected_text = completion_text(rejected.get("headline") or rejected["text"],
-                                                    rejected.get("description") or "")
+                    chosen_text = completion_text(
+                        chosen.get("headline") or chosen["text"], chosen.get("description") or ""
+                    )
+                    rejected_text = completion_text(
+                        rejected.get("headline") or rejected["text"],
+                        rejected.get("description") or "",
+                    )
                     if chosen_text == rejected_text:
                         continue
                     weight = _lift(seg_means[a], seg_means[b]) * p_beats
@@ -368,14 +400,23 @@ def build_dataset(
                     if key in strongest and strongest[key][1]["weight"] >= weight:
                         continue
                     strongest[key] = (
-                        PreferencePair(prompt=prompt, chosen=chosen_text, rejected=rejected_text,
-                                       weight=weight),
-                        {"kind": "pair", "campaign_id": campaign_id, "segment": segment,
-                         "chosen": seg_ids[a], "rejected": seg_ids[b],
-                         "p_beats": p_beats, "weight": weight},
-                    )  # fmt: skip
-        ranked = sorted(strongest.values(), key=lambda item: (-item[1]["weight"], item[1]["chosen"],
-                                                               item[1]["rejected"]))
+                        PreferencePair(
+                            prompt=prompt, chosen=chosen_text, rejected=rejected_text, weight=weight
+                        ),
+                        {
+                            "kind": "pair",
+                            "campaign_id": campaign_id,
+                            "segment": segment,
+                            "chosen": seg_ids[a],
+                            "rejected": seg_ids[b],
+                            "p_beats": p_beats,
+                            "weight": weight,
+                        },
+                    )
+        ranked = sorted(
+            strongest.values(),
+            key=lambda item: (-item[1]["weight"], item[1]["chosen"], item[1]["rejected"]),
+        )
         all_pairs.extend(ranked[: config.max_pairs_per_campaign])
         if picked or strongest:
             briefs.append(brief)
@@ -498,7 +539,10 @@ def evaluate_gate(
             current_model, current_tokenizer, heldout_pairs, max_length=max_length
         )
         del current_model
-        if metrics["heldout_accuracy"] < metrics["current_heldout_accuracy"] - config.accuracy_tolerance:
+        if (
+            metrics["heldout_accuracy"]
+            < metrics["current_heldout_accuracy"] - config.accuracy_tolerance
+        ):
             reasons.append(
                 f"held-out accuracy {metrics['heldout_accuracy']:.3f} is below the current "
                 f"version's {metrics['current_heldout_accuracy']:.3f}"
@@ -508,8 +552,9 @@ def evaluate_gate(
         new = _validity(candidate_dir, chosen_briefs, n=config.gate_candidates, seed=config.seed)
         metrics.update({f"{k}": v for k, v in new.items()})
         if current_dir is not None:
-            old = _validity(Path(current_dir), chosen_briefs, n=config.gate_candidates,
-                            seed=config.seed)
+            old = _validity(
+                Path(current_dir), chosen_briefs, n=config.gate_candidates, seed=config.seed
+            )
             metrics.update({f"current_{k}": v for k, v in old.items()})
             if new["pass_rate"] < config.min_pass_rate_ratio * old["pass_rate"]:
                 reasons.append(
@@ -545,13 +590,20 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
     briefs = [load_brief(b) for b in job["briefs"]]
     started = time.perf_counter()
     result = train_version(
-        job["from_dir"], job["out_dir"], sft_examples=winners, pairs=pairs,
-        config=config.training, version=job["version"], parent=job["parent"],
-        base=job["base"], data_hash=job["data_hash"],
-    )  # fmt: skip
+        job["from_dir"],
+        job["out_dir"],
+        sft_examples=winners,
+        pairs=pairs,
+        config=config.training,
+        version=job["version"],
+        parent=job["parent"],
+        base=job["base"],
+        data_hash=job["data_hash"],
+    )
     trained = time.perf_counter()
-    gate = evaluate_gate(result.model_dir, job["current_dir"], heldout, briefs=briefs,
-                         config=config)
+    gate = evaluate_gate(
+        result.model_dir, job["current_dir"], heldout, briefs=briefs, config=config
+    )
     gated = time.perf_counter()
     return {
         "model_dir": str(result.model_dir),
@@ -588,12 +640,34 @@ def _ensure_current(store: Any, config: RetrainConfig, clock: Callable[[], datet
         )
     version = "base-" + hashlib.sha256(str(base_dir.resolve()).encode()).hexdigest()[:8]
     if not any(v["version"] == version for v in store.model_versions()):
-        store.add_model_version({
-            "version": version, "path": str(base_dir), "base": str(base_dir), "parent": None,
-            "data_hash": None, "metrics": {}, "created_at": clock(),
-        })  # fmt: skip
+        store.add_model_version(
+            {
+                "version": version,
+                "path": str(base_dir),
+                "base": str(base_dir),
+                "parent": None,
+                "data_hash": None,
+                "metrics": {},
+                "created_at": clock(),
+            }
+        )
     store.promote_model(version)
     return store.current_model()
+
+
+def _remove_stale_partials(root: Path) -> None:
+    """Delete half-written version folders left by a training process that was killed."""
+    import os
+    import shutil
+
+    for path in root.glob(".*.partial-*"):
+        try:
+            pid = int(path.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)  # still running: another round is writing it
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
 
 
 def _next_version(store: Any, root: Path) -> str:
@@ -632,17 +706,25 @@ def retrain_round(
     seconds["data"] = time.perf_counter() - started
     summary = data.summary()
     if not data.winners and not data.pairs:
-        return RetrainReport(outcome="skipped", current_version=current["version"],
-                             reason="no winners and no confident pairs yet", data=summary,
-                             seconds=seconds)  # fmt: skip
+        return RetrainReport(
+            outcome="skipped",
+            current_version=current["version"],
+            reason="no winners and no confident pairs yet",
+            data=summary,
+            seconds=seconds,
+        )
     if len(data.heldout_pairs) < config.min_holdout_pairs:
         return RetrainReport(
-            outcome="skipped", current_version=current["version"], data=summary, seconds=seconds,
+            outcome="skipped",
+            current_version=current["version"],
+            data=summary,
+            seconds=seconds,
             reason=f"{len(data.heldout_pairs)} held-out pairs; the gate needs "
-                   f"{config.min_holdout_pairs}",
-        )  # fmt: skip
+            f"{config.min_holdout_pairs}",
+        )
     root = config.models_root_dir()
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root)
     version = _next_version(store, root)
     job = {
         "config": _config_dict(config),
@@ -666,9 +748,14 @@ def retrain_round(
     except Exception as exc:  # noqa: BLE001 - any training failure must leave serving untouched
         seconds["total"] = time.perf_counter() - started
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return RetrainReport(outcome="failed", version=version, current_version=current["version"],
-                             reason=f"training failed: {detail}", data=summary,
-                             seconds=seconds)  # fmt: skip
+        return RetrainReport(
+            outcome="failed",
+            version=version,
+            current_version=current["version"],
+            reason=f"training failed: {detail}",
+            data=summary,
+            seconds=seconds,
+        )
     seconds.update(outcome["seconds"])
     gate = outcome["gate"]
     metrics = {
@@ -679,27 +766,45 @@ def retrain_round(
         "steps": outcome["steps"],
         "data": summary,
     }
-    store.add_model_version({
-        "version": version, "path": outcome["model_dir"], "base": job["base"],
-        "parent": current["version"], "data_hash": data.data_hash, "metrics": metrics,
-        "created_at": clock(),
-    })  # fmt: skip
+    store.add_model_version(
+        {
+            "version": version,
+            "path": outcome["model_dir"],
+            "base": job["base"],
+            "parent": current["version"],
+            "data_hash": data.data_hash,
+            "metrics": metrics,
+            "created_at": clock(),
+        }
+    )
     (Path(outcome["model_dir"]) / "dataset.json").write_text(
         json.dumps({"data_hash": data.data_hash, "rows": list(data.rows)}, indent=1, default=str)
     )
     seconds["total"] = time.perf_counter() - started
     if not gate["passed"]:
-        return RetrainReport(outcome="rejected", version=version,
-                             current_version=current["version"], reason="; ".join(gate["reasons"]),
-                             data=summary, metrics=metrics, seconds=seconds,
-                             model_dir=outcome["model_dir"])  # fmt: skip
+        return RetrainReport(
+            outcome="rejected",
+            version=version,
+            current_version=current["version"],
+            reason="; ".join(gate["reasons"]),
+            data=summary,
+            metrics=metrics,
+            seconds=seconds,
+            model_dir=outcome["model_dir"],
+        )
     store.promote_model(version)
     promoted = store.current_model()
     if on_promote is not None:
         on_promote(promoted)
-    return RetrainReport(outcome="promoted", version=version, current_version=version,
-                         data=summary, metrics=metrics, seconds=seconds,
-                         model_dir=outcome["model_dir"])  # fmt: skip
+    return RetrainReport(
+        outcome="promoted",
+        version=version,
+        current_version=version,
+        data=summary,
+        metrics=metrics,
+        seconds=seconds,
+        model_dir=outcome["model_dir"],
+    )
 
 
 # ----------------------------------------------------------------------------- serving
@@ -743,3 +848,98 @@ class ServingModel:
         self._current = (record["version"], generator)
         return True
 
+
+def switch_pool_model(pool: Any, model_dir: str | Path) -> bool:
+    """Point a ``GeneratorPool``'s language-model generator at ``model_dir``; True if it had one.
+
+    The new model is loaded *before* the swap, and the swap is one list-item assignment, so
+    a concurrent ``pool.generate`` uses either the old or the new model, never a half-loaded
+    one. Sampling settings (temperature, top-p, batch size, ...) carry over.
+
+    Example::
+
+        retrain_round(engine.store, on_promote=lambda m: switch_pool_model(engine.pool, m["path"]))
+    """
+    from generators import LMGenerator
+
+    generators = getattr(pool, "generators", None)
+    if generators is None:
+        return False
+    switched = False
+    for index, old in enumerate(list(generators)):
+        if not isinstance(old, LMGenerator):
+            continue
+        new = LMGenerator(
+            model_dir,
+            temperature=old.temperature,
+            top_p=old.top_p,
+            batch_size=old.batch_size,
+            max_new_tokens=old.max_new_tokens,
+            device=old.device,
+        )
+        new.load()
+        generators[index] = new
+        switched = True
+    return switched
+
+
+def _pool_model_dir(pool: Any) -> Path | None:
+    from generators import LMGenerator
+
+    for generator in getattr(pool, "generators", None) or ():
+        if isinstance(generator, LMGenerator):
+            return Path(generator.model_dir)
+    return None
+
+
+def make_retrain_hook(
+    config: RetrainConfig | None = None,
+) -> Callable[[Any, int], dict[str, Any]]:
+    """A retraining hook for the simulator (``on_retrain(engine, round_index)``).
+
+    Each call runs :func:`retrain_round` on the engine's store and, after a promotion,
+    switches the engine's generator pool to the new version. Unless ``config`` says
+    otherwise, the first version starts from the pool's own language model and versions
+    are written next to the database file (``<db folder>/models``), so a simulation never
+    fills the user's model cache.
+
+    Example::
+
+        from sim import load_scenario, run_scenario
+        run_scenario(load_scenario("examples/scenario_retraining.yaml"),
+                     on_retrain=make_retrain_hook())
+    """
+
+    def hook(engine: Any, round_index: int) -> dict[str, Any]:
+        settings = config or RetrainConfig()
+        overrides: dict[str, Any] = {}
+        pool_dir = _pool_model_dir(engine.pool)
+        if settings.base_model is None and pool_dir is not None:
+            overrides["base_model"] = str(pool_dir)
+        if settings.models_root is None:
+            overrides["models_root"] = str(Path(engine.store.path).parent / "models")
+        if overrides:
+            settings = RetrainConfig(**{**settings.__dict__, **overrides})
+        report = retrain_round(
+            engine.store,
+            config=settings,
+            clock=engine.clock,
+            on_promote=lambda model: switch_pool_model(engine.pool, model["path"]),
+        )
+        gate = report.metrics.get("gate", {})
+        return {
+            "round": round_index,
+            "outcome": report.outcome,
+            "version": report.current_version,
+            "reason": report.reason,
+            **{k: v for k, v in report.data.items() if k != "data_hash"},
+            "data_hash": report.data.get("data_hash"),
+            **{f"gate_{k}": v for k, v in gate.items()},
+            "seconds": round(report.seconds.get("total", 0.0), 1),
+        }
+
+    return hook
+
+
+#: The default hook ``adloop sim run`` and ``adloop demo`` use when retraining is enabled.
+on_retrain = make_retrain_hook()

@@ -100,7 +100,8 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.misfire_grace_seconds, int) or self.misfire_grace_seconds < 1:
             raise ValueError(
-                f"misfire_grace_seconds must be a positive integer, got {self.misfire_grace_seconds!r}"
+                "misfire_grace_seconds must be a positive integer, "
+                f"got {self.misfire_grace_seconds!r}"
             )
 
     @classmethod
@@ -137,7 +138,7 @@ class SchedulerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SchedulerConfig:
-        """Read YAML (or JSON); the scheduler settings may sit under a top-level ``scheduler`` key."""
+        """Read YAML (or JSON); settings may sit under a top-level ``scheduler`` key."""
         import yaml
 
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -209,7 +210,11 @@ class Scheduler:
     def jobs(self) -> list[dict[str, Any]]:
         """Scheduled jobs with their triggers and next run times."""
         return [
-            {"job": job.id, "trigger": str(job.trigger), "next_run_time": getattr(job, "next_run_time", None)}
+            {
+                "job": job.id,
+                "trigger": str(job.trigger),
+                "next_run_time": getattr(job, "next_run_time", None),
+            }
             for job in self._scheduler.get_jobs()
         ]
 
@@ -284,8 +289,11 @@ class Scheduler:
 
         Never raises: an error is recorded with outcome ``error`` and its message.
         """
-        handlers = {"refresh": self._refresh, "retire_refill": self._retire_refill,
-                    "retrain": self._retrain}  # fmt: skip
+        handlers = {
+            "refresh": self._refresh,
+            "retire_refill": self._retire_refill,
+            "retrain": self._retrain,
+        }
         if name not in handlers:
             raise ValueError(f"unknown job {name!r}; known: {list(JOB_NAMES)}")
         started = self.clock()
@@ -299,7 +307,11 @@ class Scheduler:
             outcome = "error"
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         self.engine.store.record_job_run(
-            job=name, started_at=started, ended_at=self.clock(), outcome=outcome,
-            error=error, detail=detail,
-        )  # fmt: skip
+            job=name,
+            started_at=started,
+            ended_at=self.clock(),
+            outcome=outcome,
+            error=error,
+            detail=detail,
+        )
         return {"job": name, "outcome": outcome, "error": error, **detail}

@@ -156,6 +156,241 @@ def _make_pool(scenario: Scenario) -> Any:
     return GeneratorPool(list(scenario.generators.names), model_dir=scenario.generators.model_dir)
 
 
+class _Run:
+    """The state of one engine-mode run: the engine, the world, the clock and the tallies."""
+
+    def __init__(
+        self, scenario: Scenario, seed: int, engine: Any, world: World, clock: SimClock
+    ) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.engine = engine
+        self.world = world
+        self.clock = clock
+        self.truth = _Truth(world)
+        self.rng = np.random.default_rng([seed, 7])
+        self.brief = _brief_for(scenario)
+        self.campaign_id = ""
+        self.text_of: dict[str, str] = {}
+        self.born_hour: dict[str, float] = {}
+        self.exposure: dict[str, float] = {}
+        self.pending_conversions: list[tuple[datetime, dict[str, Any]]] = []
+        self.resend: list[dict[str, Any]] = []
+        self.event_counter = 0
+        self.totals: dict[str, float] = dict.fromkeys(
+            ("impressions", "clicks", "conversions", "value", "expected_clicks", "oracle_clicks",
+             "duplicates_sent", "out_of_order_sent", "conversions_outside_window"), 0
+        )  # fmt: skip
+        self.outcomes = {"accepted": 0, "duplicates": 0, "rejected": 0}
+        self.rejected_examples: list[dict[str, Any]] = []
+        self.hourly_rows: list[dict[str, Any]] = []
+        self.step_rows: list[dict[str, Any]] = []
+        self.rounds: list[dict[str, Any]] = []
+        self.lifecycle_log: list[dict[str, Any]] = []
+
+    # -- campaign ----------------------------------------------------------------------------
+
+    def create_campaign(self) -> None:
+        scenario = self.scenario
+        view = self.engine.create_campaign(
+            self.brief,
+            n_candidates=scenario.generators.pool_size,
+            objective=scenario.objective,
+            variants=[{"text": text} for text in scenario.variants] if scenario.variants else None,
+            name=scenario.name,
+            seed=self.seed,
+        )
+        self.campaign_id = view["campaign_id"]
+        for variant in view["variants"]:
+            self.text_of[variant["variant_id"]] = variant["text"]
+            self.born_hour[variant["variant_id"]] = 0.0
+
+    # -- one step of traffic -------------------------------------------------------------------
+
+    def _fatigue(self, variant_ids: list[str]) -> np.ndarray:
+        return self.world.fatigue(np.array([self.exposure.get(v, 0.0) for v in variant_ids]))
+
+    def serve(self, hour: float, step_start: datetime, step_length: timedelta) -> None:
+        """Choose, show and click for one step; record what was delivered by its end."""
+        traffic = self.scenario.traffic
+        shift = self.scenario.drift.preference_shift
+        shifted = bool(shift.enabled and hour >= shift.at_hour)
+        self.clock.set(step_start)
+        steps_per_hour = round(timedelta(hours=1) / step_length)
+        cycle = 1.0 + traffic.daily_cycle * math.cos(
+            2 * math.pi * ((step_start.hour + step_start.minute / 60) - traffic.peak_hour) / 24
+        )
+        n_impressions = int(self.rng.poisson(traffic.impressions_per_hour * cycle / steps_per_hour))
+        per_segment = self.rng.multinomial(n_impressions, self.world.shares)
+        servable = [
+            v["variant_id"]
+            for v in self.engine.store.variants(self.campaign_id, statuses=("active", "winner"))
+        ]
+        # per variant: impressions, clicks, conversions, expected clicks
+        stats: dict[str, list[float]] = {}
+        clicks: list[dict[str, Any]] = []
+        expected = oracle = 0.0
+        for segment_index, count in enumerate(per_segment.tolist()):
+            if count == 0:
+                continue
+            choices = self._choose(count, self.world.segment_names[segment_index])
+            variant_ids = [c.variant_id for c in choices]
+            shown_ids, inverse = np.unique(np.array(variant_ids), return_inverse=True)
+            shown = shown_ids.tolist()
+            shown_texts = [self.text_of[v] for v in shown]
+            ctr = self.truth.ctr(shown_texts, shifted)[:, segment_index] * self._fatigue(shown)
+            ctr = ctr[inverse]
+            cvr = self.truth.cvr(shown_texts)[:, segment_index][inverse]
+            clicked = self.rng.random(len(choices)) < ctr
+            # Oracle: the best servable variant for this segment, shown to all of it.
+            best = self.truth.ctr([self.text_of[v] for v in servable], shifted)[:, segment_index]
+            oracle += float((best * self._fatigue(servable)).max()) * count if servable else 0.0
+            expected += float(ctr.sum())
+            for index in np.flatnonzero(clicked).tolist():
+                clicks.append(
+                    self._click(choices[index], segment_index, step_start, step_length, cvr[index])
+                )
+            for variant_id, was_clicked, rate in zip(variant_ids, clicked, ctr, strict=True):
+                row = stats.setdefault(variant_id, [0, 0, 0, 0.0])
+                row[0] += 1
+                row[1] += int(was_clicked)
+                row[3] += float(rate)
+            for variant_id, n_shown in zip(shown, np.bincount(inverse).tolist(), strict=True):
+                self.exposure[variant_id] = self.exposure.get(variant_id, 0.0) + n_shown
+            self.totals["impressions"] += count
+            self.totals["clicks"] += int(clicked.sum())
+        # Deliver this step's events just before it ends.
+        self.clock.set(step_start + step_length - timedelta(seconds=1))
+        for event in self.deliver(clicks, final=False):
+            stats.setdefault(event["variant_id"], [0, 0, 0, 0.0])[2] += 1
+        for variant_id, (n_shown, n_clicks, n_conversions, rate_sum) in stats.items():
+            self.hourly_rows.append(
+                {"hour": hour, "variant_id": variant_id, "impressions": int(n_shown),
+                 "clicks": int(n_clicks), "conversions": int(n_conversions),
+                 "expected_clicks": rate_sum}
+            )  # fmt: skip
+        self.totals["oracle_clicks"] += oracle
+        self.totals["expected_clicks"] += expected
+        self.step_rows.append(
+            {"hour": hour, "impressions": n_impressions, "expected_clicks": expected,
+             "oracle_clicks": oracle}
+        )  # fmt: skip
+
+    def _choose(self, count: int, segment: str) -> list[Any]:
+        choices: list[Any] = []
+        largest = self.engine.config.max_choose_n
+        while len(choices) < count:
+            take = min(count - len(choices), largest)
+            choices.extend(self.engine.choose_many(self.campaign_id, take, segment=segment))
+        for choice in choices:
+            self.text_of.setdefault(choice.variant_id, choice.text)
+        return choices
+
+    def _click(
+        self,
+        choice: Any,
+        segment_index: int,
+        step_start: datetime,
+        step_length: timedelta,
+        cvr: float,
+    ) -> dict[str, Any]:
+        """The click event of one clicked impression; schedules its conversion, if any."""
+        invalid, conversions = self.scenario.invalid_traffic, self.scenario.conversions
+        rng = self.rng
+        out_of_order = invalid.out_of_order_rate > 0 and rng.random() < invalid.out_of_order_rate
+        if out_of_order:  # a click stamped before its impression (clock skew, late logs)
+            offset = -rng.uniform(1, 300)
+            self.totals["out_of_order_sent"] += 1
+        else:
+            offset = rng.uniform(1, 0.9 * step_length.total_seconds())
+        click_ts = step_start + timedelta(seconds=float(offset))
+        self.event_counter += 1
+        common = {
+            "campaign_id": self.campaign_id,
+            "variant_id": choice.variant_id,
+            "decision_id": choice.decision_id,
+            "segment": self.world.segment_names[segment_index],
+        }
+        if rng.random() < cvr:
+            delay_hours = rng.exponential(conversions.delay_mean_hours)
+            if delay_hours > conversions.attribution_window_hours:
+                self.totals["conversions_outside_window"] += 1
+            else:
+                conversion_ts = click_ts + timedelta(hours=float(delay_hours))
+                value = float(round(rng.exponential(conversions.value_mean), 2))
+                self.pending_conversions.append(
+                    (conversion_ts,
+                     {"event_id": f"c{self.event_counter:012d}-{choice.decision_id}",
+                      "type": "conversion", "ts": conversion_ts, "value": value, **common})
+                )  # fmt: skip
+        return {"event_id": f"k{self.event_counter:012d}-{choice.decision_id}", "type": "click",
+                "ts": click_ts, "value": 0.0, **common}  # fmt: skip
+
+    def deliver(self, clicks: list[dict[str, Any]], *, final: bool) -> list[dict[str, Any]]:
+        """Send clicks, due conversions and last step's duplicates; return the conversions."""
+        now = self.clock()
+        due = [event for ts, event in self.pending_conversions if final or ts <= now]
+        self.pending_conversions = [
+            (ts, event) for ts, event in self.pending_conversions if not final and ts > now
+        ]
+        for event in due:
+            self.totals["conversions"] += 1
+            self.totals["value"] += event["value"]
+        batch = clicks + due
+        duplicate_rate = self.scenario.invalid_traffic.duplicate_rate
+        again: list[dict[str, Any]] = []
+        if duplicate_rate > 0 and batch and not final:
+            repeat = self.rng.random(len(batch)) < duplicate_rate
+            again = [event for event, twice in zip(batch, repeat, strict=True) if twice]
+        self.totals["duplicates_sent"] += len(self.resend)
+        events = self.resend + batch
+        self.resend = again
+        if events:
+            result = self.engine.record(events)
+            self.outcomes["accepted"] += result.accepted
+            self.outcomes["duplicates"] += result.duplicates
+            self.outcomes["rejected"] += result.rejected
+            for error in result.errors[: max(0, 5 - len(self.rejected_examples))]:
+                self.rejected_examples.append({"field": error.field, "reason": error.reason})
+        return due
+
+    # -- cadences ------------------------------------------------------------------------------
+
+    def retire_and_refill(self, hours_done: int) -> None:
+        change = self.engine.retire_and_refill(self.campaign_id, seed=self.seed * 7919 + hours_done)
+        for added in change["added"]:
+            self.text_of[added["variant_id"]] = added["text"]
+            self.born_hour[added["variant_id"]] = float(hours_done)
+        self.lifecycle_log.append(
+            {"hour": hours_done, "retired": change["retired"],
+             "added": [a["variant_id"] for a in change["added"]],
+             "notes": change.get("notes", [])}
+        )  # fmt: skip
+
+    def measure_round(self, round_index: int, retrained: bool, detail: dict | None) -> None:
+        """Score a fresh batch of generated candidates against the hidden audience."""
+        if self.scenario.brief is None:
+            return
+        result = self.engine.pool.generate(
+            self.brief, self.scenario.generators.pool_size, seed=self.seed * 1000 + round_index
+        )
+        texts = [c.text for c in result.candidates]
+        ctr = self.truth.ctr(texts, False) @ self.world.shares if texts else np.array([])
+        self.rounds.append(
+            {
+                "round": round_index,
+                "hour": (self.clock() - self.scenario.traffic.start).total_seconds() / 3600,
+                "retrained": retrained,
+                "n_candidates": len(texts),
+                "mean_true_ctr": float(ctr.mean()) if texts else None,
+                "max_true_ctr": float(ctr.max()) if texts else None,
+                "distinct_trigrams": _distinct_trigrams(texts),
+                "model_version": getattr(self.engine.pool, "model_version", None),
+                "detail": detail or {},
+            }
+        )
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -173,7 +408,8 @@ def run_scenario(
     scenario:
         A validated :class:`sim.Scenario` (see :func:`sim.load_scenario`).
     seed:
-        Overrides the scenario's seed (world scorer, traffic, engine choices).
+        Overrides the scenario's seed (traffic, engine choices, and the world's scorer unless
+        ``world.seed`` fixes it).
     db_path:
         DuckDB file to use; default: a fresh file in a temporary folder, removed afterwards.
     out:
@@ -183,7 +419,7 @@ def run_scenario(
     progress:
         Show a progress bar on stderr.
     engine_config:
-        Extra :class:`optimizer.EngineConfig` fields (e.g. ``{"half_life": ...}``).
+        Extra :class:`optimizer.EngineConfig` fields (e.g. ``{"segment_allocation": False}``).
 
     Example
     -------
@@ -206,17 +442,13 @@ def run_scenario(
     seed = scenario.seed if seed is None else seed
     world = scenario.build_world(seed)
     world.reset(seed)
-    truth = _Truth(world)
-    rng = np.random.default_rng([seed, 7])
-    traffic, conversions, invalid = scenario.traffic, scenario.conversions, scenario.invalid_traffic
-    shift = scenario.drift.preference_shift
-    segment_names = list(world.segment_names)
-    shares = world.shares
-
+    traffic, lifecycle, retraining = scenario.traffic, scenario.lifecycle, scenario.retraining
     refresh_hours = scenario.refresh.every_hours
+    # A refresh more often than hourly splits each hour into that many steps.
     steps_per_hour = max(1, round(1.0 / refresh_hours)) if refresh_hours < 1 else 1
     refresh_every_steps = 1 if refresh_hours < 1 else max(1, round(refresh_hours))
     step_length = timedelta(hours=1) / steps_per_hour
+    with_rounds = retraining.enabled or retraining.measure_candidates
 
     temporary: tempfile.TemporaryDirectory[str] | None = None
     if db_path is None:
@@ -224,6 +456,7 @@ def run_scenario(
         db_path = Path(temporary.name) / "sim.duckdb"
     db_path = Path(db_path)
     clock = SimClock(traffic.start)
+    half_life = scenario.policy.half_life_hours
     config = EngineConfig(
         # The scenario's cadence drives refreshes; the engine must not refresh on its own.
         refresh_interval=1e12,
@@ -232,262 +465,56 @@ def run_scenario(
         floor=scenario.policy.floor,
         top_two=scenario.policy.top_two,
         n_draws=scenario.policy.n_draws,
-        half_life=(
-            timedelta(hours=scenario.policy.half_life_hours)
-            if scenario.policy.half_life_hours is not None
-            else None
-        ),
+        half_life=timedelta(hours=half_life) if half_life is not None else None,
         **(engine_config or {}),
     )
     started = time.perf_counter()
     engine = Engine(db_path, config=config, clock=clock, seed=seed, pool=_make_pool(scenario))
+    run = _Run(scenario, seed, engine, world, clock)
+    winner: dict[str, Any] | None = None
     try:
-        brief = _brief_for(scenario)
-        view = engine.create_campaign(
-            brief,
-            n_candidates=scenario.generators.pool_size,
-            objective=scenario.objective,
-            variants=[{"text": text} for text in scenario.variants] if scenario.variants else None,
-            name=scenario.name,
-            seed=seed,
-        )
-        campaign_id = view["campaign_id"]
-        max_batch = engine.config.max_choose_n
-        exposure: dict[str, float] = {}
-        text_of = {v["variant_id"]: v["text"] for v in view["variants"]}
-        born_hour = {v["variant_id"]: 0.0 for v in view["variants"]}
-        pending_conversions: list[tuple[datetime, dict[str, Any]]] = []
-        resend: list[dict[str, Any]] = []
-        totals = {"impressions": 0, "clicks": 0, "conversions": 0, "value": 0.0,
-                  "expected_clicks": 0.0, "oracle_clicks": 0.0, "duplicates_sent": 0,
-                  "out_of_order_sent": 0, "conversions_outside_window": 0}  # fmt: skip
-        outcomes = {"accepted": 0, "duplicates": 0, "rejected": 0}
-        rejected_examples: list[dict[str, Any]] = []
-        hourly_rows: list[dict[str, Any]] = []
-        step_rows: list[dict[str, Any]] = []
-        rounds: list[dict[str, Any]] = []
-        lifecycle_log: list[dict[str, Any]] = []
-        winner: dict[str, Any] | None = None
-        event_counter = 0
-
-        def probe_round(round_index: int, hook_ran: bool, detail: dict[str, Any] | None) -> None:
-            if scenario.brief is None:
-                return
-            result = engine.pool.generate(
-                brief, scenario.generators.pool_size, seed=seed * 1000 + round_index
-            )
-            texts = [c.text for c in result.candidates]
-            ctr = truth.ctr(texts, False) @ shares if texts else np.array([])
-            rounds.append(
-                {
-                    "round": round_index,
-                    "hour": (clock() - traffic.start).total_seconds() / 3600,
-                    "retrained": hook_ran,
-                    "n_candidates": len(texts),
-                    "mean_true_ctr": float(ctr.mean()) if texts else None,
-                    "max_true_ctr": float(ctr.max()) if texts else None,
-                    "distinct_trigrams": _distinct_trigrams(texts),
-                    "model_version": getattr(engine.pool, "model_version", None),
-                    "detail": detail or {},
-                }
-            )
-
-        def send(events: list[dict[str, Any]]) -> None:
-            if not events:
-                return
-            result = engine.record(events)
-            outcomes["accepted"] += result.accepted
-            outcomes["duplicates"] += result.duplicates
-            outcomes["rejected"] += result.rejected
-            for error in result.errors[: max(0, 5 - len(rejected_examples))]:
-                rejected_examples.append({"field": error.field, "reason": error.reason})
-
-        retraining = scenario.retraining
-        with_rounds = retraining.enabled or retraining.measure_candidates
+        run.create_campaign()
         if with_rounds:
-            probe_round(0, False, None)
+            run.measure_round(0, False, None)
         n_steps = traffic.hours * steps_per_hour
-        progress_bar = _progress(progress, n_steps, scenario.name)
+        progress_bar = _Progress(progress, n_steps, scenario.name)
         for step in range(n_steps):
-            hour = step / steps_per_hour
-            step_start = traffic.start + step * step_length
-            clock.set(step_start)
-            shifted = bool(shift.enabled and hour >= shift.at_hour)
-            cycle = 1.0 + traffic.daily_cycle * math.cos(
-                2 * math.pi * ((step_start.hour + step_start.minute / 60) - traffic.peak_hour) / 24
-            )
-            n_impressions = int(rng.poisson(traffic.impressions_per_hour * cycle / steps_per_hour))
-            per_segment = rng.multinomial(n_impressions, shares)
-            step_stats: dict[str, list[float]] = {}
-            step_oracle = step_expected = 0.0
-            click_events: list[dict[str, Any]] = []
-            servable = [
-                v["variant_id"]
-                for v in engine.store.variants(campaign_id, statuses=("active", "winner"))
-            ]
-            servable_texts = [text_of[v] for v in servable]
-            for segment_index, count in enumerate(per_segment.tolist()):
-                if count == 0:
-                    continue
-                segment = segment_names[segment_index]
-                choices = []
-                remaining = count
-                while remaining > 0:
-                    take = min(remaining, max_batch)
-                    choices.extend(engine.choose_many(campaign_id, take, segment=segment))
-                    remaining -= take
-                variant_ids = [c.variant_id for c in choices]
-                for c in choices:
-                    text_of.setdefault(c.variant_id, c.text)
-                shown_ids, inverse = np.unique(np.array(variant_ids), return_inverse=True)
-                shown_texts = [text_of[v] for v in shown_ids.tolist()]
-                shown_fatigue = world.fatigue(
-                    np.array([exposure.get(v, 0.0) for v in shown_ids.tolist()])
-                )
-                ctr = (truth.ctr(shown_texts, shifted)[:, segment_index] * shown_fatigue)[inverse]
-                cvr = truth.cvr(shown_texts)[:, segment_index][inverse]
-                clicked = rng.random(len(choices)) < ctr
-                # Oracle: the best servable variant for this segment, shown to everyone.
-                best = float(
-                    (truth.ctr(servable_texts, shifted)[:, segment_index]
-                     * world.fatigue(np.array([exposure.get(v, 0.0) for v in servable]))).max()
-                ) if servable_texts else 0.0  # fmt: skip
-                step_oracle += best * count
-                step_expected += float(ctr.sum())
-                for index in np.flatnonzero(clicked).tolist():
-                    choice = choices[index]
-                    out_of_order = invalid.out_of_order_rate > 0 and (
-                        rng.random() < invalid.out_of_order_rate
-                    )
-                    offset = (
-                        -rng.uniform(1, 300)
-                        if out_of_order
-                        else rng.uniform(1, 0.9 * step_length.total_seconds())
-                    )
-                    click_ts = step_start + timedelta(seconds=float(offset))
-                    totals["out_of_order_sent"] += int(out_of_order)
-                    event_counter += 1
-                    click_events.append(
-                        {"event_id": f"k{event_counter:012d}-{choice.decision_id}",
-                         "type": "click", "campaign_id": campaign_id,
-                         "variant_id": choice.variant_id, "decision_id": choice.decision_id,
-                         "segment": segment, "ts": click_ts, "value": 0.0}
-                    )  # fmt: skip
-                    if rng.random() < cvr[index]:
-                        delay_hours = rng.exponential(conversions.delay_mean_hours)
-                        if delay_hours > conversions.attribution_window_hours:
-                            totals["conversions_outside_window"] += 1
-                            continue
-                        conversion_ts = click_ts + timedelta(hours=float(delay_hours))
-                        pending_conversions.append(
-                            (conversion_ts,
-                             {"event_id": f"c{event_counter:012d}-{choice.decision_id}",
-                              "type": "conversion", "campaign_id": campaign_id,
-                              "variant_id": choice.variant_id, "decision_id": choice.decision_id,
-                              "segment": segment, "ts": conversion_ts,
-                              "value": float(round(rng.exponential(conversions.value_mean), 2))})
-                        )  # fmt: skip
-                for variant_id, was_clicked, rate in zip(variant_ids, clicked, ctr, strict=True):
-                    row = step_stats.setdefault(variant_id, [0, 0, 0, 0.0])
-                    row[0] += 1
-                    row[1] += int(was_clicked)
-                    row[3] += float(rate)
-                for variant_id, n_shown in zip(
-                    shown_ids.tolist(), np.bincount(inverse).tolist(), strict=True
-                ):
-                    exposure[variant_id] = exposure.get(variant_id, 0.0) + n_shown
-                totals["impressions"] += count
-                totals["clicks"] += int(clicked.sum())
-            # Deliver this step's events just before the step ends.
-            clock.set(step_start + step_length - timedelta(seconds=1))
-            now = clock()
-            due = [event for ts, event in pending_conversions if ts <= now]
-            pending_conversions = [(ts, event) for ts, event in pending_conversions if ts > now]
-            for event in due:
-                totals["conversions"] += 1
-                totals["value"] += event["value"]
-                row = step_stats.setdefault(event["variant_id"], [0, 0, 0, 0.0])
-                row[2] += 1
-            batch = click_events + due
-            if invalid.duplicate_rate > 0 and batch:
-                again = rng.random(len(batch)) < invalid.duplicate_rate
-                next_resend = [event for event, repeat in zip(batch, again, strict=True) if repeat]
-            else:
-                next_resend = []
-            totals["duplicates_sent"] += len(resend)
-            send(resend + batch)
-            resend = next_resend
-            for variant_id, (n_shown, n_clicks, n_conversions, expected) in step_stats.items():
-                hourly_rows.append(
-                    {"hour": hour, "variant_id": variant_id, "impressions": int(n_shown),
-                     "clicks": int(n_clicks), "conversions": int(n_conversions),
-                     "expected_clicks": expected}
-                )  # fmt: skip
-            totals["oracle_clicks"] += step_oracle
-            totals["expected_clicks"] += step_expected
-            step_rows.append(
-                {"hour": hour, "impressions": n_impressions, "expected_clicks": step_expected,
-                 "oracle_clicks": step_oracle}
-            )  # fmt: skip
-            step_index = step + 1
-            if step_index % refresh_every_steps == 0:
-                engine.refresh(campaign_id)
-            hour_done = step_index % steps_per_hour == 0
-            hours_done = step_index // steps_per_hour
-            cadence = scenario.lifecycle.retire_refill_every_hours
-            if (
-                hour_done and cadence and hours_done % cadence == 0 and hours_done < traffic.hours
-                and winner is None
-            ):  # fmt: skip
-                change = engine.retire_and_refill(campaign_id, seed=seed * 7919 + hours_done)
-                for added in change["added"]:
-                    text_of[added["variant_id"]] = added["text"]
-                    born_hour[added["variant_id"]] = float(hours_done)
-                lifecycle_log.append(
-                    {"hour": hours_done, "retired": change["retired"],
-                     "added": [a["variant_id"] for a in change["added"]],
-                     "notes": change.get("notes", [])}
-                )  # fmt: skip
-            if (
-                hour_done and with_rounds and hours_done % retraining.every_hours == 0
-                and hours_done < traffic.hours
-            ):  # fmt: skip
-                round_index = hours_done // retraining.every_hours
-                detail = None
-                hook_ran = False
-                if retraining.enabled and on_retrain is not None:
-                    detail = on_retrain(engine, round_index)
-                    hook_ran = True
-                probe_round(round_index, hook_ran, detail)
-            if scenario.lifecycle.stop_on_winner and hour_done and winner is None:
-                winner = engine.declare_winner(campaign_id)
-                if winner is not None:
-                    progress_bar.advance(n_steps - step - 1)
-                    break
+            run.serve(step / steps_per_hour, traffic.start + step * step_length, step_length)
             progress_bar.advance(1)
+            if (step + 1) % refresh_every_steps == 0:
+                engine.refresh(run.campaign_id)
+            if (step + 1) % steps_per_hour:
+                continue
+            hours_done = (step + 1) // steps_per_hour
+            if hours_done >= traffic.hours:
+                break
+            cadence = lifecycle.retire_refill_every_hours
+            if cadence and hours_done % cadence == 0:
+                run.retire_and_refill(hours_done)
+            if with_rounds and hours_done % retraining.every_hours == 0:
+                round_index = hours_done // retraining.every_hours
+                hook_runs = retraining.enabled and on_retrain is not None
+                detail = on_retrain(engine, round_index) if hook_runs else None
+                run.measure_round(round_index, hook_runs, detail)
+            if lifecycle.stop_on_winner:
+                winner = engine.declare_winner(run.campaign_id)
+                if winner is not None:
+                    break
         progress_bar.close()
-        # Deliver what is still in flight (attribution window permitting), then decide.
-        clock.set(clock() + timedelta(hours=conversions.attribution_window_hours))
-        late = [event for _, event in pending_conversions]
-        for event in late:
-            totals["conversions"] += 1
-            totals["value"] += event["value"]
-        totals["duplicates_sent"] += len(resend)
-        send(resend + late)
-        engine.refresh(campaign_id)
-        if scenario.lifecycle.declare_winner and winner is None:
-            winner = engine.declare_winner(campaign_id)
-        final = engine.campaign(campaign_id)
+        # Conversions still in flight arrive within the attribution window; then decide.
+        clock.set(clock() + timedelta(hours=scenario.conversions.attribution_window_hours))
+        run.deliver([], final=True)
+        engine.refresh(run.campaign_id)
+        if lifecycle.declare_winner and winner is None:
+            winner = engine.declare_winner(run.campaign_id)
+        final = engine.campaign(run.campaign_id)
         engine.flush()
         elapsed = time.perf_counter() - started
     finally:
         engine.close()
     result = _assemble(
-        scenario=scenario, seed=seed, world=world, truth=truth, final=final, totals=totals,
-        outcomes=outcomes, rejected_examples=rejected_examples, hourly_rows=hourly_rows,
-        step_rows=step_rows,
-        rounds=rounds, lifecycle_log=lifecycle_log, winner=winner, born_hour=born_hour,
-        elapsed=elapsed, db_path=None if temporary is not None else db_path,
+        run, final=final, winner=winner, elapsed=elapsed,
+        db_path=None if temporary is not None else db_path,
     )  # fmt: skip
     if temporary is not None:
         temporary.cleanup()
@@ -527,35 +554,28 @@ class _Progress:
             self._progress.stop()
 
 
-def _progress(enabled: bool, total: int, label: str) -> _Progress:
-    return _Progress(enabled, total, label)
-
-
 def _assemble(
+    run: _Run,
     *,
-    scenario: Scenario,
-    seed: int,
-    world: World,
-    truth: _Truth,
     final: dict[str, Any],
-    totals: dict[str, Any],
-    outcomes: dict[str, int],
-    rejected_examples: list[dict[str, Any]],
-    hourly_rows: list[dict[str, Any]],
-    step_rows: list[dict[str, Any]],
-    rounds: list[dict[str, Any]],
-    lifecycle_log: list[dict[str, Any]],
     winner: dict[str, Any] | None,
-    born_hour: dict[str, float],
     elapsed: float,
     db_path: Path | None,
 ) -> EngineRunResult:
+    scenario, world, truth, totals = run.scenario, run.world, run.truth, run.totals
+    seed, born_hour, outcomes = run.seed, run.born_hour, run.outcomes
     shares = world.shares
     texts = [v["text"] for v in final["variants"]]
     true_ctr = truth.ctr(texts, False) @ shares if texts else np.array([])
     true_cvr = (truth.ctr(texts, False) * truth.cvr(texts)) @ shares if texts else np.array([])
+    served: dict[str, list[float]] = {}
+    for row in run.hourly_rows:
+        tally = served.setdefault(row["variant_id"], [0.0, 0.0])
+        tally[0] += row["impressions"]
+        tally[1] += row["expected_clicks"]
     variants = []
     for index, variant in enumerate(final["variants"]):
+        shown, expected_clicks = served.get(variant["variant_id"], (0.0, 0.0))
         variants.append(
             {
                 "variant_id": variant["variant_id"],
@@ -567,6 +587,8 @@ def _assemble(
                 "clicks": variant["clicks"],
                 "conversions": variant["conversions"],
                 "true_ctr": float(true_ctr[index]),
+                # what the impressions it actually got were worth (segments, fatigue, shift)
+                "true_ctr_served": expected_clicks / shown if shown else None,
                 "true_conversions_per_impression": float(true_cvr[index]),
                 "posterior_mean": variant["posterior_mean"],
                 "interval_95": variant["interval_95"],
@@ -586,14 +608,14 @@ def _assemble(
             "is_true_best": winner_index == best_index,
         }
     steps = pl.DataFrame(
-        step_rows,
+        run.step_rows,
         schema={"hour": pl.Float64, "impressions": pl.Int64, "expected_clicks": pl.Float64,
                 "oracle_clicks": pl.Float64},
     ).with_columns(
         (pl.col("oracle_clicks") - pl.col("expected_clicks")).cum_sum().alias("cumulative_regret")
     )  # fmt: skip
     hourly = pl.DataFrame(
-        hourly_rows,
+        run.hourly_rows,
         schema={"hour": pl.Float64, "variant_id": pl.String, "impressions": pl.Int64,
                 "clicks": pl.Int64, "conversions": pl.Int64, "expected_clicks": pl.Float64},
     )  # fmt: skip
@@ -616,7 +638,7 @@ def _assemble(
             "duplicates_sent": int(totals["duplicates_sent"]),
             "out_of_order_clicks_sent": int(totals["out_of_order_sent"]),
             "conversions_outside_window": int(totals["conversions_outside_window"]),
-            "rejected_examples": rejected_examples,
+            "rejected_examples": run.rejected_examples,
         },
         "data_quality": final.get("data_quality", {}),
         "winner": winner_summary,
@@ -624,14 +646,14 @@ def _assemble(
         if best_index is not None
         else None,
         "variants": variants,
-        "lifecycle": lifecycle_log,
-        "retraining_rounds": rounds,
+        "lifecycle": run.lifecycle_log,
+        "retraining_rounds": run.rounds,
         "seconds": round(elapsed, 3),
         "impressions_per_second": totals["impressions"] / elapsed if elapsed > 0 else None,
         "db_path": str(db_path) if db_path is not None else None,
         "policy": scenario.policy.model_dump(mode="json"),
     }
     return EngineRunResult(
-        summary=summary, hourly=hourly, steps=steps, variants=variants, rounds=rounds,
+        summary=summary, hourly=hourly, steps=steps, variants=variants, rounds=run.rounds,
         db_path=db_path,
     )  # fmt: skip

@@ -6,7 +6,7 @@ Plots are drawn from the run's plain rows with matplotlib's non-interactive Agg 
 * ``cumulative_regret.png`` — expected clicks lost against the best servable variant per segment;
 * ``traffic_share.png`` — share of impressions per variant over simulated time;
 * ``posterior_intervals.png`` — final posterior mean and 95 % interval per variant, with the
-  true CTR (segment mix) marked;
+  true CTR of the impressions it was served marked;
 * ``retraining_rounds.png`` — mean true CTR of freshly generated candidates per retraining round
   (only when the run had rounds).
 """
@@ -104,10 +104,11 @@ def _plot_intervals(plt: Any, variants: list[dict[str, Any]], path: Path) -> Non
         )
         axis.plot([low, high], [row, row], color=color, linewidth=2)
         axis.plot([mean], [row], "o", color=color)
-        axis.plot([variant["true_ctr"]], [row], "x", color="#c0392b")
+        truth = variant.get("true_ctr_served") or variant["true_ctr"]
+        axis.plot([truth], [row], "x", color="#c0392b")
     axis.set_yticks(range(len(shown)))
     axis.set_yticklabels([_short(v["text"]) for v in shown], fontsize=7)
-    axis.set_xlabel("CTR (posterior mean, 95 % interval; x = true CTR)")
+    axis.set_xlabel("CTR: posterior mean, 95 % interval; x = true CTR served")
     axis.set_title("Posteriors at the end of the run")
     axis.grid(alpha=0.3, axis="x")
     figure.tight_layout()

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage._keys import SMALL_GROUP_ROWS, KeyIndex
 from storage.result import AppendResult, RowError
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class _Traced:
 
 
 _STAGE_SQL = """
-CREATE OR REPLACE TEMP TABLE _stage AS
+CREATE OR REPLACE TEMP VIEW _stage AS
 WITH parsed AS (
     SELECT
         i.job, i.r, i.event_id, i.type, i.campaign_id, i.variant_id, i.decision_id, i.segment,
@@ -137,7 +138,9 @@ SELECT campaign_id, variant_id, segment, type, date_trunc('hour', ts) AS hour,
 FROM {_NEW_ROWS} GROUP BY ALL
 """
 
-_INGEST_LOG_SQL = """
+# One row per (batch, campaign) with exact counts; RETURNING hands them to the caller, so the
+# log and the results cannot disagree.
+_INGEST_LOG_SQL = f"""
 INSERT INTO ingest_log
 SELECT j.batch_id, j.source, j.received_at, s.campaign_id,
        coalesce(a.accepted, 0), s.valid - coalesce(a.accepted, 0), s.rejected
@@ -147,15 +150,30 @@ FROM (
     FROM _stage GROUP BY ALL
 ) AS s
 JOIN _jobs AS j ON j.job = s.job
-LEFT JOIN _accepted_counts AS a
-    ON a.job = s.job AND a.campaign_id IS NOT DISTINCT FROM s.campaign_id
+LEFT JOIN (SELECT batch_id, campaign_id, count(*) AS accepted FROM {_NEW_ROWS} GROUP BY ALL) AS a
+    ON a.batch_id = j.batch_id AND a.campaign_id IS NOT DISTINCT FROM s.campaign_id
+RETURNING batch_id, accepted, duplicates, rejected
+"""
+
+_ERRORS_SQL = """
+SELECT job, r, error_field, error_reason FROM _stage
+WHERE error_field IS NOT NULL
+QUALIFY row_number() OVER (PARTITION BY job ORDER BY r) <= ?
+ORDER BY job, r
 """
 
 
 def ingest(
-    connection: duckdb.DuckDBPyConnection, jobs: list[IngestJob], added: dict[str, int]
+    connection: duckdb.DuckDBPyConnection,
+    jobs: list[IngestJob],
+    added: dict[str, int],
+    key_index: KeyIndex,
 ) -> list[AppendResult]:
-    """Validate, deduplicate and append ``jobs`` (already inside a transaction)."""
+    """Validate, deduplicate and append ``jobs`` (already inside a transaction).
+
+    A small group without replays costs six statements: the writer's throughput for many
+    small HTTP batches is bounded by statements per group, not by rows.
+    """
     connection = _Traced(connection) if TRACE is not None else connection
     tables = []
     for index, job in enumerate(jobs):
@@ -173,71 +191,99 @@ def ingest(
             "max_ts": pa.array([job.max_ts for job in jobs], pa.timestamp("us")),
         }
     )
+    bounds = {"first": jobs[0].batch_id, "last": jobs[-1].batch_id}
+    big = merged.num_rows > SMALL_GROUP_ROWS
     connection.register("_in", merged)
     connection.register("_jobs", job_table)
     try:
         connection.execute(_STAGE_SQL)
-        connection.execute(_HITS_SQL)
-        (n_hits, n_valid, n_keys) = connection.execute(
-            """SELECT (SELECT count(*) FROM _hits), count(*), count(DISTINCT event_key)
-               FROM _stage WHERE error_field IS NULL"""
-        ).fetchall()[0]
+        has_hits, has_repeats, keys = _find_stored(connection, key_index, big)
         connection.execute(
             _INSERT_EVENTS_SQL.format(
-                not_stored=_NOT_STORED if n_hits else "",
-                first_only=_FIRST_ONLY if n_keys < n_valid else "",
+                not_stored=_NOT_STORED if has_hits else "",
+                first_only=_FIRST_ONLY if has_repeats else "",
             )
         )
-        bounds = {"first": jobs[0].batch_id, "last": jobs[-1].batch_id}
-        connection.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _accepted_counts AS
-                SELECT j.job, e.campaign_id, count(*) AS accepted
-                FROM {_NEW_ROWS} AS e JOIN _jobs AS j ON j.batch_id = e.batch_id GROUP BY ALL""",
-            bounds,
-        )
+        if key_index.built:
+            if keys is None:
+                keys = connection.execute(
+                    f"SELECT event_key FROM {_NEW_ROWS}", bounds
+                ).fetchnumpy()["event_key"]
+            # Valid keys, new or not: an extra key only sends a later row to the exact check.
+            key_index.add_pending(keys)
+        log_rows = connection.execute(_INGEST_LOG_SQL, bounds).fetchall()
         (n_aggregates,) = connection.execute(_INSERT_AGGREGATES_SQL, bounds).fetchall()[0]
         added["event_aggregates"] = added.get("event_aggregates", 0) + n_aggregates
-        connection.execute(_INGEST_LOG_SQL)
         decisions = [job.decisions for job in jobs if job.decisions is not None]
         if decisions:
             _insert_decisions(connection, decisions, added)
-        counts = connection.execute(
-            """SELECT s.job, s.valid, s.rejected, coalesce(a.accepted, 0) FROM (
-                   SELECT job, count(*) FILTER (WHERE error_field IS NULL) AS valid,
-                          count(*) FILTER (WHERE error_field IS NOT NULL) AS rejected
-                   FROM _stage GROUP BY job) AS s
-               LEFT JOIN (SELECT job, sum(accepted) AS accepted FROM _accepted_counts GROUP BY job)
-                   AS a ON a.job = s.job"""
-        ).fetchall()
-        cap = max(job.max_errors for job in jobs)
-        error_rows = connection.execute(
-            """SELECT job, r, error_field, error_reason FROM _stage
-               WHERE error_field IS NOT NULL
-               QUALIFY row_number() OVER (PARTITION BY job ORDER BY r) <= ?
-               ORDER BY job, r""",
-            [cap],
-        ).fetchall()
-        for name in ("_stage", "_hits", "_accepted_counts"):
-            connection.execute(f"DROP TABLE IF EXISTS {name}")
+        error_rows = []
+        if any(row[3] for row in log_rows):
+            cap = max(job.max_errors for job in jobs)
+            error_rows = connection.execute(_ERRORS_SQL, [cap]).fetchall()
+        if big:  # free the staging memory now rather than at the next group
+            connection.execute("DROP VIEW IF EXISTS _stage; DROP TABLE IF EXISTS _hits")
     finally:
-        _unregister(connection, "_in", "_jobs")
-    by_job = {job: (valid, rejected, accepted) for job, valid, rejected, accepted in counts}
+        _unregister(connection, "_in", "_jobs", "_hits_found")
+    job_of_batch = {job.batch_id: index for index, job in enumerate(jobs)}
+    totals = {index: [0, 0, 0] for index in range(len(jobs))}
+    for batch_id, accepted, duplicates, rejected in log_rows:
+        total = totals[job_of_batch[batch_id]]
+        total[0] += accepted
+        total[1] += duplicates
+        total[2] += rejected
     errors_by_job: dict[int, list[RowError]] = {}
     for job, row, field, reason in error_rows:
         errors_by_job.setdefault(job, []).append(RowError(row=int(row), field=field, reason=reason))
-    results = []
-    for index, job in enumerate(jobs):
-        valid, rejected, accepted = by_job.get(index, (0, 0, 0))
-        results.append(
-            AppendResult(
-                accepted=int(accepted),
-                duplicates=int(valid - accepted),
-                rejected=int(rejected),
-                errors=errors_by_job.get(index, [])[: job.max_errors],
-                batch_id=job.batch_id,
-            )
+    return [
+        AppendResult(
+            accepted=int(totals[index][0]),
+            duplicates=int(totals[index][1]),
+            rejected=int(totals[index][2]),
+            errors=errors_by_job.get(index, [])[: job.max_errors],
+            batch_id=job.batch_id,
         )
-    return results
+        for index, job in enumerate(jobs)
+    ]
+
+
+def _find_stored(
+    connection: duckdb.DuckDBPyConnection, key_index: KeyIndex, big: bool
+) -> tuple[bool, bool, np.ndarray | None]:
+    """Make ``_hits`` hold stored (event_key, event_id) pairs that may repeat a staged row.
+
+    Small groups ask the in-memory key index which keys could be stored and look only those
+    up (usually none); big groups, and small ones while the index is still being built,
+    semi-join the whole group against the log's key column.
+    Either way the final decision compares full event_ids.
+
+    Returns:
+        (any hits, any key repeated inside the group, the group's valid keys when fetched).
+    """
+    if big or not key_index.ready(connection):
+        connection.execute(_HITS_SQL)
+        n_hits, n_valid, n_keys = connection.execute(
+            """SELECT (SELECT count(*) FROM _hits), count(*), count(DISTINCT event_key)
+               FROM _stage WHERE error_field IS NULL"""
+        ).fetchall()[0]
+        return n_hits > 0, n_keys < n_valid, None
+    keys = connection.execute(
+        "SELECT event_key FROM _stage WHERE error_field IS NULL"
+    ).fetchnumpy()["event_key"]
+    keys = np.asarray(keys, dtype=np.uint64)
+    unique = np.unique(keys)
+    hits = key_index.lookup(connection, unique)
+    if not hits:
+        return False, len(unique) < len(keys), keys
+    found = pa.table(
+        {
+            "event_key": pa.array([row[0] for row in hits], pa.uint64()),
+            "event_id": pa.array([row[1] for row in hits], pa.string()),
+        }
+    )
+    connection.register("_hits_found", found)
+    connection.execute("CREATE OR REPLACE TEMP TABLE _hits AS SELECT * FROM _hits_found")
+    return len(hits) > 0, len(unique) < len(keys), keys
 
 
 def _with_known_flags(connection: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
@@ -248,17 +294,14 @@ def _with_known_flags(connection: duckdb.DuckDBPyConnection, table: pa.Table) ->
     than the rest of validation together.
     """
     campaign_ids = pc.unique(table.column("campaign_id")).drop_null().to_pylist()
-    known_campaigns = [
-        row[0]
-        for row in connection.execute(
-            "SELECT campaign_id FROM campaigns WHERE list_contains(?, campaign_id)", [campaign_ids]
-        ).fetchall()
-    ]
-    pairs = connection.execute(
-        "SELECT campaign_id || chr(31) || variant_id FROM variants "
-        "WHERE list_contains(?, campaign_id)",
-        [known_campaigns],
+    rows = connection.execute(
+        """SELECT c.campaign_id, c.campaign_id || chr(31) || v.variant_id
+           FROM campaigns AS c LEFT JOIN variants AS v ON v.campaign_id = c.campaign_id
+           WHERE list_contains(?, c.campaign_id)""",
+        [campaign_ids],
     ).fetchall()
+    known_campaigns = sorted({row[0] for row in rows})
+    pairs = [row[1:] for row in rows if row[1] is not None]
     campaign_known = pc.is_in(
         table.column("campaign_id"), value_set=pa.array(known_campaigns, pa.string())
     )

@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from storage import _ingest
+from storage._keys import KeyIndex
 
 log = logging.getLogger("storage")
 
@@ -81,6 +82,7 @@ class Writer:
             (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
             self._state.aggregate_rows[table] = count
             self._state.compacted_rows[table] = count
+        self._key_index = KeyIndex()
         self._thread = threading.Thread(target=self._run, name=f"adloop-writer:{name}", daemon=True)
         self._thread.start()
 
@@ -94,6 +96,7 @@ class Writer:
         """Commit everything queued so far, then end the thread."""
         self._queue.put(_STOP)
         self._thread.join()
+        self._key_index.wait()
 
     def _run(self) -> None:
         stopping = False
@@ -114,7 +117,10 @@ class Writer:
                 jobs.append(more)
                 rows += _rows(more)
             self._run_group(jobs)
-            self._maybe_compact()
+            try:
+                self._maybe_compact()
+            except Exception as error:  # never let housekeeping kill the writer
+                log.warning("compaction skipped: %s", error)
 
     def _run_group(self, jobs: list) -> None:
         connection = self._connection
@@ -127,6 +133,7 @@ class Writer:
         except Exception as error:  # roll back, then isolate the failing job
             with contextlib.suppress(duckdb.Error):
                 connection.execute("ROLLBACK")
+            self._key_index.rollback()
             self._state.next_batch_id = saved_batch_id
             if len(jobs) > 1:
                 for job in jobs:
@@ -138,6 +145,7 @@ class Writer:
             else:
                 log.error("a queued write failed and was dropped: %s", error)
             return
+        self._key_index.commit()
         for table, n in added.items():
             self._state.aggregate_rows[table] = self._state.aggregate_rows.get(table, 0) + n
         for job, result in zip(jobs, results, strict=True):
@@ -154,7 +162,9 @@ class Writer:
                     jobs[end].batch_id = self._state.next_batch_id
                     self._state.next_batch_id += 1
                     end += 1
-                results.extend(_ingest.ingest(self._connection, jobs[start:end], added))
+                results.extend(
+                    _ingest.ingest(self._connection, jobs[start:end], added, self._key_index)
+                )
                 start = end
             else:
                 results.append(jobs[start].fn(self._connection))
@@ -171,7 +181,8 @@ class Writer:
                 remaining = _ingest.compact(self._connection, table)
                 self._connection.execute("COMMIT")
             except duckdb.Error as error:
-                self._connection.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):
+                    self._connection.execute("ROLLBACK")
                 log.warning("compacting %s failed (totals unchanged): %s", table, error)
                 continue
             self._state.aggregate_rows[table] = remaining

@@ -123,7 +123,7 @@ def _read_parquet(path: Path) -> pa.Table:
 def _read_csv(path: Path) -> pa.Table:
     import pyarrow.csv as pacsv
 
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header or len(header) < 2:
         raise ValueError("no header row with at least two comma-separated columns")
@@ -132,7 +132,53 @@ def _read_csv(path: Path) -> pa.Table:
         strings_can_be_null=True,
         null_values=[""],
     )
-    return pacsv.read_csv(path, convert_options=convert)
+    bad_lines: list[tuple[int | None, int]] = []
+
+    def keep_going(row: Any) -> str:
+        # A line with the wrong number of fields rejects that row, not the whole file.
+        bad_lines.append((row.number, row.actual_columns))
+        return "skip"
+
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False),  # so bad lines carry their number
+        parse_options=pacsv.ParseOptions(invalid_row_handler=keep_going),
+        convert_options=convert,
+    )
+    if not bad_lines:
+        return table
+    if table.num_rows == 0:
+        raise ValueError(f"no line has the header's {len(header)} fields")
+    return _with_bad_rows(table, bad_lines, len(header))
+
+
+def _with_bad_rows(
+    table: pa.Table, bad_lines: list[tuple[int | None, int]], width: int
+) -> pa.Table:
+    """Put a placeholder row, carrying the parse error, where each skipped CSV line was."""
+    n_total = table.num_rows + len(bad_lines)
+    # Line 1 is the header, so line k is data row k - 2 (exact unless a quoted value spans lines).
+    bad_rows: dict[int, str] = {}
+    for number, n_fields in bad_lines:
+        row = number - 2 if number is not None else n_total - 1
+        while row in bad_rows or row >= n_total:
+            row = (row + 1) % n_total
+        bad_rows[row] = f"line has {n_fields} fields, the header has {width}"
+    good_positions = [row for row in range(n_total) if row not in bad_rows]
+    placeholders = pa.table(
+        {
+            **{
+                name: pa.nulls(len(bad_rows), table.schema.field(name).type)
+                for name in table.column_names
+            },
+            PARSE_ERROR_COLUMN: pa.array(list(bad_rows.values()), pa.string()),
+        }
+    )
+    table = table.append_column(PARSE_ERROR_COLUMN, pa.nulls(table.num_rows, pa.string()))
+    merged = pa.concat_tables([table, placeholders])
+    position = good_positions + list(bad_rows)
+    order = sorted(range(n_total), key=position.__getitem__)
+    return merged.take(pa.array(order, pa.int64()))
 
 
 def _read_ndjson(path: Path) -> pa.Table:

@@ -115,9 +115,13 @@ class _Database:
             raise StorageError(f"cannot open the database file {path}: {message}") from error
         except duckdb.Error as error:
             raise StorageError(f"cannot open the database file {path}: {error}") from error
-        self.connection.execute("SET TimeZone = 'UTC'")
-        _migrate(self.connection, path)
-        _check_event_keys(self.connection)
+        try:
+            self.connection.execute("SET TimeZone = 'UTC'")
+            _migrate(self.connection, path)
+            _check_event_keys(self.connection)
+        except BaseException:
+            self.connection.close()  # release the file lock before reporting
+            raise
         # Readers get their own connections (cursors) made from this one, never the writer's.
         self._factory = self.connection.cursor()
         self._cursor_lock = threading.Lock()

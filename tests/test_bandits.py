@@ -297,6 +297,16 @@ def test_empirical_bayes_prior_recovers_population_of_rates():
     assert empirical_bayes_prior(np.array([0.0]), np.array([10.0])) == (1.0, 1.0)
 
 
+def test_empirical_bayes_prior_is_for_new_arms_and_fades_with_their_own_evidence():
+    counts = ArmCounts(ids(4), [20_000, 20_000, 0, 500], [400, 500, 0, 12])
+    alpha, beta = ThompsonSampling().prior_for(counts)
+    assert (alpha[:2] == 1).all() and (beta[:2] == 1).all()  # established: flat, own data rules
+    assert alpha[2] / (alpha[2] + beta[2]) == pytest.approx(0.0225, abs=0.001)
+    assert alpha[2] + beta[2] > alpha[3] + beta[3] > 2  # half-way arm: half the prior weight
+    flat = ThompsonSampling(empirical_bayes=False).prior_for(counts)
+    assert (flat[0] == 1).all() and (flat[1] == 1).all()
+
+
 def test_added_arm_with_empirical_bayes_prior_is_neither_starved_nor_flooded():
     rng = np.random.default_rng(1)
     rates = np.array([0.020, 0.022, 0.025, 0.018, 0.021, 0.024, 0.019, 0.023])

@@ -52,22 +52,48 @@ def fill_store(store: Store, campaign_id: str = "c_000000000001", arms=ARMS) -> 
     """One campaign with the arms above; impressions and clicks as real events."""
     variant_ids = [f"v_{campaign_id[-6:]}{i:06d}" for i in range(len(arms))]
     store.insert_campaign(
-        {"campaign_id": campaign_id, "tenant": "default", "name": "rings", "brief": BRIEF,
-         "objective": "ctr", "status": "active", "settings": {}, "created_at": T0},
-        [{"variant_id": vid, "campaign_id": campaign_id, "headline": h, "description": d,
-          "text": f"{h} — {d}", "language": "en", "generator": "template", "model_version": None,
-          "parent_ids": [], "provenance": {}, "status": "active", "created_at": T0}
-         for vid, (h, d, _, _) in zip(variant_ids, arms, strict=True)],
-    )  # fmt: skip
+        {
+            "campaign_id": campaign_id,
+            "tenant": "default",
+            "name": "rings",
+            "brief": BRIEF,
+            "objective": "ctr",
+            "status": "active",
+            "settings": {},
+            "created_at": T0,
+        },
+        [
+            {
+                "variant_id": vid,
+                "campaign_id": campaign_id,
+                "headline": h,
+                "description": d,
+                "text": f"{h} — {d}",
+                "language": "en",
+                "generator": "template",
+                "model_version": None,
+                "parent_ids": [],
+                "provenance": {},
+                "status": "active",
+                "created_at": T0,
+            }
+            for vid, (h, d, _, _) in zip(variant_ids, arms, strict=True)
+        ],
+    )
     events = []
     for vid, (_, _, impressions, clicks) in zip(variant_ids, arms, strict=True):
         for kind, count in (("impression", impressions), ("click", clicks)):
             events.extend(
-                {"event_id": f"{vid}-{kind}-{i}", "type": kind, "campaign_id": campaign_id,
-                 "variant_id": vid, "ts": T0 + timedelta(seconds=i % 3600),
-                 "segment": "all"}
+                {
+                    "event_id": f"{vid}-{kind}-{i}",
+                    "type": kind,
+                    "campaign_id": campaign_id,
+                    "variant_id": vid,
+                    "ts": T0 + timedelta(seconds=i % 3600),
+                    "segment": "all",
+                }
                 for i in range(count)
-            )  # fmt: skip
+            )
     result = store.append_events(events)
     assert result.rejected == 0
     return variant_ids
@@ -81,17 +107,26 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(tmp_path: Path, base_dir: Path, **overrides) -> RetrainConfig:
     training = overrides.pop(
         "training",
-        TrainingConfig(sft_steps=6, dpo_steps=6, batch_size=2, learning_rate=1e-2, max_length=160,
-                       threads=1),
+        TrainingConfig(
+            sft_steps=6, dpo_steps=6, batch_size=2, learning_rate=1e-2, max_length=160, threads=1
+        ),
     )
-    settings = dict(base_model=str(base_dir), models_root=str(tmp_path / "versions"),
-                    min_impressions=500, min_pair_impressions=200, gate_candidates=3,
-                    gate_briefs=1, training=training)  # fmt: skip
+    settings = dict(
+        base_model=str(base_dir),
+        models_root=str(tmp_path / "versions"),
+        min_impressions=500,
+        min_pair_impressions=200,
+        gate_candidates=3,
+        gate_briefs=1,
+        training=training,
+    )
     settings.update(overrides)
     return RetrainConfig(**settings)
 
 
-def test_dataset_has_winners_and_only_confident_pairs(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+def test_dataset_has_winners_and_only_confident_pairs(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
         ids = fill_store(store)
         config = tiny_config(tmp_path, base_dir, holdout_fraction=0.3)
@@ -162,14 +197,25 @@ def test_worse_model_fails_the_gate(tmp_path: Path, base_dir: Path) -> None:
     good = ["Headline: Bespoke rings, made to fit", "Headline: Rings made to measure"]
     bad = ["Headline: Shop Aurelle jewellery", "Headline: Aurelle rings"]
     heldout = [PreferencePair(prompt=prompt, chosen=g, rejected=b) for g in good for b in bad]
-    reversed_pairs = [PreferencePair(prompt=prompt, chosen=p.rejected, rejected=p.chosen)
-                      for p in heldout]  # fmt: skip
-    worse = train_version(base_dir, tmp_path / "worse", pairs=reversed_pairs,
-                          config=TrainingConfig(sft_steps=0, dpo_steps=20, batch_size=4,
-                                                learning_rate=1e-2, dpo_beta=0.5))  # fmt: skip
-    better = train_version(base_dir, tmp_path / "better", pairs=heldout,
-                           config=TrainingConfig(sft_steps=0, dpo_steps=20, batch_size=4,
-                                                 learning_rate=1e-2, dpo_beta=0.5))  # fmt: skip
+    reversed_pairs = [
+        PreferencePair(prompt=prompt, chosen=p.rejected, rejected=p.chosen) for p in heldout
+    ]
+    worse = train_version(
+        base_dir,
+        tmp_path / "worse",
+        pairs=reversed_pairs,
+        config=TrainingConfig(
+            sft_steps=0, dpo_steps=20, batch_size=4, learning_rate=1e-2, dpo_beta=0.5
+        ),
+    )
+    better = train_version(
+        base_dir,
+        tmp_path / "better",
+        pairs=heldout,
+        config=TrainingConfig(
+            sft_steps=0, dpo_steps=20, batch_size=4, learning_rate=1e-2, dpo_beta=0.5
+        ),
+    )
     config = RetrainConfig(gate_candidates=0)
     rejected = evaluate_gate(worse.model_dir, better.model_dir, heldout, config=config)
     accepted = evaluate_gate(better.model_dir, worse.model_dir, heldout, config=config)
@@ -187,13 +233,27 @@ def test_gate_rejection_keeps_serving_on_the_current_version(
         fill_store(store)
         serving = ServingModel(store)
         # Demand a diversity the tiny model cannot reach relative to itself: gate must fail.
-        config = tiny_config(tmp_path, base_dir, min_distinct_ratio=1.0, min_pass_rate_ratio=1.0,
-                             accuracy_tolerance=0.0,
-                             training=TrainingConfig(sft_steps=30, dpo_steps=0, lora=False,
-                                                     batch_size=2, learning_rate=5e-2,
-                                                     max_length=160))  # fmt: skip
-        retrain_round(store, config=RetrainConfig(**{**config.__dict__, "min_impressions": 10**9,
-                                                     "min_pair_impressions": 10**9}))
+        config = tiny_config(
+            tmp_path,
+            base_dir,
+            min_distinct_ratio=1.0,
+            min_pass_rate_ratio=1.0,
+            accuracy_tolerance=0.0,
+            training=TrainingConfig(
+                sft_steps=30,
+                dpo_steps=0,
+                lora=False,
+                batch_size=2,
+                learning_rate=5e-2,
+                max_length=160,
+            ),
+        )
+        retrain_round(
+            store,
+            config=RetrainConfig(
+                **{**config.__dict__, "min_impressions": 10**9, "min_pair_impressions": 10**9}
+            ),
+        )
         assert serving.sync() is True
         before = serving.current
         report = retrain_round(store, config=config)
@@ -207,13 +267,22 @@ def test_gate_rejection_keeps_serving_on_the_current_version(
         assert rejected["metrics"]["gate_passed"] is False
 
 
-def test_crash_mid_training_leaves_current_version(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+def test_crash_mid_training_leaves_current_version(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
         fill_store(store)
         # A learning rate this large drives the loss to inf/NaN within a step: training aborts.
-        config = tiny_config(tmp_path, base_dir,
-                             training=TrainingConfig(sft_steps=5, dpo_steps=5, batch_size=2,
-                                                     learning_rate=1e30, max_length=160))  # fmt: skip
+        config = tiny_config(
+            tmp_path,
+            base_dir,
+            training=TrainingConfig(
+                sft_steps=5, dpo_steps=5, batch_size=2, learning_rate=1e30, max_length=160
+            ),
+        )
+        # A half-written version of a killed earlier round (its process is gone) is cleaned up.
+        stale = tmp_path / "versions" / ".v0001.partial-999999999"
+        stale.mkdir(parents=True)
         report = retrain_round(store, config=config)
         assert report.outcome == "failed"
         assert "training failed" in report.reason
@@ -224,11 +293,15 @@ def test_crash_mid_training_leaves_current_version(db_path: Path, tmp_path: Path
     assert leftovers == []
 
 
-def test_promotion_switches_serving_and_rollback_restores(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+def test_promotion_switches_serving_and_rollback_restores(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
         fill_store(store)
         serving = ServingModel(store)
-        report = retrain_round(store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0))
+        report = retrain_round(
+            store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
+        )
         assert report.outcome == "promoted"
         assert serving.sync() is True
         version, generator = serving.current
@@ -252,5 +325,61 @@ def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown key"):
         RetrainConfig.from_dict({"winner_treshold": 0.9})
     config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
-    assert config.training.sft_steps == 3 and config.training.dpo_steps == 24
+    assert config.training.sft_steps == 3 and config.training.dpo_steps == 8
     assert np.isclose(config.winner_threshold, 0.95)
+
+
+def test_promotion_switches_a_generator_pool(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+    from generators import GeneratorPool
+    from optimizer.retrain import switch_pool_model
+
+    pool = GeneratorPool(["template", "lm"], model_dir=base_dir)
+    before = pool.model_version
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        report = retrain_round(
+            store,
+            config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0),
+            on_promote=lambda model: switch_pool_model(pool, model["path"]),
+        )
+    assert report.outcome == "promoted"
+    assert before != "v0001" and pool.model_version == "v0001"
+    assert pool.names == ["template", "lm"]
+
+
+def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir: Path) -> None:
+    """The hook the simulator calls: rounds on the engine's store, from the real event log."""
+    from optimizer.retrain import make_retrain_hook
+    from sim import load_scenario, run_scenario
+
+    scenario = load_scenario(
+        {
+            "brief": BRIEF,
+            "variants": [
+                "Bespoke rings, made to measure — book today!",
+                "Aurelle rings",
+                "Luxury custom rings: 20% off — shop now",
+                "Rings",
+            ],
+            "traffic": {"hours": 4, "impressions_per_hour": 6000},
+            "lifecycle": {"retire_refill_every_hours": None, "declare_winner": False},
+            "retraining": {"enabled": True, "every_hours": 2},
+        }
+    )
+    hook = make_retrain_hook(
+        tiny_config(
+            tmp_path,
+            base_dir,
+            accuracy_tolerance=1.0,
+            min_impressions=100,
+            min_pair_impressions=100,
+            winner_threshold=0.6,
+        )
+    )
+    result = run_scenario(scenario, seed=3, db_path=tmp_path / "sim.duckdb", on_retrain=hook)
+    details = [r["detail"] for r in result.summary["retraining_rounds"] if r.get("detail")]
+    assert details, result.summary["retraining_rounds"]
+    assert details[0]["outcome"] in {"promoted", "rejected", "skipped"}
+    assert details[0]["round"] == 1
+    if details[0]["outcome"] != "skipped":
+        assert details[0]["data_hash"]

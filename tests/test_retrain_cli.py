@@ -37,8 +37,16 @@ def test_retrain_then_rollback(db_path: Path, tmp_path: Path) -> None:
     config = tmp_path / "retrain.yaml"
     config.write_text(CONFIG)
     runner = CliRunner()
-    common = ["--db", str(db_path), "--base", str(base), "--models-root", str(tmp_path / "v"),
-              "--config", str(config)]  # fmt: skip
+    common = [
+        "--db",
+        str(db_path),
+        "--base",
+        str(base),
+        "--models-root",
+        str(tmp_path / "v"),
+        "--config",
+        str(config),
+    ]
 
     result = runner.invoke(app, ["retrain", *common, "--json"])
     assert result.exit_code == 0, result.output
@@ -70,3 +78,54 @@ def test_retrain_bad_input(db_path: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "min_impresions" in result.output
     result = runner.invoke(app, ["retrain", "--db", str(db_path), "--base", str(tmp_path / "none")])
     assert result.exit_code == 1 and "adloop models pull smollm2" in result.output
+
+
+@pytest.mark.slow
+def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with Store(db_path) as store:
+        fill_store(store)
+    config = tmp_path / "scheduler.yaml"
+    config.write_text(
+        "scheduler:\n  refresh: {every_seconds: 0.5}\n  retire_refill: null\n  retrain: null\n"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "optimizer.cli",
+            "scheduler",
+            "--db",
+            str(db_path),
+            "--config",
+            str(config),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            lines.append(line)
+            if "scheduler running" in line or not line:
+                break
+        assert any("scheduled refresh" in line for line in lines), lines
+        time.sleep(2.0)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    with Store(db_path) as store:
+        runs = store.job_runs("refresh")
+    assert len(runs) >= 2 and all(run["outcome"] == "ok" for run in runs)

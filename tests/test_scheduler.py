@@ -23,8 +23,9 @@ def _engine(db_path: Path) -> Engine:
 def test_interval_job_runs_once_per_tick_and_is_recorded(db_path: Path) -> None:
     engine = _engine(db_path)
     try:
-        config = SchedulerConfig(refresh=JobSchedule(every_seconds=0.25), retire_refill=None,
-                                 retrain=None)  # fmt: skip
+        config = SchedulerConfig(
+            refresh=JobSchedule(every_seconds=0.25), retire_refill=None, retrain=None
+        )
         scheduler = Scheduler(engine, config)
         assert [job["job"] for job in scheduler.jobs()] == ["refresh"]
         scheduler.start()
@@ -60,8 +61,12 @@ def test_slow_job_never_overlaps_itself(db_path: Path) -> None:
             time.sleep(0.5)
 
     try:
-        scheduler = Scheduler(SlowEngine(), SchedulerConfig(
-            refresh=JobSchedule(every_seconds=0.1), retire_refill=None, retrain=None))  # fmt: skip
+        scheduler = Scheduler(
+            SlowEngine(),
+            SchedulerConfig(
+                refresh=JobSchedule(every_seconds=0.1), retire_refill=None, retrain=None
+            ),
+        )
         scheduler.start()
         time.sleep(1.3)
         scheduler.shutdown()
@@ -76,9 +81,12 @@ def test_slow_job_never_overlaps_itself(db_path: Path) -> None:
 def test_failing_job_is_recorded_with_its_error(db_path: Path, tmp_path: Path) -> None:
     engine = _engine(db_path)
     try:
-        config = SchedulerConfig(refresh=None, retire_refill=None,
-                                 retrain=JobSchedule(cron="0 3 * * *"),
-                                 retraining=RetrainConfig(base_model=str(tmp_path / "missing")))  # fmt: skip
+        config = SchedulerConfig(
+            refresh=None,
+            retire_refill=None,
+            retrain=JobSchedule(cron="0 3 * * *"),
+            retraining=RetrainConfig(base_model=str(tmp_path / "missing")),
+        )
         result = Scheduler(engine, config).run_job("retrain")
         runs = engine.store.job_runs("retrain")
     finally:
@@ -136,9 +144,12 @@ def test_retrain_job_trains_in_a_separate_process_and_promotes(
     promoted = []
     try:
         fill_store(engine.store)
-        config = SchedulerConfig(refresh=None, retire_refill=None,
-                                 retrain=JobSchedule(every_seconds=3600),
-                                 retraining=tiny_config(tmp_path, base, accuracy_tolerance=1.0))  # fmt: skip
+        config = SchedulerConfig(
+            refresh=None,
+            retire_refill=None,
+            retrain=JobSchedule(every_seconds=3600),
+            retraining=tiny_config(tmp_path, base, accuracy_tolerance=1.0),
+        )
         scheduler = Scheduler(engine, config, on_promote=promoted.append)
         assert config.train_in_subprocess
         detail = scheduler.run_job("retrain")

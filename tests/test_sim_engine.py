@@ -150,3 +150,16 @@ def test_engine_mode_rejects_policies_the_engine_does_not_run() -> None:
     with pytest.raises(ScenarioError) as caught:
         run_scenario(scenario)
     assert caught.value.key_path == "policy.name"
+
+
+def test_engine_runs_are_reproducible_per_seed() -> None:
+    scenario = load_scenario(
+        {**AGREEMENT, "traffic": {"hours": 3, "impressions_per_hour": 300},
+         "invalid_traffic": {"duplicate_rate": 0.1, "out_of_order_rate": 0.1}}
+    )  # fmt: skip
+    keys = ("impressions", "clicks", "conversions", "expected_clicks", "events")
+    first, again = run_scenario(scenario, seed=4), run_scenario(scenario, seed=4)
+    assert {k: first.summary[k] for k in keys} == {k: again.summary[k] for k in keys}
+    assert first.hourly.equals(again.hourly)
+    other = run_scenario(scenario, seed=5)
+    assert other.hourly["clicks"].to_list() != first.hourly["clicks"].to_list()

@@ -486,3 +486,72 @@ def test_event_keys_are_rebuilt_when_the_hash_function_changes(db_path: Path, cl
     with Store(db_path, clock=clock) as second:
         replay = second.append_events([event(f"h{i}") for i in range(10)])
         assert (replay.accepted, replay.duplicates) == (0, 10)
+
+
+def test_bulk_and_small_batches_share_one_dedupe(store: Store):
+    # Batches above the small-group size take the set-based path; small ones the key index.
+    big = pa.table(
+        {
+            "event_id": [f"bulk-{i}" for i in range(60_000)],
+            "type": ["impression"] * 60_000,
+            "campaign_id": ["c_1"] * 60_000,
+            "variant_id": ["v_a", "v_b"] * 30_000,
+            "ts": [NOW - timedelta(hours=2)] * 60_000,
+        }
+    )
+    assert store.append_events([event("small-0")]).accepted == 1  # builds the key index
+    first = store.append_events(big)
+    assert (first.accepted, first.duplicates) == (60_000, 0)
+    # Small replays of rows that arrived in bulk are caught, new rows are not.
+    small = store.append_events([event("bulk-7", variant="v_b"), event("small-1"), event("small-0")])
+    assert (small.accepted, small.duplicates) == (1, 2)
+    # A bulk batch with repeats inside it and rows already stored.
+    mixed = pa.concat_tables([big.slice(0, 30_000), big.slice(0, 30_000)])
+    mixed = pa.concat_tables([mixed, big.slice(0, 1).set_column(0, "event_id", pa.array(["new"]))])
+    again = store.append_events(mixed)
+    assert (again.accepted, again.duplicates) == (1, 60_000)
+    stats = stats_by_variant(store.arm_stats("c_1"))
+    assert stats["v_a"]["impressions"] + stats["v_b"]["impressions"] == 60_000 + 3
+
+
+def test_schema_is_versioned_and_newer_files_are_refused(db_path: Path):
+    with Store(db_path):
+        pass
+    with duckdb.connect(str(db_path)) as connection:
+        versions = connection.execute("SELECT version FROM schema_version").fetchall()
+        assert versions == [(1,)]
+        connection.execute("INSERT INTO schema_version VALUES (99, 'from the future', now())")
+    with pytest.raises(storage.SchemaError, match="99"):
+        Store(db_path)
+    with duckdb.connect(str(db_path)) as connection:  # the refused open released the file
+        connection.execute("DELETE FROM schema_version WHERE version = 99")
+
+
+def test_statistics_survive_aggregate_compaction(store: Store, db_path: Path):
+    # 60k events in 60k different hours make 60k aggregate rows per batch: enough for the
+    # writer to compact them (replace rows by their sums) after the first and second batch.
+    n = 60_000
+    hours = [NOW - timedelta(hours=h + 1) for h in range(n)]
+    for round_number in range(2):
+        batch = pa.table(
+            {
+                "event_id": [f"agg{round_number}-{i}" for i in range(n)],
+                "type": ["impression", "click"] * (n // 2),
+                "campaign_id": ["c_1"] * n,
+                "variant_id": ["v_a"] * n,
+                "ts": hours,
+            }
+        )
+        assert store.append_events(batch).accepted == n
+    store.flush()
+    stats = stats_by_variant(store.arm_stats("c_1"))["v_a"]
+    assert (stats["impressions"], stats["clicks"]) == (n, n)
+    recent = stats_by_variant(store.arm_stats("c_1", since=NOW - timedelta(hours=100)))["v_a"]
+    assert recent["impressions"] + recent["clicks"] == 2 * 100
+    discounted = stats_by_variant(store.arm_stats("c_1", half_life=timedelta(hours=24)))["v_a"]
+    exact = 2 * sum(0.5 ** ((h + 1) / 24) for h in range(0, n, 2))
+    assert discounted["impressions"] == pytest.approx(exact, rel=1e-9)
+    store.close()
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        (rows,) = connection.execute("SELECT count(*) FROM event_aggregates").fetchall()[0]
+    assert rows == n  # compacted: one row per (variant, type, hour), not one per batch

@@ -128,3 +128,18 @@ def test_human_output(tmp_path: Path, campaign_db: Path):
     result = run(str(path), "--db", str(campaign_db))
     assert result.exit_code == 0
     assert "6 accepted, 0 duplicates, 0 rejected" in result.stdout
+
+
+def test_csv_lines_with_wrong_field_count_are_rejected_rows(tmp_path: Path, campaign_db: Path):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "\ufeffevent_id,type,campaign_id,variant_id,ts\n"
+        "a1,impression,c_file,v_1,2026-01-05 10:00:00\n"
+        "a2,impression,c_file,v_1\n"
+        "a3,click,c_file,v_2,2026-01-05 10:00:00,extra\n"
+        "a4,click,c_file,v_2,2026-01-05 10:00:01\n"
+    )
+    payload = json.loads(run(str(path), "--db", str(campaign_db), "--json").stdout)
+    assert (payload["accepted"], payload["rejected"]) == (2, 2)
+    assert [(e["row"], e["field"]) for e in payload["errors"]] == [(1, "row"), (2, "row")]
+    assert "4 fields" in payload["errors"][0]["reason"]

@@ -25,6 +25,7 @@ from generators.training import (  # noqa: E402
     train_version,
 )
 
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny models run fastest on one thread; more only add contention on a shared machine."""
@@ -99,10 +100,18 @@ WINNERS = [
     SFTExample(prompt=PROMPT, completion="Save 20% on diamond necklaces now", weight=1.0),
 ]
 PAIRS = [
-    PreferencePair(prompt=PROMPT, chosen="Rings made to measure, order today",
-                   rejected="Shop the new collection", weight=1.0),
-    PreferencePair(prompt=PROMPT, chosen="Save 20% on diamond necklaces now",
-                   rejected="Discover bespoke bracelets", weight=0.5),
+    PreferencePair(
+        prompt=PROMPT,
+        chosen="Rings made to measure, order today",
+        rejected="Shop the new collection",
+        weight=1.0,
+    ),
+    PreferencePair(
+        prompt=PROMPT,
+        chosen="Save 20% on diamond necklaces now",
+        rejected="Discover bespoke bracelets",
+        weight=0.5,
+    ),
 ]
 
 
@@ -115,8 +124,14 @@ def test_sft_moves_weights_and_lowers_loss_on_winners(lora: bool) -> None:
     model, tokenizer = build_tiny_model()
     before_weights = _weights(model)
     before = sft_loss(model, tokenizer, WINNERS)
-    config = TrainingConfig(lora=lora, sft_steps=12, dpo_steps=0, batch_size=2,
-                            learning_rate=1e-2 if lora else 3e-3, seed=1)
+    config = TrainingConfig(
+        lora=lora,
+        sft_steps=12,
+        dpo_steps=0,
+        batch_size=2,
+        learning_rate=1e-2 if lora else 3e-3,
+        seed=1,
+    )
     trained, metrics = fine_tune(model, tokenizer, sft_examples=WINNERS, config=config)
     after = sft_loss(trained, tokenizer, WINNERS)
 
@@ -134,8 +149,9 @@ def test_sft_moves_weights_and_lowers_loss_on_winners(lora: bool) -> None:
 def test_dpo_raises_winner_margin_on_training_pairs() -> None:
     model, tokenizer = build_tiny_model()
     margins_before = preference_margins(model, tokenizer, PAIRS)
-    config = TrainingConfig(sft_steps=0, dpo_steps=15, batch_size=2, learning_rate=1e-2,
-                            dpo_beta=0.5, seed=2)
+    config = TrainingConfig(
+        sft_steps=0, dpo_steps=15, batch_size=2, learning_rate=1e-2, dpo_beta=0.5, seed=2
+    )
     trained, metrics = fine_tune(model, tokenizer, pairs=PAIRS, config=config)
     margins_after = preference_margins(trained, tokenizer, PAIRS)
 
@@ -152,7 +168,9 @@ def test_same_seed_same_result() -> None:
     for _ in range(2):
         model, tokenizer = build_tiny_model()
         trained, _ = fine_tune(model, tokenizer, sft_examples=WINNERS, pairs=PAIRS, config=config)
-        results.append(completion_logprobs(trained, tokenizer, [PROMPT], ["Shop the new collection"]))
+        results.append(
+            completion_logprobs(trained, tokenizer, [PROMPT], ["Shop the new collection"])
+        )
     assert results[0] == pytest.approx(results[1], abs=1e-5)
 
 
@@ -160,8 +178,9 @@ def test_train_version_writes_a_loadable_versioned_directory(tmp_path: Path) -> 
     base = save_tiny_model(tmp_path / "base")
     out = tmp_path / "models" / "v0002"
     config = TrainingConfig(sft_steps=4, dpo_steps=4, batch_size=2, learning_rate=3e-3)
-    result = train_version(base, out, sft_examples=WINNERS, pairs=PAIRS, config=config,
-                           version="v0002", parent="v0001")
+    result = train_version(
+        base, out, sft_examples=WINNERS, pairs=PAIRS, config=config, version="v0002", parent="v0001"
+    )
 
     assert result.model_dir == out
     record = json.loads((out / TRAINING_RECORD).read_text())

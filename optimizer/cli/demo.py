@@ -152,8 +152,20 @@ def demo(
         )
     hook = _retrain_hook() if with_lm else None
     started = time.perf_counter()
+    if with_lm:
+        console.print(
+            "Using the default language model for part of the candidates and one retraining "
+            "round; on a slow or busy CPU this is the long part (use --no-lm to skip it)."
+        )
     result = run_scenario(
-        scenario, seed=seed, db_path=db_path, out=out, progress=True, on_retrain=hook
+        scenario,
+        seed=seed,
+        db_path=db_path,
+        out=out,
+        progress=True,
+        on_retrain=hook,
+        # bound each generation request; the pool fills up from the fast generators
+        engine_config={"generation_time_budget": 20.0},
     )
     seconds = time.perf_counter() - started
     summary = result.summary

@@ -31,11 +31,10 @@ def import_events(
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Import an events file; rows already stored (same event_id) are counted as duplicates.
+    """Import an events file into the store; event_ids already stored count as duplicates.
 
-    Bad rows are reported with their row number (0-based, header excluded) and field, and the
-    rest of the file is still imported. The exit code is non-zero only when the file could not
-    be read at all (or the database could not be opened).
+    Bad rows are reported by row (0-based, header excluded) and field; the rest still lands.
+    Exits non-zero only when the file cannot be read at all or the database cannot be opened.
     """
     from storage import StorageError, Store, read_events_file
 

@@ -16,7 +16,7 @@ Both read an optional YAML config file with a ``retraining:`` section (the field
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -57,23 +57,31 @@ def _retrain_config(data: dict[str, Any], base: Path | None, models_root: Path |
 
 
 def retrain(
-    db: Path = typer.Option(..., "--db", help="The DuckDB file of the deployment."),
-    campaign: list[str] = typer.Option(
-        None, "--campaign", help="Train only on this campaign's data (repeatable); default: all."
-    ),
-    config: Path = typer.Option(None, "--config", help="YAML with a 'retraining:' section."),
-    base: Path = typer.Option(
-        None, "--base", help="Model directory the first version starts from (default: smollm2)."
-    ),
-    models_root: Path = typer.Option(None, "--models-root", help="Where new versions are written."),
-    json_output: bool = typer.Option(False, "--json", help="Print the round's report as JSON."),
+    db: Annotated[Path, typer.Option("--db", help="The DuckDB file of the deployment.")],
+    campaign: Annotated[
+        list[str] | None,
+        typer.Option("--campaign", help="Train only on this campaign's data (repeatable)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML with a 'retraining:' section.")
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="Model directory the first version starts from."),
+    ] = None,
+    models_root: Annotated[
+        Path | None, typer.Option("--models-root", help="Where new versions are written.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the round's report as JSON.")
+    ] = False,
 ) -> None:
     """Run one retraining round now: winners and pairs -> fine-tune -> gate -> promote."""
     from rich.console import Console
 
     from generators.errors import GeneratorError
     from optimizer.retrain import retrain_round
-    from storage import Store, StorageError
+    from storage import StorageError, Store
 
     console = Console(stderr=True)
     settings = _retrain_config(_read_config(config), base, models_root)
@@ -116,10 +124,11 @@ def retrain(
 
 
 def scheduler(
-    db: Path = typer.Option(..., "--db", help="The DuckDB file of the deployment."),
-    config: Path = typer.Option(
-        None, "--config", help="YAML with a 'scheduler:' section (jobs, triggers, retraining)."
-    ),
+    db: Annotated[Path, typer.Option("--db", help="The DuckDB file of the deployment.")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML with a 'scheduler:' section (jobs, retraining)."),
+    ] = None,
 ) -> None:
     """Run the job scheduler (refresh, retire-and-refill, retraining) as its own process.
 
@@ -133,8 +142,8 @@ def scheduler(
     from rich.console import Console
 
     from optimizer import Engine
-    from optimizer.scheduler import SchedulerConfig
     from optimizer.scheduler import Scheduler as JobScheduler
+    from optimizer.scheduler import SchedulerConfig
     from storage import StorageError
 
     console = Console(stderr=True)

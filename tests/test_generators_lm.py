@@ -1,0 +1,258 @@
+"""The language-model generator with a tiny randomly initialised Llama built here, and the real
+SmolLM2 model when it is installed (slow)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from generators import (
+    COMPLETION_PREFIX,
+    DROP_REASONS,
+    GeneratorPool,
+    LMGenerator,
+    ModelNotFoundError,
+    build_model_input,
+    format_completion,
+    load_brief,
+    load_causal_lm,
+    model_version,
+    parse_completion,
+    resolve_model,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "Headline: Bespoke Engagement Rings\nDescription: Handcrafted in 18k gold. Book now.",
+    "Headline: Aurelle Fine Jewellery\nDescription: Made-to-measure rings for bridal couples.",
+    "标题：奥蕾尔定制婚戒\n描述：巴黎工坊手工打造18K金戒指与项链，为您量身设计。立即预约。",
+    "Write one search ad in English. Product: made-to-measure fine jewellery. Brand: Aurelle.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer (trained here) and a chat template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(CORPUS * 3, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def brief_en():
+    return load_brief(EXAMPLES / "brief_jewelry_en.yaml")
+
+
+@pytest.fixture
+def brief_zh():
+    return load_brief(EXAMPLES / "brief_jewelry_zh.yaml")
+
+
+def test_tiny_model_generates_candidates_end_to_end(tiny_model_dir: Path, brief_en) -> None:
+    generator = LMGenerator(tiny_model_dir, max_new_tokens=24, batch_size=3)
+    candidates = generator.generate(brief_en, 5, seed=7)
+    assert len(candidates) == 5
+    version = model_version(tiny_model_dir)
+    assert version.startswith(tiny_model_dir.name + "@")
+    for candidate in candidates:
+        assert candidate.generator == "lm"
+        assert candidate.language == "en"
+        assert candidate.model_version == version == generator.model_version
+        assert candidate.prompt_hash == brief_en.prompt_hash()
+        assert candidate.seed == 7
+        assert "\n" not in candidate.headline and "\n" not in candidate.description
+
+
+def test_tiny_model_sampling_is_seeded(tiny_model_dir: Path, brief_zh) -> None:
+    generator = LMGenerator(tiny_model_dir, max_new_tokens=16, batch_size=4)
+    first = generator.sample(brief_zh, 4, seed=3)
+    again = generator.sample(brief_zh, 4, seed=3)
+    other = generator.sample(brief_zh, 4, seed=4)
+    assert first == again
+    assert first != other
+    assert len(set(first)) > 1  # sequences in one batch differ
+
+
+def test_pool_with_tiny_lm_still_fills_n_and_records_provenance(
+    tiny_model_dir: Path, brief_en
+) -> None:
+    pool = GeneratorPool(
+        ["template", "lm"],
+        model_dir=tiny_model_dir,
+        lm_options={"max_new_tokens": 16, "batch_size": 8},
+    )
+    result = pool.generate(brief_en, 10, seed=1)
+    assert len(result.candidates) == 10
+    assert result.requested["lm"] > 0
+    # A random model writes nonsense: it is dropped with reasons, never silently.
+    lm_dropped = [reason for c, reason in result.dropped if c.generator == "lm"]
+    assert 0 < result.accepted["lm"] + len(lm_dropped) <= result.requested["lm"]
+    assert set(lm_dropped) <= set(DROP_REASONS)
+    assert sum(result.drop_counts.values()) == len(result.dropped)
+    assert pool.model_version == model_version(tiny_model_dir)
+
+
+def test_lora_adapter_loads_on_its_recorded_base(
+    tiny_model_dir: Path, tmp_path: Path, brief_en
+) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_causal_lm(tiny_model_dir)
+    lora = LoraConfig(
+        r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    with warnings.catch_warnings():
+        # peft 0.21 reads a property transformers 5 deprecated; not ours to fix.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        adapter = get_peft_model(model, lora)
+    adapter_dir = tmp_path / "v0001"
+    adapter.save_pretrained(adapter_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tiny_model_dir)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config))
+    (adapter_dir / "adloop_version.json").write_text(
+        json.dumps({"version": "v0001", "base": str(tiny_model_dir)})
+    )
+
+    loaded, tokenizer = load_causal_lm(adapter_dir)
+    assert type(loaded).__name__ == "PeftModel"
+    assert tokenizer.padding_side == "left"
+    generator = LMGenerator(adapter_dir, max_new_tokens=8, batch_size=2)
+    assert generator.model_version == "v0001"
+    candidates = generator.generate(brief_en, 2, seed=0)
+    assert [c.model_version for c in candidates] == ["v0001", "v0001"]
+
+
+def test_not_a_causal_lm_is_a_clear_error(tmp_path: Path) -> None:
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertModel"]})
+    )
+    with pytest.raises(ModelNotFoundError, match="not a causal language model") as info:
+        LMGenerator(encoder)
+    assert str(encoder) in str(info.value)
+
+    with pytest.raises(ModelNotFoundError, match="adloop models pull smollm2") as info:
+        LMGenerator(tmp_path / "missing")
+    assert str(tmp_path / "missing") in str(info.value)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        LMGenerator(empty)
+
+
+def test_corrupt_weights_fail_at_load_with_the_path(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelNotFoundError, match=str(broken)):
+        load_causal_lm(broken)
+
+
+def test_prompt_and_completion_fit_together(tiny_model_dir: Path, brief_en) -> None:
+    _, tokenizer = load_causal_lm(tiny_model_dir)
+    model_input = build_model_input(tokenizer, brief_en)
+    assert brief_en.prompt() in model_input
+    assert model_input.endswith("<|im_start|>assistant\n")
+    assert model_input == build_model_input(tokenizer, brief_en)  # deterministic
+    completion = format_completion("Bespoke Rings", "Book your consultation.")
+    assert completion.startswith(COMPLETION_PREFIX)
+    assert parse_completion(completion[len(COMPLETION_PREFIX) :], brief_en) == (
+        "Bespoke Rings",
+        "Book your consultation.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        (' "Bespoke Rings"\nDescription: Book a fitting.\n', ("Bespoke Rings", "Book a fitting.")),
+        (
+            " **Fine Jewellery.**\n\n**Description:** Made for you ✨\nHeadline: second ad",
+            ("Fine Jewellery", "Made for you"),
+        ),
+        (" <headline>\nDescription: <description>", ("", "")),
+        (
+            " Gold Rings: an elaboration that runs well past any headline limit\nDescription: Ok.",
+            ("Gold Rings", "Ok."),
+        ),
+    ],
+)
+def test_parse_completion_cleans_model_output(
+    completion: str, expected: tuple[str, str], brief_en
+) -> None:
+    assert parse_completion(completion, brief_en) == expected
+
+
+def test_parse_completion_keeps_whole_sentences_within_the_limit(brief_zh) -> None:
+    long = "奥蕾尔为您量身设计婚戒。" * 3 + "巴黎工坊手工打造戒指项链。"
+    headline, description = parse_completion(f" 奥蕾尔定制婚戒\n描述：{long}", brief_zh)
+    assert headline == "奥蕾尔定制婚戒"
+    assert description == "奥蕾尔为您量身设计婚戒。" * 3
+    assert brief_zh.channel.length(description) <= brief_zh.channel.description_max
+
+
+@pytest.mark.slow
+def test_real_smollm2_writes_english_and_chinese_candidates(brief_en, brief_zh) -> None:
+    try:
+        model_dir = resolve_model("smollm2")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"SmolLM2 is not installed ({exc})")
+    pool = GeneratorPool(["lm", "template"], model_dir=model_dir)
+    for brief in (brief_en, brief_zh):
+        result = pool.generate(brief, 8, seed=0)
+        assert len(result.candidates) == 8
+        assert result.requested["lm"] > 0
+        lm_seen = [c for c in result.candidates if c.generator == "lm"] + [
+            c for c, _ in result.dropped if c.generator == "lm"
+        ]
+        assert lm_seen and all(c.model_version == pool.model_version for c in lm_seen)
+        # The real model writes readable text in the brief's language at least sometimes.
+        assert any(c.headline for c in lm_seen)
