@@ -10,9 +10,12 @@ The winner rule is the conjunction of two Bayesian criteria over the active arms
 When ``threshold >= quantile`` the second criterion follows from the first (95 % of draws have
 zero loss), so it bites only with a laxer threshold; it is kept explicit so both are reported.
 A declaration at a threshold ``t`` is a Bayesian statement: under an A/A test evaluated once,
-each arm is declared with frequency about ``1 - t`` (the events are disjoint, so with ``K`` arms
-at most ``K (1 - t)`` in total).  Monitoring continuously inflates that; set ``min_impressions``
-to the planned sample, or raise ``threshold``, when looks are frequent.
+each arm reaches probability-best ``t`` with frequency about ``1 - t``; the events are disjoint,
+so with ``K`` active arms some arm would be declared up to ``K (1 - t)`` of the time.  By default
+(``familywise=True``) the leader must therefore reach ``1 - (1 - t) / K``, which holds the A/A
+rate of *any* declaration at the nominal ``1 - t`` (a Bonferroni split over the arms).
+Monitoring continuously inflates that; set ``min_impressions`` to the planned sample, or raise
+``threshold``, when looks are frequent.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def decide_winner(
     min_impressions: float = 0.0,
     n_draws: int = 10_000,
     prior: tuple[float, float] | None = None,
+    familywise: bool = True,
     rng: np.random.Generator | int | None = None,
 ) -> WinnerDecision:
     """Declare a winner when probability-best and value remaining both say so.
@@ -101,6 +105,8 @@ def decide_winner(
     expected_loss[active_index] = loss.mean(axis=0)
     best = int(active_index[leader])
     thin = counts.impressions[active_index].min() < min_impressions
+    if familywise:
+        threshold = 1 - (1 - threshold) / len(active_index)
     if len(active_index) == 1:
         return WinnerDecision(
             best, probability_best, expected_loss, 0.0, "only one active arm", best
@@ -109,7 +115,7 @@ def decide_winner(
         reason = f"not yet: an active arm has fewer than {min_impressions:g} impressions"
         winner = None
     elif share[leader] < threshold:
-        reason = f"not yet: probability best {share[leader]:.3f} < {threshold}"
+        reason = f"not yet: probability best {share[leader]:.3f} < {threshold:.4g}"
         winner = None
     elif remaining >= value_remaining:
         reason = (
@@ -120,7 +126,7 @@ def decide_winner(
     else:
         reason = (
             f"arm {counts.arm_ids[best]!r} wins: probability best {share[leader]:.3f} >= "
-            f"{threshold} and value remaining {remaining:.4f} < {value_remaining}"
+            f"{threshold:.4g} and value remaining {remaining:.4f} < {value_remaining}"
         )
         winner = best
     return WinnerDecision(winner, probability_best, expected_loss, remaining, reason, best)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -43,9 +44,12 @@ def _run_cli(brief: Path, n: int, generators: str) -> dict:
         "--json",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = usage.ru_utime - usage_before.ru_utime + usage.ru_stime - usage_before.ru_stime
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {completed.stderr[-800:]}")
     rows = json.loads(completed.stdout)
@@ -57,6 +61,7 @@ def _run_cli(brief: Path, n: int, generators: str) -> dict:
     )
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "candidates": len(rows),
         "by_generator": by_generator,
         "dropped": dropped,
@@ -91,6 +96,7 @@ def main(out: Path, quick: bool) -> None:
                     "candidates": result["candidates"],
                     "from_lm": result["by_generator"].get("lm", 0),
                     "wall_s": round(result["seconds"], 2),
+                    "cpu_s": round(result["cpu_seconds"], 2),
                     "target_s": 60 if label == "template+lm" else "",
                     "drops": result["dropped"].removeprefix("dropped ") or "none",
                 }
@@ -116,6 +122,7 @@ def main(out: Path, quick: bool) -> None:
         )
     notes.append(
         f"{os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.1f} "
-        "(other work on the machine slows the LM rows)."
+        "(other work on the machine slows the LM rows; cpu_s is the command's own CPU time, "
+        "which the language model spends on one thread by default)."
     )
     write_results("generate", rows, out, "\n".join(notes))

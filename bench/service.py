@@ -46,6 +46,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentiles(seconds: list[float]) -> tuple[float, float]:
     values = np.asarray(seconds) * 1000.0
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
@@ -133,16 +142,20 @@ def serve(db: str, port: int) -> None:
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     requests = sum(p["requests"] for p in parts)
+    cpu = [p.pop("server_cpu_s", None) for p in parts]
     seconds = sum(p["requests"] / p["per_second"] for p in parts)
     latencies = [x for p in parts for x in p.pop("latencies")]
     p50, p99 = _percentiles(latencies)
-    return {
+    merged = {
         "requests": requests,
         "per_second": requests / seconds,
         "p50_ms": p50,
         "p99_ms": p99,
         "errors": sum(p["errors"] for p in parts),
     }
+    if all(c is not None for c in cpu):
+        merged["server_cpu_us_per_request"] = sum(cpu) / requests * 1e6
+    return merged
 
 
 async def _load(
@@ -283,18 +296,20 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
                     ("bare", "/bench/bare"),
                     ("choose", f"/v1/campaigns/{campaign_id}/choose"),
                 ):
-                    halves[name].append(
-                        asyncio.run(
-                            _load(
-                                f"{base}{path}",
-                                method="POST",
-                                body=b"{}",
-                                headers=headers,
-                                seconds=seconds / 2,
-                                concurrency=CONCURRENCY,
-                            )
+                    before = _cpu_seconds(process.pid)
+                    part = asyncio.run(
+                        _load(
+                            f"{base}{path}",
+                            method="POST",
+                            body=b"{}",
+                            headers=headers,
+                            seconds=seconds / 2,
+                            concurrency=CONCURRENCY,
                         )
                     )
+                    after = _cpu_seconds(process.pid)
+                    part["server_cpu_s"] = None if before is None else after - before
+                    halves[name].append(part)
             bare, choose = (_merge(halves["bare"]), _merge(halves["choose"]))
             rows.append(
                 {
@@ -313,9 +328,13 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
                     "target": ">= 80 % of ceiling",
                 }
             )
+            before = _cpu_seconds(process.pid)
             ingest, acknowledged = asyncio.run(
                 _ingest(f"{base}/v1/events", campaign_id, variant_ids, key, seconds)
             )
+            after = _cpu_seconds(process.pid)
+            if before is not None and acknowledged:
+                ingest["server_cpu_us_per_event"] = (after - before) / acknowledged * 1e6
             stored = sum(
                 v["clicks"]
                 for v in httpx.get(
@@ -339,6 +358,8 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
         f"events; {seconds:g} s per phase; client (aiohttp, one process) and server "
         f"(uvicorn, one worker, h11, asyncio loop) on the same {os.cpu_count()}-core machine. "
         f"'lost' = acknowledged events missing from the store afterwards. "
+        f"server_cpu_us_* = the server process's CPU time per request (or event), which is "
+        f"robust to other load on the machine, unlike req/s. "
         f"Bench process peak RSS {max_rss_mb():.0f} MiB."
     )
     return rows, notes

@@ -508,7 +508,9 @@ def _forward(model: Any, input_ids: Any, cache: Any) -> Any:
     if "logits_to_keep" in parameters:
         kwargs["logits_to_keep"] = 1
     output = model(**kwargs)
-    new_cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    new_cache = getattr(output, "cache", None)
+    if new_cache is None:
+        new_cache = getattr(output, "past_key_values", None)
     return output.logits[:, -1, :], new_cache
 
 

@@ -1023,7 +1023,7 @@ class Engine:
             )
             self._store.log_decisions(frame, impressions=log_impressions)
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ internals
 
     def _campaign_row(self, campaign_id: str, tenant: str | None) -> dict[str, Any]:
         owner = self._tenants.get(campaign_id)

@@ -270,6 +270,34 @@ def _posterior_draws(
     return rng.beta(1.0 + successes, 1.0 + trials - successes, size=(n_draws, len(trials)))
 
 
+def _probability_best(
+    ids: list[str],
+    trials: np.ndarray,
+    successes: np.ndarray,
+    objective: str,
+    n_draws: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Each variant's posterior probability of being best, from the bandits package.
+
+    Flat priors on purpose: a winner for training must win on its own evidence.
+    """
+    from bandits import ArmCounts, ThompsonSampling
+
+    zeros = np.zeros(len(ids))
+    if objective == "ctr":
+        counts = ArmCounts(ids, trials, successes, zeros, zeros)
+    else:
+        counts = ArmCounts(ids, trials, zeros, successes, zeros)
+    policy = ThompsonSampling(
+        "ctr" if objective == "ctr" else "cvr",
+        n_draws=n_draws,
+        prior=(1.0, 1.0),
+        empirical_bayes=False,
+    )
+    return np.asarray(policy.probability_best(counts, rng), dtype=float)
+
+
 def _lift(a: float, b: float) -> float:
     """Relative lift of rate ``a`` over ``b``, clipped to [0.05, 3] so no example dominates."""
     return float(np.clip((a - b) / max(b, 1e-9), 0.05, 3.0))
@@ -323,8 +351,9 @@ def build_dataset(
         ids = frame["variant_id"].to_list()
         trials = frame[trials_col].to_numpy().astype(float)
         successes = frame[success_col].to_numpy().astype(float)
-        draws = _posterior_draws(trials, successes, config.n_draws, rng)
-        best = np.bincount(draws.argmax(axis=1), minlength=len(ids)) / config.n_draws
+        best = _probability_best(
+            ids, trials, successes, campaign.get("objective", "ctr"), config.n_draws, rng
+        )
         means = (1.0 + successes) / (2.0 + trials)
         declared = {campaign.get("winner_variant_id")} | {
             i for i in ids if variants[i].get("status") == "winner"

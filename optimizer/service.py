@@ -185,8 +185,13 @@ def _loc(loc: tuple) -> str:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _HTTPError(413, "body_too_large", f"request body over the {limit}-byte limit", "body")
+    if length is not None and length.isdigit():
+        if int(length) > limit:
+            raise _HTTPError(
+                413, "body_too_large", f"request body over the {limit}-byte limit", "body"
+            )
+        return await request.body()  # the server enforces the declared length
+    # No declared length (chunked): count while reading, never buffer more than the limit.
     chunks = bytearray()
     async for chunk in request.stream():
         chunks += chunk
@@ -443,7 +448,7 @@ def create_app(
     except ImportError:  # generators not installed: campaign creation reports it itself
         pass
 
-    # -- helpers -----------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------
     async def principal(request: Request) -> Principal:
         key = _api_key(request)
         if not key:
@@ -461,6 +466,12 @@ def create_app(
         return found
 
     security = {"security": [{"ApiKey": []}]}
+    campaign_param = {
+        "name": "campaign_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": "Campaign Id"},
+    }
 
     def body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
         return {
@@ -472,6 +483,58 @@ def create_app(
         }
 
     # -- routes ------------------------------------------------------------------------
+    # The serving routes come first: routes are matched in order, and these are hot.
+    if bare_endpoint:
+        # GET and POST, so a benchmark can send the same request shape as ``choose``
+        @app.api_route("/bench/bare", methods=["GET", "POST"], include_in_schema=False)
+        async def bare() -> dict[str, str]:
+            return {"status": "ok"}
+
+    @app.post(
+        "/v1/campaigns/{campaign_id}/choose",
+        tags=["serving"],
+        openapi_extra={**body_doc(ChooseBody, required=False), "parameters": [campaign_param]},
+    )
+    async def choose(request: Request) -> Response:
+        """Choose the variant to show (or ``n`` of them); the decision is logged."""
+        # The path parameter is read from the matched route rather than declared, which
+        # skips FastAPI's per-request parameter validation on the hottest route.
+        campaign_id = request.path_params["campaign_id"]
+        who = await principal(request)
+        body = await _parse(request, ChooseBody, max_body_bytes, empty_ok=True)
+        if body.n is not None:
+            if body.request_id is not None:
+                raise _HTTPError(
+                    422, "invalid_request", "'request_id' applies to single choices", "request_id"
+                )
+            choices = engine.choose_many(
+                campaign_id, body.n, segment=body.segment, tenant=who.tenant
+            )
+            return _json({"decisions": [c.to_dict() for c in choices]})
+        choice = engine.choose(
+            campaign_id, segment=body.segment, request_id=body.request_id, tenant=who.tenant
+        )
+        return _json(choice.to_dict())
+
+    @app.post("/v1/events", tags=["serving"], openapi_extra=body_doc(EventsBody))
+    async def post_events(request: Request) -> Response:
+        """Append events; answered after the batch is committed (2xx = durable)."""
+        who = await principal(request)
+        body = await _parse(request, EventsBody, max_body_bytes)
+        rows = _events_table(body.events, engine.clock())
+        n_events = rows.num_rows
+        ingest["queued_events"] += n_events
+        ingest["queued_requests"] += 1
+        try:
+            result = await run_in_threadpool(engine.record, rows, tenant=who.tenant)
+        finally:
+            ingest["queued_events"] -= n_events
+            ingest["queued_requests"] -= 1
+        events_total.inc(result.accepted, outcome="accepted")
+        events_total.inc(result.duplicates, outcome="duplicate")
+        events_total.inc(result.rejected, outcome="rejected")
+        return _json(result.to_dict())
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
         """Liveness and readiness: the engine is up and the store answers a read."""
@@ -566,48 +629,6 @@ def create_app(
         await run_in_threadpool(lambda: engine.retire(campaign_id, variant_id, tenant=who.tenant))
         return _json({"campaign_id": campaign_id, "variant_id": variant_id, "status": "retired"})
 
-    @app.post(
-        "/v1/campaigns/{campaign_id}/choose",
-        tags=["serving"],
-        openapi_extra=body_doc(ChooseBody, required=False),
-    )
-    async def choose(campaign_id: str, request: Request) -> Response:
-        """Choose the variant to show (or ``n`` of them); the decision is logged."""
-        who = await principal(request)
-        body = await _parse(request, ChooseBody, max_body_bytes, empty_ok=True)
-        if body.n is not None:
-            if body.request_id is not None:
-                raise _HTTPError(
-                    422, "invalid_request", "'request_id' applies to single choices", "request_id"
-                )
-            choices = engine.choose_many(
-                campaign_id, body.n, segment=body.segment, tenant=who.tenant
-            )
-            return _json({"decisions": [c.to_dict() for c in choices]})
-        choice = engine.choose(
-            campaign_id, segment=body.segment, request_id=body.request_id, tenant=who.tenant
-        )
-        return _json(choice.to_dict())
-
-    @app.post("/v1/events", tags=["serving"], openapi_extra=body_doc(EventsBody))
-    async def post_events(request: Request) -> Response:
-        """Append events; answered after the batch is committed (2xx = durable)."""
-        who = await principal(request)
-        body = await _parse(request, EventsBody, max_body_bytes)
-        rows = _events_table(body.events, engine.clock())
-        n_events = rows.num_rows
-        ingest["queued_events"] += n_events
-        ingest["queued_requests"] += 1
-        try:
-            result = await run_in_threadpool(engine.record, rows, tenant=who.tenant)
-        finally:
-            ingest["queued_events"] -= n_events
-            ingest["queued_requests"] -= 1
-        events_total.inc(result.accepted, outcome="accepted")
-        events_total.inc(result.duplicates, outcome="duplicate")
-        events_total.inc(result.rejected, outcome="rejected")
-        return _json(result.to_dict())
-
     @app.post("/v1/keys", status_code=201, tags=["admin"], openapi_extra=body_doc(KeyBody))
     async def create_key(request: Request) -> Response:
         """Create an API key for a tenant (admin keys only); the key is shown once."""
@@ -621,12 +642,6 @@ def create_app(
             raise _HTTPError(422, "invalid_request", str(exc), "tenant") from None
         key = await run_in_threadpool(lambda: keys.create(tenant=tenant, admin=body.admin))
         return _json({"tenant": tenant, "api_key": key, "admin": body.admin}, 201)
-
-    if bare_endpoint:
-        # GET and POST, so a benchmark can send the same request shape as ``choose``
-        @app.api_route("/bench/bare", methods=["GET", "POST"], include_in_schema=False)
-        async def bare() -> dict[str, str]:
-            return {"status": "ok"}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

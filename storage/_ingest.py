@@ -130,17 +130,17 @@ _FIRST_ONLY = """QUALIFY row_number() OVER (
 # The group's new rows are found by batch_id, which only grows, so zone maps skip the old log.
 _NEW_ROWS = "(SELECT * FROM events WHERE batch_id BETWEEN $first AND $last)"
 
-_INSERT_AGGREGATES_SQL = f"""
+_INSERT_AGGREGATES_SQL = """
 INSERT INTO event_aggregates
 SELECT campaign_id, variant_id, segment, type, date_trunc('hour', ts) AS hour,
        count(*) AS n, sum(value) AS value,
        sum((epoch_us(ts) - epoch_us(date_trunc('hour', ts))) / 1e6) AS ts_offset_sum
-FROM {_NEW_ROWS} GROUP BY ALL
+FROM {new_rows} GROUP BY ALL
 """
 
 # One row per (batch, campaign) with exact counts; RETURNING hands them to the caller, so the
 # log and the results cannot disagree.
-_INGEST_LOG_SQL = f"""
+_INGEST_LOG_SQL = """
 INSERT INTO ingest_log
 SELECT j.batch_id, j.source, j.received_at, s.campaign_id,
        coalesce(a.accepted, 0), s.valid - coalesce(a.accepted, 0), s.rejected
@@ -150,7 +150,7 @@ FROM (
     FROM _stage GROUP BY ALL
 ) AS s
 JOIN _jobs AS j ON j.job = s.job
-LEFT JOIN (SELECT batch_id, campaign_id, count(*) AS accepted FROM {_NEW_ROWS} GROUP BY ALL) AS a
+LEFT JOIN (SELECT batch_id, campaign_id, count(*) AS accepted FROM {new_rows} GROUP BY ALL) AS a
     ON a.batch_id = j.batch_id AND a.campaign_id IS NOT DISTINCT FROM s.campaign_id
 RETURNING batch_id, accepted, duplicates, rejected
 """
@@ -198,21 +198,30 @@ def ingest(
     try:
         connection.execute(_STAGE_SQL)
         has_hits, has_repeats, keys = _find_stored(connection, key_index, big)
-        connection.execute(
-            _INSERT_EVENTS_SQL.format(
-                not_stored=_NOT_STORED if has_hits else "",
-                first_only=_FIRST_ONLY if has_repeats else "",
-            )
+        insert = _INSERT_EVENTS_SQL.format(
+            not_stored=_NOT_STORED if has_hits else "",
+            first_only=_FIRST_ONLY if has_repeats else "",
         )
+        if big:
+            # The new rows are found again by batch_id (zone maps skip the old log).
+            connection.execute(insert)
+            new_rows, params = _NEW_ROWS, bounds
+        else:
+            # A small group's new rows come straight back from the INSERT: no scan at all.
+            returned = connection.execute(insert + _RETURNING).fetchall()
+            connection.register("_new", _returned_table(returned))
+            new_rows, params = "_new", {}
         if key_index.built:
             if keys is None:
-                keys = connection.execute(
-                    f"SELECT event_key FROM {_NEW_ROWS}", bounds
-                ).fetchnumpy()["event_key"]
+                keys = connection.execute(f"SELECT event_key FROM {new_rows}", params).fetchnumpy()[
+                    "event_key"
+                ]
             # Valid keys, new or not: an extra key only sends a later row to the exact check.
             key_index.add_pending(keys)
-        log_rows = connection.execute(_INGEST_LOG_SQL, bounds).fetchall()
-        (n_aggregates,) = connection.execute(_INSERT_AGGREGATES_SQL, bounds).fetchall()[0]
+        log_rows = connection.execute(_INGEST_LOG_SQL.format(new_rows=new_rows), params).fetchall()
+        (n_aggregates,) = connection.execute(
+            _INSERT_AGGREGATES_SQL.format(new_rows=new_rows), params
+        ).fetchall()[0]
         added["event_aggregates"] = added.get("event_aggregates", 0) + n_aggregates
         decisions = [job.decisions for job in jobs if job.decisions is not None]
         if decisions:
@@ -224,7 +233,7 @@ def ingest(
         if big:  # free the staging memory now rather than at the next group
             connection.execute("DROP VIEW IF EXISTS _stage; DROP TABLE IF EXISTS _hits")
     finally:
-        _unregister(connection, "_in", "_jobs", "_hits_found")
+        _unregister(connection, "_in", "_jobs", "_hits_found", "_new")
     job_of_batch = {job.batch_id: index for index, job in enumerate(jobs)}
     totals = {index: [0, 0, 0] for index in range(len(jobs))}
     for batch_id, accepted, duplicates, rejected in log_rows:
@@ -245,6 +254,35 @@ def ingest(
         )
         for index, job in enumerate(jobs)
     ]
+
+
+_RETURNING = """
+RETURNING event_key, campaign_id, variant_id, segment, type::VARCHAR AS type, ts, value, batch_id
+"""
+
+_RETURNED_SCHEMA = pa.schema(
+    [
+        ("event_key", pa.uint64()),
+        ("campaign_id", pa.string()),
+        ("variant_id", pa.string()),
+        ("segment", pa.string()),
+        ("type", pa.string()),
+        ("ts", pa.timestamp("us")),
+        ("value", pa.float64()),
+        ("batch_id", pa.int64()),
+    ]
+)
+
+
+def _returned_table(rows: list[tuple]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in _RETURNED_SCHEMA]
+    return pa.Table.from_arrays(
+        [
+            pa.array(column, field.type)
+            for column, field in zip(columns, _RETURNED_SCHEMA, strict=True)
+        ],
+        schema=_RETURNED_SCHEMA,
+    )
 
 
 def _find_stored(

@@ -90,8 +90,8 @@ class _Database:
     def release(self) -> None:
         with self._open_lock:
             self.users -= 1
-            if self.users > 0:
-                return
+            if self.users > 0 or self._open.get(self.path) is not self:
+                return  # still shared, or already closed (e.g. at interpreter exit)
             del self._open[self.path]
         self.writer.stop()
         with self._cursor_lock:
@@ -644,8 +644,8 @@ class Store:
                 the log).
             half_life: weight each event by ``0.5 ** (age / half_life)`` (age measured from the
                 store's clock); counts become floats. Events of one hour are weighted at their
-                mean time, which is within ``0.02 / h**2`` (relative) of exact for a half-life of
-                ``h`` hours.
+                mean time: for a half-life of ``h`` hours the relative error is at most
+                ``0.06 / h**2`` (``0.02 / h**2`` for events spread evenly over the hour).
             by_segment: one row per (variant, segment) seen, instead of one per variant.
 
         Returns:

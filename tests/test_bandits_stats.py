@@ -38,7 +38,7 @@ def test_stopping_rule_declares_the_true_best_on_easy_problems(means):
         policy = ThompsonSampling(n_draws=1000)
         impressions, clicks = np.zeros(len(means)), np.zeros(len(means))
         decision = None
-        for step in range(1, 301):
+        for step in range(1, 1001):
             counts = ArmCounts(ids(len(means)), impressions, clicks)
             shown = rng.multinomial(1000, policy.weights(counts, rng))
             impressions += shown
@@ -57,8 +57,8 @@ def test_stopping_rule_declares_the_true_best_on_easy_problems(means):
 
 @pytest.mark.parametrize("n_arms", [2, 4])
 def test_stopping_rule_on_aa_tests_declares_at_no_more_than_its_nominal_rate(n_arms):
-    """A/A, one look: each arm is declared with frequency <= 1 - threshold (the rule's nominal
-    rate), so any arm at most n_arms * (1 - threshold).  2,000 seeded trials per case."""
+    """A/A, one look: some arm is declared with frequency <= 1 - threshold (the rule's nominal
+    rate, split over the arms).  2,000 seeded trials per case."""
     rng = np.random.default_rng(1234 + n_arms)
     trials, threshold = 2000, 0.95
     per_arm = np.zeros(n_arms)
@@ -74,8 +74,7 @@ def test_stopping_rule_on_aa_tests_declares_at_no_more_than_its_nominal_rate(n_a
             per_arm[decision.winner] += 1
     nominal = 1 - threshold
     tolerance = 3 * np.sqrt(nominal * (1 - nominal) / trials)  # three standard errors
-    assert np.all(per_arm / trials <= nominal + tolerance)
-    assert per_arm.sum() / trials <= n_arms * nominal + tolerance
+    assert per_arm.sum() / trials <= nominal + tolerance
 
 
 def test_decision_reports_probability_best_expected_loss_and_reason():
@@ -101,7 +100,7 @@ def test_value_remaining_can_stop_a_practically_tied_test_with_a_lax_threshold()
     # two arms within 0.1 % of each other and tight posteriors: probability best ~ 0.6
     counts = ArmCounts(ids(2), [5e7, 5e7], [1_500_000, 1_500_500])
     strict = decide_winner(counts, rng=0)
-    lax = decide_winner(counts, threshold=0.5, rng=0)
+    lax = decide_winner(counts, threshold=0.5, familywise=False, rng=0)
     assert strict.winner is None
     assert lax.value_remaining < 0.01 and lax.winner == lax.best
 

@@ -503,7 +503,9 @@ def test_bulk_and_small_batches_share_one_dedupe(store: Store):
     first = store.append_events(big)
     assert (first.accepted, first.duplicates) == (60_000, 0)
     # Small replays of rows that arrived in bulk are caught, new rows are not.
-    small = store.append_events([event("bulk-7", variant="v_b"), event("small-1"), event("small-0")])
+    small = store.append_events(
+        [event("bulk-7", variant="v_b"), event("small-1"), event("small-0")]
+    )
     assert (small.accepted, small.duplicates) == (1, 2)
     # A bulk batch with repeats inside it and rows already stored.
     mixed = pa.concat_tables([big.slice(0, 30_000), big.slice(0, 30_000)])

@@ -108,9 +108,7 @@ def rollback(
     finally:
         store.close()
     if restored is None:
-        fail(
-            f"{current['version']} is the only promoted version; there is nothing to roll back to"
-        )
+        fail(f"{current['version']} is the only promoted version; there is nothing to roll back to")
     if json_output:
         print_json(
             {
