@@ -46,7 +46,7 @@ def experiment_config() -> Any:
         gate_candidates=4,
         gate_briefs=1,
         training=TrainingConfig(
-            sft_steps=8,
+            sft_steps=12,
             dpo_steps=4,
             batch_size=2,
             learning_rate=1e-3,

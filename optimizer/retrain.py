@@ -303,6 +303,30 @@ def _lift(a: float, b: float) -> float:
     return float(np.clip((a - b) / max(b, 1e-9), 0.05, 3.0))
 
 
+def _winner(
+    campaign_id: str,
+    prompt: str,
+    variant: dict[str, Any],
+    weight: float,
+    p_best: float,
+    segment: str,
+    declared: bool,
+) -> tuple[SFTExample, dict[str, Any]]:
+    """A winner's SFT example and its provenance row."""
+    headline = variant.get("headline") or variant["text"]
+    completion = completion_text(headline, variant.get("description") or "")
+    row = {
+        "kind": "winner",
+        "campaign_id": campaign_id,
+        "variant_id": variant["variant_id"],
+        "segment": segment,
+        "probability_best": p_best,
+        "weight": weight,
+        "declared": declared,
+    }
+    return SFTExample(prompt=prompt, completion=completion, weight=weight), row
+
+
 def build_dataset(
     store: Any,
     *,
@@ -358,7 +382,8 @@ def build_dataset(
         declared = {campaign.get("winner_variant_id")} | {
             i for i in ids if variants[i].get("status") == "winner"
         }
-        picked = False
+        winner_ids: set[str] = set()
+
         for index, variant_id in enumerate(ids):
             is_declared = variant_id in declared
             confident = best[index] >= config.winner_threshold
@@ -366,27 +391,18 @@ def build_dataset(
                 continue
             others = np.delete(means, index)
             weight = _lift(means[index], float(others.mean())) * max(float(best[index]), 0.5)
-            variant = variants[variant_id]
-            winners.append(
-                SFTExample(
-                    prompt=prompt,
-                    completion=completion_text(
-                        variant.get("headline") or variant["text"], variant.get("description") or ""
-                    ),
-                    weight=weight,
-                )
+            example, row = _winner(
+                campaign_id,
+                prompt,
+                variants[variant_id],
+                weight,
+                float(best[index]),
+                "*",
+                is_declared,
             )
-            rows.append(
-                {
-                    "kind": "winner",
-                    "campaign_id": campaign_id,
-                    "variant_id": variant_id,
-                    "probability_best": float(best[index]),
-                    "weight": weight,
-                    "declared": is_declared,
-                }
-            )
-            picked = True
+            winners.append(example)
+            rows.append(row)
+            winner_ids.add(variant_id)
 
         # Pairs per segment and overall; a pair seen in several keeps its strongest evidence.
         segment_frames = [("*", frame)]
@@ -407,6 +423,31 @@ def build_dataset(
                 continue
             seg_draws = _posterior_draws(seg_trials, seg_successes, config.n_draws, rng)
             seg_means = (1.0 + seg_successes) / (2.0 + seg_trials)
+            if segment != "*":
+                # A variant that clearly wins one segment is a winner too (the audience of
+                # that segment is real traffic), once it has the evidence.
+                seg_best = np.bincount(seg_draws.argmax(axis=1), minlength=len(seg_ids))
+                seg_best = seg_best / config.n_draws
+                top = int(np.argmax(seg_best))
+                if (
+                    seg_best[top] >= config.winner_threshold
+                    and seg_trials[top] >= config.min_impressions
+                    and seg_ids[top] not in winner_ids
+                ):
+                    others = float(np.delete(seg_means, top).mean())
+                    weight = _lift(seg_means[top], others) * float(seg_best[top])
+                    example, row = _winner(
+                        campaign_id,
+                        prompt,
+                        variants[seg_ids[top]],
+                        weight,
+                        float(seg_best[top]),
+                        segment,
+                        False,
+                    )
+                    winners.append(example)
+                    rows.append(row)
+                    winner_ids.add(seg_ids[top])
             for a in np.flatnonzero(enough):
                 for b in np.flatnonzero(enough):
                     if a == b or seg_means[a] <= seg_means[b]:
@@ -442,12 +483,17 @@ def build_dataset(
                             "weight": weight,
                         },
                     )
+        # One segment may prefer A to B and another B to A; the prompt does not name the
+        # segment, so such a pair would teach both directions: drop it.
+        conflicting = {key for key in strongest if (key[1], key[0]) in strongest}
+        for key in conflicting:
+            del strongest[key]
         ranked = sorted(
             strongest.values(),
             key=lambda item: (-item[1]["weight"], item[1]["chosen"], item[1]["rejected"]),
         )
         all_pairs.extend(ranked[: config.max_pairs_per_campaign])
-        if picked or strongest:
+        if winner_ids or strongest:
             briefs.append(brief)
 
     # Seeded hold-out split over pairs (order fixed by campaign and weight above).

@@ -29,7 +29,11 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import operator
+import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -203,9 +207,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _parse(
-    request: Request, model: type[BaseModel], limit: int, *, empty_ok: bool = False
+    request: Request,
+    model: type[BaseModel],
+    limit: int,
+    *,
+    empty_ok: bool = False,
+    raw: bytes | None = None,
 ) -> Any:
-    raw = await _read_body(request, limit)
+    if raw is None:
+        raw = await _read_body(request, limit)
     if not raw.strip():
         if empty_ok:
             raw = b"{}"
@@ -255,6 +265,119 @@ def _events_table(events: list[EventIn], now: datetime) -> Any:
     )
 
 
+_EVENT_FIELD_SET = frozenset(EventIn.model_fields)
+_REQUIRED_FIELDS = ("event_id", "type", "campaign_id", "variant_id")
+_OPTIONAL_FIELDS = ("ts", "decision_id", "segment", "value")
+_required = operator.itemgetter(*_REQUIRED_FIELDS)
+_EVENT_TYPES = frozenset({"impression", "click", "conversion"})
+_NAIVE_TS = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+_ZONED_TS = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+_STR = frozenset({str})
+_STR_OR_NONE = frozenset({str, type(None)})
+_NUMBER_OR_NONE = frozenset({int, float, type(None)})
+_NONE = frozenset({None})
+
+
+def _fast_events_table(raw: bytes, now: datetime) -> Any | None:
+    """``POST /v1/events`` bodies that are plainly valid, straight to Arrow; else None.
+
+    Validating 100 events through the pydantic models cost as much server CPU as storing
+    them, so the body is parsed once with ``json.loads`` and checked column by column with
+    C-speed builtins (``map``, ``set``, ``min``/``max``) and one Arrow cast for timestamps.
+    This path accepts only bodies that :class:`EventsBody` accepts too, giving the same
+    values; anything else (a wrong type, a bad or unusual timestamp, NaN, an unknown field)
+    returns None, and the caller validates with the models, whose first error names the field.
+    """
+    import pyarrow as pa
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if type(data) is not dict or len(data) != 1 or type(data.get("events")) is not list:
+        return None
+    events = data["events"]
+    if not events or len(events) > MAX_EVENTS_PER_BATCH:
+        return None
+    if set(map(type, events)) != {dict} or not set().union(*events) <= _EVENT_FIELD_SET:
+        return None
+    present = set().union(*events)
+    n = len(events)
+    try:
+        # (a missing required field raises KeyError: the models report it)
+        columns = dict(zip(_REQUIRED_FIELDS, zip(*map(_required, events)), strict=True))
+        for name in _OPTIONAL_FIELDS:
+            columns[name] = [e.get(name) for e in events] if name in present else [None] * n
+        for name in ("event_id", "campaign_id", "variant_id"):
+            column = columns[name]
+            if not (set(map(type, column)) <= _STR and _lengths_ok(column)):
+                return None
+        if not set(columns["type"]) <= _EVENT_TYPES:
+            return None
+        for name in ("decision_id", "segment"):
+            column = columns[name]
+            if name not in present:
+                continue
+            if not set(map(type, column)) <= _STR_OR_NONE:
+                return None
+            given = [x for x in column if x is not None]
+            if given and not _lengths_ok(given):
+                return None
+        value = columns["value"]
+        if "value" in present and not set(value) <= _NONE:
+            if not set(map(type, value)) <= _NUMBER_OR_NONE:  # bool is its own type here
+                return None
+            numbers = [float(x) for x in value if x is not None]
+            if not (min(numbers) >= 0 and max(numbers) < math.inf):  # NaN fails both
+                return None
+        ts = _timestamps(columns["ts"], now)
+        if ts is None:
+            return None
+        return pa.table(
+            {
+                "event_id": pa.array(columns["event_id"], pa.string()),
+                "type": pa.array(columns["type"], pa.string()),
+                "campaign_id": pa.array(columns["campaign_id"], pa.string()),
+                "variant_id": pa.array(columns["variant_id"], pa.string()),
+                "ts": ts,
+                "decision_id": pa.array(columns["decision_id"], pa.string()),
+                "segment": pa.array(columns["segment"], pa.string()),
+                "value": pa.array(value, pa.float64()),
+            }
+        )
+    except (pa.ArrowException, KeyError, OverflowError, TypeError, ValueError):
+        return None
+
+
+def _lengths_ok(column: list[str]) -> bool:
+    lengths = list(map(len, column))
+    return min(lengths) >= 1 and max(lengths) <= 128
+
+
+def _timestamps(column: list[str | None], now: datetime) -> Any | None:
+    """ISO 8601 strings (naive = UTC, or with ``Z``/an offset) as naive UTC; None if any is not.
+
+    Missing ones become ``now``. Each distinct string is checked once (a batch often repeats
+    a timestamp); zoned ones are converted to naive UTC text, then one Arrow cast parses all.
+    """
+    import pyarrow as pa
+
+    texts: dict[str | None, str] = {}
+    for text in set(column):
+        if text is None:
+            texts[None] = now.isoformat()
+        elif _NAIVE_TS.fullmatch(text):
+            texts[text] = text
+        elif _ZONED_TS.fullmatch(text):
+            stamp = datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+            texts[text] = stamp.isoformat()
+        else:
+            return None
+    if len(texts) == 1 or any(key != text for key, text in texts.items()):
+        column = [texts[text] for text in column]
+    return pa.array(column, pa.string()).cast(pa.timestamp("us"))
+
+
 def _api_key(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header:
@@ -293,6 +416,9 @@ def create_app(
         Extra hooks (e.g. a scheduler) run in the application's lifespan.
     """
     keys = keyring or KeyRing(engine.store)
+    # An engine that hands back a future for a recorded batch (resolved after its COMMIT) is
+    # awaited directly; otherwise ``record`` waits for the commit on a threadpool thread.
+    submit_record = getattr(engine, "submit_record", None)
     registry = Registry()
     requests_total = registry.counter(
         "adloop_http_requests_total", "HTTP requests by route and status.", ("route", "status")
@@ -520,13 +646,21 @@ def create_app(
     async def post_events(request: Request) -> Response:
         """Append events; answered after the batch is committed (2xx = durable)."""
         who = await principal(request)
-        body = await _parse(request, EventsBody, max_body_bytes)
-        rows = _events_table(body.events, engine.clock())
+        raw = await _read_body(request, max_body_bytes)
+        rows = _fast_events_table(raw, engine.clock())
+        if rows is None:  # not plainly valid: the models validate it and name the field
+            body = await _parse(request, EventsBody, max_body_bytes, raw=raw)
+            rows = _events_table(body.events, engine.clock())
         n_events = rows.num_rows
         ingest["queued_events"] += n_events
         ingest["queued_requests"] += 1
         try:
-            result = await run_in_threadpool(engine.record, rows, tenant=who.tenant)
+            if submit_record is not None:
+                # The future resolves on the writer thread after the COMMIT; awaiting it
+                # holds no threadpool thread while the batch waits for its group commit.
+                result = await asyncio.wrap_future(submit_record(rows, tenant=who.tenant))
+            else:
+                result = await run_in_threadpool(engine.record, rows, tenant=who.tenant)
         finally:
             ingest["queued_events"] -= n_events
             ingest["queued_requests"] -= 1

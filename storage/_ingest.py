@@ -50,8 +50,7 @@ class _Traced:
         return getattr(self._connection, name)
 
 
-_STAGE_SQL = """
-CREATE OR REPLACE TEMP VIEW _stage AS
+_STAGE_SELECT = """
 WITH parsed AS (
     SELECT
         i.job, i.r, i.event_id, i.type, i.campaign_id, i.variant_id, i.decision_id, i.segment,
@@ -61,9 +60,8 @@ WITH parsed AS (
         CASE WHEN i.value_num IS NOT NULL THEN i.value_num
              WHEN i.value_text IS NULL OR trim(i.value_text) = '' THEN 0.0
              ELSE TRY_CAST(i.value_text AS DOUBLE) END AS value,
-        j.max_ts, i.parse_field, i.parse_error, i.campaign_known, i.variant_known
+        i.max_ts, i.parse_field, i.parse_error, i.campaign_known, i.variant_known
     FROM _in AS i
-    JOIN _jobs AS j ON j.job = i.job
 )
 SELECT
     job, r, hash(event_id) AS event_key, event_id, type, campaign_id, variant_id, decision_id,
@@ -103,6 +101,9 @@ SELECT
     END AS error_reason
 FROM parsed
 """
+
+_STAGE_SQL = "CREATE OR REPLACE TEMP VIEW _stage AS " + _STAGE_SELECT
+
 
 # The semi-join builds a hash table on the group's keys and streams only the event_key column
 # of the log past it; event_id is read for the (rare) matching rows.
@@ -168,20 +169,280 @@ def ingest(
     jobs: list[IngestJob],
     added: dict[str, int],
     key_index: KeyIndex,
+    known: dict[str, frozenset[str]] | None = None,
 ) -> list[AppendResult]:
     """Validate, deduplicate and append ``jobs`` (already inside a transaction).
 
-    A small group without replays costs six statements: the writer's throughput for many
-    small HTTP batches is bounded by statements per group, not by rows.
+    All the group's batches are concatenated into one Arrow table and handled by one set of
+    statements, however many batches there are: the writer's throughput for many small HTTP
+    batches is bounded by statements per group, not by rows or requests. Results stay exact
+    per batch: a row repeating an earlier row of the group (same batch or an earlier one)
+    counts as a duplicate of the batch it belongs to.
+
+    Args:
+        known: the writer's cache of each campaign's variant ids (see ``_with_known_flags``).
     """
     connection = _Traced(connection) if TRACE is not None else connection
     tables = []
     for index, job in enumerate(jobs):
         job_column = pa.array(np.full(job.events.num_rows, index, dtype=np.int32))
         tables.append(job.events.append_column("job", job_column))
-    merged = _with_known_flags(
-        connection, pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    # One chunk per column: DuckDB scans one big Arrow chunk much faster than many small.
+    merged = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    job_index = merged.column("job").to_numpy()
+    max_ts = pa.array([job.max_ts for job in jobs], pa.timestamp("us"))
+    merged = merged.append_column("max_ts", max_ts.take(pa.array(job_index)))
+    merged = _with_known_flags(connection, merged, {} if known is None else known)
+    if merged.num_rows > SMALL_GROUP_ROWS:
+        return _ingest_big(connection, jobs, merged, added, key_index)
+    stage = _stage_plainly_valid(connection, merged)
+    if stage is None:  # some row may be invalid (or needs parsing): SQL names each reason
+        connection.register("_in", merged)
+        try:
+            stage = connection.sql(_STAGE_SELECT + " ORDER BY job, r").to_arrow_table()
+        finally:
+            _unregister(connection, "_in")
+    n = stage.num_rows
+    valid = pc.is_null(stage.column("error_field")).to_numpy(zero_copy_only=False)
+    keys = np.asarray(stage.column("event_key").to_numpy(), dtype=np.uint64)
+    accepted = _first_new(connection, stage, valid, keys, key_index)
+    row_job = np.asarray(stage.column("job").to_numpy(), dtype=np.int64)
+    batch_ids = np.array([job.batch_id for job in jobs], dtype=np.int64)
+    new = stage.filter(pa.array(accepted)).select(_NEW_COLUMNS)
+    new = new.append_column("batch_id", pa.array(batch_ids[row_job[accepted]]))
+    if key_index.built:
+        # Valid keys, new or not: an extra key only sends a later row to the exact check.
+        key_index.add_pending(keys[valid])
+    counts = pa.table(
+        {
+            "job": pa.array(row_job),
+            "campaign_id": stage.column("campaign_id"),
+            "valid": pa.array(valid.astype(np.int64)),
+            "accepted": pa.array(accepted.astype(np.int64)),
+        }
+    ).group_by(["job", "campaign_id"], use_threads=False).aggregate(
+        [("valid", "sum"), ("valid", "count"), ("accepted", "sum")]
     )
+    log_job = counts.column("job").to_numpy()
+    n_valid = counts.column("valid_sum").to_numpy()
+    n_rows = counts.column("valid_count").to_numpy()
+    n_accepted = counts.column("accepted_sum").to_numpy()
+    log = pa.table(
+        {
+            "batch_id": pa.array(batch_ids[log_job]),
+            "source": pa.array([jobs[j].source for j in log_job], pa.string()),
+            "received_at": pa.array([jobs[j].received_at for j in log_job], pa.timestamp("us")),
+            "campaign_id": counts.column("campaign_id"),
+            "accepted": pa.array(n_accepted),
+            "duplicates": pa.array(n_valid - n_accepted),
+            "rejected": pa.array(n_rows - n_valid),
+        }
+    )
+    connection.register("_new", new)
+    connection.register("_log", log)
+    try:
+        if new.num_rows:
+            connection.execute(_INSERT_NEW_SQL)
+            aggregates = _hourly(new)
+            connection.register("_aggregates", aggregates)
+            connection.execute(_INSERT_HOURLY_SQL)
+            added["event_aggregates"] = (
+                added.get("event_aggregates", 0) + aggregates.num_rows
+            )
+        if log.num_rows:
+            connection.execute("INSERT INTO ingest_log SELECT * FROM _log")
+        decisions = [job.decisions for job in jobs if job.decisions is not None]
+        if decisions:
+            _insert_decisions(connection, decisions, added)
+    finally:
+        _unregister(connection, "_new", "_log", "_aggregates")
+    totals = np.zeros((len(jobs), 3), dtype=np.int64)
+    np.add.at(totals, log_job, np.stack([n_accepted, n_valid - n_accepted, n_rows - n_valid], 1))
+    errors_by_job: dict[int, list[RowError]] = {}
+    if not valid.all():
+        bad = np.flatnonzero(~valid)
+        rows = stage.select(["job", "r", "error_field", "error_reason"]).take(pa.array(bad))
+        for job, row, field, reason in zip(*(c.to_pylist() for c in rows.columns), strict=True):
+            found = errors_by_job.setdefault(job, [])
+            if len(found) < jobs[job].max_errors:
+                found.append(RowError(row=int(row), field=field, reason=reason))
+    del n
+    return [
+        AppendResult(
+            accepted=int(totals[index][0]),
+            duplicates=int(totals[index][1]),
+            rejected=int(totals[index][2]),
+            errors=errors_by_job.get(index, []),
+            batch_id=job.batch_id,
+        )
+        for index, job in enumerate(jobs)
+    ]
+
+
+_NEW_COLUMNS = [
+    "event_key", "event_id", "type", "campaign_id", "variant_id", "decision_id", "segment",
+    "ts", "value",
+]  # fmt: skip
+
+_INSERT_NEW_SQL = """
+INSERT INTO events
+SELECT event_key, event_id, type::event_type, campaign_id, variant_id, decision_id, segment,
+       ts, value, batch_id
+FROM _new
+"""
+
+
+_INSERT_HOURLY_SQL = """
+INSERT INTO event_aggregates
+SELECT campaign_id, variant_id, segment, type::event_type, hour, n, value, ts_offset_sum
+FROM _aggregates
+"""
+
+
+def _hourly(new: pa.Table) -> pa.Table:
+    """The per-hour aggregate rows of ``new`` (as ``_INSERT_AGGREGATES_SQL`` computes them)."""
+    ts = new.column("ts")
+    hour = pc.floor_temporal(ts, unit="hour")
+    offset = pc.divide(pc.subtract(ts, hour).cast(pa.int64()).cast(pa.float64()), 1e6)
+    table = pa.table(
+        {
+            "campaign_id": new.column("campaign_id"),
+            "variant_id": new.column("variant_id"),
+            "segment": new.column("segment"),
+            "type": new.column("type"),
+            "hour": hour,
+            "value": new.column("value"),
+            "ts_offset_sum": offset,
+        }
+    )
+    grouped = table.group_by(
+        ["campaign_id", "variant_id", "segment", "type", "hour"], use_threads=False
+    ).aggregate(
+        [
+            ("value", "count", pc.CountOptions(mode="all")),
+            ("value", "sum"),
+            ("ts_offset_sum", "sum"),
+        ]
+    )
+    names = {"value_count": "n", "value_sum": "value", "ts_offset_sum_sum": "ts_offset_sum"}
+    return grouped.rename_columns([names.get(name, name) for name in grouped.column_names])
+
+
+def _stage_plainly_valid(
+    connection: duckdb.DuckDBPyConnection, merged: pa.Table
+) -> pa.Table | None:
+    """The staged group, built in Arrow, when every row is certainly valid; else None.
+
+    The common case (typed columns from the HTTP service or the engine, nothing wrong) needs
+    no parsing and no reasons, so only the keys come from DuckDB (``hash()`` must be the one
+    the log was written with). Each check here is at least as strict as ``_STAGE_SELECT``'s,
+    so a row it passes is one the SQL would pass with the same values; anything doubtful
+    (text timestamps or values, a possible error) returns None and the SQL stage decides.
+    """
+    n = merged.num_rows
+    if merged.column("ts_text").null_count != n or merged.column("value_text").null_count != n:
+        return None
+    if merged.column("parse_error").null_count != n:
+        return None
+    event_id = merged.column("event_id")
+    value = pc.fill_null(merged.column("value_num"), 0.0)
+    ts = merged.column("ts_native")
+    checks = [
+        merged.column("campaign_known"),
+        merged.column("variant_known"),
+        pc.is_in(merged.column("type"), value_set=_TYPES),
+        pc.less_equal(pc.utf8_length(event_id), 128),
+        pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(event_id)), 0),
+        pc.less_equal(ts, merged.column("max_ts")),
+        pc.is_finite(value),
+        pc.greater_equal(value, 0.0),
+    ]
+    for check in checks:
+        if check.null_count or not pc.all(check).as_py():
+            return None
+    keys = _hashes(connection, event_id)
+    nulls = pa.nulls(n, pa.string())
+    return pa.table(
+        {
+            "job": merged.column("job"),
+            "r": merged.column("r"),
+            "event_key": keys,
+            "event_id": event_id,
+            "type": merged.column("type"),
+            "campaign_id": merged.column("campaign_id"),
+            "variant_id": merged.column("variant_id"),
+            "decision_id": merged.column("decision_id"),
+            "segment": merged.column("segment"),
+            "ts": ts,
+            "value": value,
+            "error_field": nulls,
+            "error_reason": nulls,
+        }
+    )
+
+
+_TYPES = pa.array(["impression", "click", "conversion"], pa.string())
+
+
+def _hashes(connection: duckdb.DuckDBPyConnection, event_id: pa.ChunkedArray) -> pa.Array:
+    """DuckDB's ``hash(event_id)`` per row, in row order."""
+    ids = pa.table({"position": pa.array(np.arange(len(event_id))), "event_id": event_id})
+    connection.register("_ids", ids)
+    try:
+        keys = connection.execute(
+            "SELECT hash(event_id) AS event_key FROM _ids ORDER BY position"
+        ).fetchnumpy()["event_key"]
+    finally:
+        _unregister(connection, "_ids")
+    return pa.array(np.asarray(keys, dtype=np.uint64), pa.uint64())
+
+
+def _first_new(
+    connection: duckdb.DuckDBPyConnection,
+    stage: pa.Table,
+    valid: np.ndarray,
+    keys: np.ndarray,
+    key_index: KeyIndex,
+) -> np.ndarray:
+    """Which staged rows to store: valid, not stored already, first of their event_id.
+
+    Only rows whose 64-bit key is stored already or repeats inside the group are compared by
+    full event_id (in row order, so the first row of a repeated id wins); usually none are.
+    """
+    accepted = valid.copy()
+    valid_keys = keys[valid]
+    if not len(valid_keys):
+        return accepted
+    unique, counts = np.unique(valid_keys, return_counts=True)
+    if key_index.ready(connection):
+        hits = key_index.lookup(connection, unique)
+    else:
+        hits = _scan(connection, unique)
+    suspects = unique[counts > 1]
+    if hits:
+        suspects = np.union1d(suspects, np.array([row[0] for row in hits], dtype=np.uint64))
+    if not len(suspects):
+        return accepted
+    rows = np.flatnonzero(valid & np.isin(keys, suspects))
+    ids = stage.column("event_id").take(pa.array(rows)).to_pylist()
+    seen = {(int(key), event_id) for key, event_id in hits}
+    for row, key, event_id in zip(rows.tolist(), keys[rows].tolist(), ids, strict=True):
+        pair = (key, event_id)
+        if pair in seen:
+            accepted[row] = False
+        else:
+            seen.add(pair)
+    return accepted
+
+
+def _ingest_big(
+    connection: duckdb.DuckDBPyConnection,
+    jobs: list[IngestJob],
+    merged: pa.Table,
+    added: dict[str, int],
+    key_index: KeyIndex,
+) -> list[AppendResult]:
+    """A big group (a bulk import): every step in SQL over the staged view."""
     job_table = pa.table(
         {
             "job": pa.array(range(len(jobs)), pa.int32()),
@@ -192,31 +453,26 @@ def ingest(
         }
     )
     bounds = {"first": jobs[0].batch_id, "last": jobs[-1].batch_id}
-    big = merged.num_rows > SMALL_GROUP_ROWS
     connection.register("_in", merged)
     connection.register("_jobs", job_table)
     try:
         connection.execute(_STAGE_SQL)
-        has_hits, has_repeats, keys = _find_stored(connection, key_index, big)
+        connection.execute(_HITS_SQL)
+        n_hits, n_valid, n_keys = connection.execute(
+            """SELECT (SELECT count(*) FROM _hits), count(*), count(DISTINCT event_key)
+               FROM _stage WHERE error_field IS NULL"""
+        ).fetchall()[0]
         insert = _INSERT_EVENTS_SQL.format(
-            not_stored=_NOT_STORED if has_hits else "",
-            first_only=_FIRST_ONLY if has_repeats else "",
+            not_stored=_NOT_STORED if n_hits else "",
+            first_only=_FIRST_ONLY if n_keys < n_valid else "",
         )
-        if big:
-            # The new rows are found again by batch_id (zone maps skip the old log).
-            connection.execute(insert)
-            new_rows, params = _NEW_ROWS, bounds
-        else:
-            # A small group's new rows come straight back from the INSERT: no scan at all.
-            returned = connection.execute(insert + _RETURNING).fetchall()
-            connection.register("_new", _returned_table(returned))
-            new_rows, params = "_new", {}
+        # The new rows are found again by batch_id (zone maps skip the old log).
+        connection.execute(insert)
+        new_rows, params = _NEW_ROWS, bounds
         if key_index.built:
-            if keys is None:
-                keys = connection.execute(f"SELECT event_key FROM {new_rows}", params).fetchnumpy()[
-                    "event_key"
-                ]
-            # Valid keys, new or not: an extra key only sends a later row to the exact check.
+            keys = connection.execute(f"SELECT event_key FROM {new_rows}", params).fetchnumpy()[
+                "event_key"
+            ]
             key_index.add_pending(keys)
         log_rows = connection.execute(_INGEST_LOG_SQL.format(new_rows=new_rows), params).fetchall()
         (n_aggregates,) = connection.execute(
@@ -230,10 +486,10 @@ def ingest(
         if any(row[3] for row in log_rows):
             cap = max(job.max_errors for job in jobs)
             error_rows = connection.execute(_ERRORS_SQL, [cap]).fetchall()
-        if big:  # free the staging memory now rather than at the next group
-            connection.execute("DROP VIEW IF EXISTS _stage; DROP TABLE IF EXISTS _hits")
+        # free the staging memory now rather than at the next group
+        connection.execute("DROP VIEW IF EXISTS _stage; DROP TABLE IF EXISTS _hits")
     finally:
-        _unregister(connection, "_in", "_jobs", "_hits_found", "_new")
+        _unregister(connection, "_in", "_jobs")
     job_of_batch = {job.batch_id: index for index, job in enumerate(jobs)}
     totals = {index: [0, 0, 0] for index in range(len(jobs))}
     for batch_id, accepted, duplicates, rejected in log_rows:
@@ -256,99 +512,56 @@ def ingest(
     ]
 
 
-_RETURNING = """
-RETURNING event_key, campaign_id, variant_id, segment, type::VARCHAR AS type, ts, value, batch_id
-"""
-
-_RETURNED_SCHEMA = pa.schema(
-    [
-        ("event_key", pa.uint64()),
-        ("campaign_id", pa.string()),
-        ("variant_id", pa.string()),
-        ("segment", pa.string()),
-        ("type", pa.string()),
-        ("ts", pa.timestamp("us")),
-        ("value", pa.float64()),
-        ("batch_id", pa.int64()),
-    ]
-)
+def _scan(connection: duckdb.DuckDBPyConnection, keys: np.ndarray) -> list[tuple[int, str]]:
+    """Stored ``(event_key, event_id)`` rows with one of ``keys``: a semi-join on the key column."""
+    connection.register("_keys", pa.table({"event_key": pa.array(keys, pa.uint64())}))
+    try:
+        return connection.execute(
+            """SELECT e.event_key, e.event_id FROM events AS e
+               SEMI JOIN _keys AS k ON e.event_key = k.event_key"""
+        ).fetchall()
+    finally:
+        _unregister(connection, "_keys")
 
 
-def _returned_table(rows: list[tuple]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in _RETURNED_SCHEMA]
-    return pa.Table.from_arrays(
-        [
-            pa.array(column, field.type)
-            for column, field in zip(columns, _RETURNED_SCHEMA, strict=True)
-        ],
-        schema=_RETURNED_SCHEMA,
-    )
-
-
-def _find_stored(
-    connection: duckdb.DuckDBPyConnection, key_index: KeyIndex, big: bool
-) -> tuple[bool, bool, np.ndarray | None]:
-    """Make ``_hits`` hold stored (event_key, event_id) pairs that may repeat a staged row.
-
-    Small groups ask the in-memory key index which keys could be stored and look only those
-    up (usually none); big groups, and small ones while the index is still being built,
-    semi-join the whole group against the log's key column.
-    Either way the final decision compares full event_ids.
-
-    Returns:
-        (any hits, any key repeated inside the group, the group's valid keys when fetched).
-    """
-    if big or not key_index.ready(connection):
-        connection.execute(_HITS_SQL)
-        n_hits, n_valid, n_keys = connection.execute(
-            """SELECT (SELECT count(*) FROM _hits), count(*), count(DISTINCT event_key)
-               FROM _stage WHERE error_field IS NULL"""
-        ).fetchall()[0]
-        return n_hits > 0, n_keys < n_valid, None
-    keys = connection.execute(
-        "SELECT event_key FROM _stage WHERE error_field IS NULL"
-    ).fetchnumpy()["event_key"]
-    keys = np.asarray(keys, dtype=np.uint64)
-    unique = np.unique(keys)
-    hits = key_index.lookup(connection, unique)
-    if not hits:
-        return False, len(unique) < len(keys), keys
-    found = pa.table(
-        {
-            "event_key": pa.array([row[0] for row in hits], pa.uint64()),
-            "event_id": pa.array([row[1] for row in hits], pa.string()),
-        }
-    )
-    connection.register("_hits_found", found)
-    connection.execute("CREATE OR REPLACE TEMP TABLE _hits AS SELECT * FROM _hits_found")
-    return len(hits) > 0, len(unique) < len(keys), keys
-
-
-def _with_known_flags(connection: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+def _with_known_flags(
+    connection: duckdb.DuckDBPyConnection, table: pa.Table, known: dict[str, frozenset[str]]
+) -> pa.Table:
     """Add ``campaign_known`` / ``variant_known`` by set membership in Arrow.
 
     A batch names few campaigns, so their variants are fetched once and every row is checked
     with a vectorized ``is_in``; joining each row against the variants table in SQL cost more
-    than the rest of validation together.
+    than the rest of validation together. ``known`` caches each campaign's variant ids
+    (an empty set: no such campaign) across groups; the writer clears it whenever any other
+    write runs, since only those can add campaigns or variants.
     """
     campaign_ids = pc.unique(table.column("campaign_id")).drop_null().to_pylist()
-    rows = connection.execute(
-        """SELECT c.campaign_id, c.campaign_id || chr(31) || v.variant_id
-           FROM campaigns AS c LEFT JOIN variants AS v ON v.campaign_id = c.campaign_id
-           WHERE list_contains(?, c.campaign_id)""",
-        [campaign_ids],
-    ).fetchall()
-    known_campaigns = sorted({row[0] for row in rows})
-    pairs = [row[1:] for row in rows if row[1] is not None]
+    missing = [campaign_id for campaign_id in campaign_ids if campaign_id not in known]
+    if missing:
+        rows = connection.execute(
+            """SELECT c.campaign_id, list(v.variant_id) FILTER (WHERE v.variant_id IS NOT NULL)
+               FROM campaigns AS c LEFT JOIN variants AS v ON v.campaign_id = c.campaign_id
+               WHERE list_contains(?, c.campaign_id) GROUP BY c.campaign_id""",
+            [missing],
+        ).fetchall()
+        found = {campaign_id: frozenset(variants or ()) for campaign_id, variants in rows}
+        for campaign_id in missing:
+            known[campaign_id] = found.get(campaign_id, _UNKNOWN)
+    known_campaigns = [c for c in campaign_ids if known[c] is not _UNKNOWN]
+    pairs = [f"{c}\x1f{v}" for c in known_campaigns for v in known[c]]
     campaign_known = pc.is_in(
         table.column("campaign_id"), value_set=pa.array(known_campaigns, pa.string())
     )
     pair = pc.binary_join_element_wise(
         table.column("campaign_id"), table.column("variant_id"), "\x1f"
     )
-    variant_known = pc.is_in(pair, value_set=pa.array([row[0] for row in pairs], pa.string()))
+    variant_known = pc.is_in(pair, value_set=pa.array(pairs, pa.string()))
     table = table.append_column("campaign_known", pc.fill_null(campaign_known, False))
     return table.append_column("variant_known", pc.fill_null(variant_known, False))
+
+
+#: The cached answer for a campaign that does not exist (distinct from one without variants).
+_UNKNOWN: frozenset[str] = frozenset({"\x00unknown"})
 
 
 def _insert_decisions(

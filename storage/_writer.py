@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ class Writer:
             self._state.aggregate_rows[table] = count
             self._state.compacted_rows[table] = count
         self._key_index = KeyIndex()
+        # Each campaign's variant ids, for validating events without a query per group.
+        # Only other writes (CallJobs, run on this thread) can change them: they clear it.
+        self._known: dict[str, frozenset[str]] = {}
         self._thread = threading.Thread(target=self._run, name=f"adloop-writer:{name}", daemon=True)
         self._thread.start()
 
@@ -129,11 +133,15 @@ class Writer:
         try:
             connection.execute("BEGIN TRANSACTION")
             results = self._execute(jobs, added)
+            started = time.perf_counter()
             connection.execute("COMMIT")
+            if _ingest.TRACE is not None:
+                _ingest.TRACE.append(("COMMIT", time.perf_counter() - started))
         except Exception as error:  # roll back, then isolate the failing job
             with contextlib.suppress(duckdb.Error):
                 connection.execute("ROLLBACK")
             self._key_index.rollback()
+            self._known.clear()
             self._state.next_batch_id = saved_batch_id
             if len(jobs) > 1:
                 for job in jobs:
@@ -163,10 +171,13 @@ class Writer:
                     self._state.next_batch_id += 1
                     end += 1
                 results.extend(
-                    _ingest.ingest(self._connection, jobs[start:end], added, self._key_index)
+                    _ingest.ingest(
+                        self._connection, jobs[start:end], added, self._key_index, self._known
+                    )
                 )
                 start = end
             else:
+                self._known.clear()
                 results.append(jobs[start].fn(self._connection))
                 start += 1
         return results

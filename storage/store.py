@@ -528,6 +528,8 @@ class Store:
     ) -> AppendResult:
         """Append a batch to the event log; return once it is committed.
 
+        The same as ``submit_events(...).result()``.
+
         Idempotent on ``event_id``: rows whose id is already stored, or that repeat an earlier
         row of the same batch, count as duplicates and add nothing. Invalid rows (unknown
         campaign/variant/type, missing or malformed event_id, unparseable timestamp or one more
@@ -545,6 +547,27 @@ class Store:
             >>> store.append_events(rows).to_dict()  # doctest: +SKIP
             {'accepted': 2, 'duplicates': 0, 'rejected': 1, 'errors': [{'row': 2, ...}]}
         """
+        return self.submit_events(batch, max_errors=max_errors, source=source).result()
+
+    def submit_events(
+        self, batch: Any, *, max_errors: int = DEFAULT_MAX_ERRORS, source: str = "append"
+    ) -> Future[AppendResult]:
+        """Queue a batch for the event log; the returned future resolves after its COMMIT.
+
+        Validation, deduplication and results are exactly those of :meth:`append_events`
+        (which waits on this future). An async caller can await it without holding a thread:
+        ``await asyncio.wrap_future(store.submit_events(rows))``. A batch queued with others is
+        committed in the same group: a row repeating an event_id of an earlier batch in the
+        group counts as a duplicate of its own batch. If the group's transaction fails, each
+        batch is retried alone and only the failing one's future raises.
+
+        Raises:
+            StoreClosedError: the store is closed.
+            InvalidRecordError / UnreadableFileError: ``batch`` cannot be read as events.
+
+        Example:
+            >>> result = await asyncio.wrap_future(store.submit_events(rows))  # doctest: +SKIP
+        """
         now = self._now()
         job = IngestJob(
             events=_io.to_canonical(batch),
@@ -555,9 +578,10 @@ class Store:
             future=Future(),
         )
         if job.events.num_rows == 0:
-            return AppendResult(accepted=0, duplicates=0, rejected=0, errors=[])
+            job.future.set_result(AppendResult(accepted=0, duplicates=0, rejected=0, errors=[]))
+            return job.future
         self._db().writer.submit(job)
-        return job.future.result()
+        return job.future
 
     def log_decisions(self, decisions: list[dict] | pl.DataFrame, *, impressions: bool) -> None:
         """Queue chooser decisions (and, with ``impressions``, one impression event per decision).
