@@ -43,7 +43,7 @@ def experiment_config() -> Any:
         min_pair_impressions=300,
         max_pairs_per_campaign=12,
         holdout_fraction=0.25,
-        gate_candidates=4,
+        gate_candidates=6,
         gate_briefs=1,
         training=TrainingConfig(
             sft_steps=12,
@@ -100,6 +100,7 @@ def run_arm(scenario: Any, *, retrain: bool, seed: int, workdir: Path) -> dict[s
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Mean true CTR and diversity of new candidates per round, on vs off (small PNG)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -119,11 +120,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         left.plot(rounds, ctr, marker="o", color=colour, label=label)
         right.plot(rounds, div, marker="o", color=colour, label=label)
     left.set_xlabel("retraining round (0 = before any)")
-    left.set_ylabel("mean true CTR of new candidates (%)")
+    left.set_ylabel("true CTR of new ads (%)")
+    left.set_title("mean true CTR, new candidates", fontsize=9)
+    right.set_title("diversity, new candidates", fontsize=9)
     right.set_xlabel("retraining round")
     right.set_ylabel("distinct trigrams")
     right.axhline(DIVERSITY_FLOOR, color="#d62728", linestyle="--", linewidth=1, label="floor")
     right.set_ylim(0, 1.05)
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     figure.tight_layout()

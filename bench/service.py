@@ -223,15 +223,23 @@ async def _ingest(
         async def worker(worker_id: int) -> None:
             nonlocal acknowledged, errors
             batch = 0
-            while time.perf_counter() < stop_at:
-                body = (
+            # One body per worker with a batch placeholder in every event_id: each request
+            # then costs the client one bytes.replace, not 100 string formats, so the
+            # client (on the same cores) takes less of the machine from the server.
+            pattern = (
+                (
                     '{"events":['
                     + ",".join(
-                        template % (worker_id, batch, i, variant_ids[i % len(variant_ids)])
+                        template % (worker_id, 0, i, variant_ids[i % len(variant_ids)])
                         for i in range(EVENT_BATCH)
                     )
                     + "]}"
-                ).encode()
+                )
+                .encode()
+                .replace(b'"b%d-0-' % worker_id, b'"b%d-@-' % worker_id)
+            )
+            while time.perf_counter() < stop_at:
+                body = pattern.replace(b"-@-", b"-%d-" % batch)
                 batch += 1
                 start = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as response:

@@ -170,6 +170,11 @@ def load_causal_lm(model_dir: str | Path, *, device: str | None = None) -> tuple
     path = check_model_dir(model_dir)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    # Loading a local 135M model takes well under a second: its per-tensor progress bar is noise
+    # in the middle of our own progress output.
+    transformers_logging.disable_progress_bar()
 
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
@@ -252,6 +257,8 @@ def _clean(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     text = text.strip(_QUOTES).strip()
     text = text.lstrip("-–•:： ").strip()
+    if text.count('"') % 2:  # a stray quote left by truncation reads as a typo in an ad
+        text = text.replace('"', "")
     return text.strip(_QUOTES).strip()
 
 

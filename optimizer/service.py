@@ -305,7 +305,8 @@ def _fast_events_table(raw: bytes, now: datetime) -> Any | None:
     n = len(events)
     try:
         # (a missing required field raises KeyError: the models report it)
-        columns = dict(zip(_REQUIRED_FIELDS, zip(*map(_required, events)), strict=True))
+        rows = zip(*map(_required, events), strict=True)
+        columns = dict(zip(_REQUIRED_FIELDS, rows, strict=True))
         for name in _OPTIONAL_FIELDS:
             columns[name] = [e.get(name) for e in events] if name in present else [None] * n
         for name in ("event_id", "campaign_id", "variant_id"):

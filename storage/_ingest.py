@@ -202,7 +202,6 @@ def ingest(
             stage = connection.sql(_STAGE_SELECT + " ORDER BY job, r").to_arrow_table()
         finally:
             _unregister(connection, "_in")
-    n = stage.num_rows
     valid = pc.is_null(stage.column("error_field")).to_numpy(zero_copy_only=False)
     keys = np.asarray(stage.column("event_key").to_numpy(), dtype=np.uint64)
     accepted = _first_new(connection, stage, valid, keys, key_index)
@@ -213,15 +212,17 @@ def ingest(
     if key_index.built:
         # Valid keys, new or not: an extra key only sends a later row to the exact check.
         key_index.add_pending(keys[valid])
-    counts = pa.table(
-        {
-            "job": pa.array(row_job),
-            "campaign_id": stage.column("campaign_id"),
-            "valid": pa.array(valid.astype(np.int64)),
-            "accepted": pa.array(accepted.astype(np.int64)),
-        }
-    ).group_by(["job", "campaign_id"], use_threads=False).aggregate(
-        [("valid", "sum"), ("valid", "count"), ("accepted", "sum")]
+    counts = (
+        pa.table(
+            {
+                "job": pa.array(row_job),
+                "campaign_id": stage.column("campaign_id"),
+                "valid": pa.array(valid.astype(np.int64)),
+                "accepted": pa.array(accepted.astype(np.int64)),
+            }
+        )
+        .group_by(["job", "campaign_id"], use_threads=False)
+        .aggregate([("valid", "sum"), ("valid", "count"), ("accepted", "sum")])
     )
     log_job = counts.column("job").to_numpy()
     n_valid = counts.column("valid_sum").to_numpy()
@@ -246,9 +247,7 @@ def ingest(
             aggregates = _hourly(new)
             connection.register("_aggregates", aggregates)
             connection.execute(_INSERT_HOURLY_SQL)
-            added["event_aggregates"] = (
-                added.get("event_aggregates", 0) + aggregates.num_rows
-            )
+            added["event_aggregates"] = added.get("event_aggregates", 0) + aggregates.num_rows
         if log.num_rows:
             connection.execute("INSERT INTO ingest_log SELECT * FROM _log")
         decisions = [job.decisions for job in jobs if job.decisions is not None]
@@ -266,7 +265,6 @@ def ingest(
             found = errors_by_job.setdefault(job, [])
             if len(found) < jobs[job].max_errors:
                 found.append(RowError(row=int(row), field=field, reason=reason))
-    del n
     return [
         AppendResult(
             accepted=int(totals[index][0]),

@@ -383,3 +383,34 @@ def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir:
     assert details[0]["round"] == 1
     if details[0]["outcome"] != "skipped":
         assert details[0]["data_hash"]
+
+
+@pytest.mark.slow
+def test_round_with_the_default_model(db_path: Path, tmp_path: Path) -> None:
+    """One real round on SmolLM2-135M-Instruct (skipped when it is not installed)."""
+    from generators import default_model_dir
+
+    base = Path(default_model_dir()) / "smollm2-135m-instruct"
+    if not (base / "config.json").exists():
+        pytest.skip("default model not installed (adloop models pull smollm2)")
+    training = TrainingConfig(sft_steps=2, dpo_steps=2, batch_size=2, max_length=288, threads=2)
+    config = RetrainConfig(
+        base_model=str(base),
+        models_root=str(tmp_path / "versions"),
+        gate_candidates=2,
+        gate_briefs=1,
+        training=training,
+        min_impressions=500,
+        min_pair_impressions=200,
+    )
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        report = retrain_round(store, config=config)
+        current = store.current_model()
+    assert report.outcome in {"promoted", "rejected"}, report.reason
+    assert report.metrics["steps"] == {"sft": 2, "dpo": 2}
+    assert "heldout_accuracy" in report.metrics["gate"]
+    if report.outcome == "promoted":
+        assert current["version"] == report.version
+    else:
+        assert current["path"] == str(base)
