@@ -32,13 +32,17 @@ SCENARIO = ROOT / "examples" / "scenario_retraining.yaml"
 DIVERSITY_FLOOR = 0.5
 
 
+#: Probability-best a variant needs to count as a winner in this experiment (see --help).
+WINNER_THRESHOLD = 0.9
+
+
 def experiment_config() -> Any:
     """Retraining settings sized for 2 shared CPU cores and a 135M model."""
     from generators.training import TrainingConfig
     from optimizer.retrain import RetrainConfig
 
     return RetrainConfig(
-        winner_threshold=0.9,
+        winner_threshold=WINNER_THRESHOLD,
         min_impressions=300,
         min_pair_impressions=300,
         max_pairs_per_campaign=12,
@@ -233,7 +237,9 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[11])
     parser.add_argument("--arms", nargs="+", default=["off", "on"])
+    parser.add_argument("--winner-threshold", type=float, default=WINNER_THRESHOLD)
     args = parser.parse_args()
+    WINNER_THRESHOLD = args.winner_threshold
     if args.combine:
         combine(args.combine, args.out)
     else:

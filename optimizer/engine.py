@@ -54,6 +54,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+POLICIES = ("ts", "uniform", "egreedy", "ucb1")
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """How the engine allocates, refreshes and judges campaigns (checked at construction).
@@ -72,6 +75,9 @@ class EngineConfig:
     (a simulated clock refreshes inline in :meth:`Engine.record` so runs are reproducible)."""
     flush_interval: float = 1.0
     """Seconds between background flushes of queued decisions to the store."""
+    policy: str = "ts"
+    """Allocation policy: ``ts`` (Thompson sampling), or a baseline for comparisons:
+    ``uniform`` (equal split), ``egreedy`` (epsilon-greedy, 10 %) or ``ucb1``."""
     floor: float = 0.0
     """Minimum traffic share per active variant (Thompson sampling floor)."""
     top_two: bool = False
@@ -130,6 +136,10 @@ class EngineConfig:
             raise InvalidRequest(
                 "generation_time_budget",
                 f"must be > 0 or None, got {self.generation_time_budget!r}",
+            )
+        if self.policy not in POLICIES:
+            raise InvalidRequest(
+                "policy", f"must be one of {', '.join(POLICIES)}, got {self.policy!r}"
             )
         if self.half_life is not None and self.half_life <= timedelta(0):
             raise InvalidRequest("half_life", f"must be positive, got {self.half_life!r}")
@@ -944,7 +954,7 @@ class Engine:
 
     def _rebuild(self, campaign_id: str, *, flushed: bool = False) -> None:
         """Build the campaign's snapshot from the store (callers hold the lock or are init)."""
-        from bandits import ArmCounts, ThompsonSampling
+        from bandits import UCB1, ArmCounts, EpsilonGreedy, ThompsonSampling, Uniform
 
         row = self._store.campaign(campaign_id)
         if row is None:
@@ -963,16 +973,20 @@ class Engine:
             overall = _Table(ids, texts, np.ones(len(ids)))
         else:
             objective = row.get("objective") or "ctr"
-            policy = ThompsonSampling(
-                objective,
-                floor=min(self.config.floor, 0.99 / len(ids)),
-                top_two=self.config.top_two,
-                n_draws=self.config.n_draws,
-            )
+            floor = min(self.config.floor, 0.99 / len(ids))
+            if self.config.policy == "ts":
+                policy = ThompsonSampling(
+                    objective, floor=floor, top_two=self.config.top_two, n_draws=self.config.n_draws
+                )
+            else:
+                baseline = {"uniform": Uniform, "egreedy": EpsilonGreedy, "ucb1": UCB1}
+                policy = baseline[self.config.policy](objective, floor=floor)
             frame = self._store.arm_stats(campaign_id, half_life=self.config.half_life)
             counts = _counts(ArmCounts, ids, _stats_by_variant(frame))
             overall = _Table(ids, texts, policy.weights(counts, self._refresh_rng))
-            if self.config.segment_allocation:
+            # Only Thompson sampling has hierarchical per-segment posteriors; baselines
+            # allocate one split for every segment, as they do in their usual form.
+            if self.config.segment_allocation and isinstance(policy, ThompsonSampling):
                 seg_frame = self._store.arm_stats(
                     campaign_id, half_life=self.config.half_life, by_segment=True
                 )

@@ -6,13 +6,15 @@ One round (:func:`retrain_round`) does, top to bottom:
    store, put a Beta posterior on each variant's rate (CTR, or conversions per impression
    for ``cvr``/``value`` campaigns) and pick
 
-   * *winners*: the declared winner, or a variant whose probability of being best is at
-     least ``winner_threshold`` with at least ``min_impressions`` impressions; each becomes
-     an SFT example (prompt = ``Brief.prompt()``, target = the copy as the LM writes it),
-     weighted by lift over the other variants times its probability-best;
+   * *winners*: the declared winner, or a variant whose probability of being best (overall
+     or within one segment) is at least ``winner_threshold`` with at least
+     ``min_impressions`` impressions; each becomes an SFT example (prompt =
+     ``Brief.prompt()``, target = the copy as the LM writes it), weighted by lift over the
+     other variants times its probability-best;
    * *confident pairs*: within one campaign and one segment (and overall), variants A and
      B, both with ``min_pair_impressions``, where P(rate_A > rate_B) >= ``pair_confidence``;
-     weighted by A's lift over B times that probability.
+     weighted by A's lift over B times that probability. A pair that one segment orders
+     A > B and another B > A is dropped (the prompt does not name the segment).
 
    The dataset is hashed (:func:`generators.training.dataset_hash`) and the hash recorded
    with the model version.

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from sim.errors import ScenarioError
 from sim.features import language_of
 from sim.scenario import Scenario
 from sim.world import World
@@ -433,12 +432,6 @@ def run_scenario(
     """
     from optimizer import Engine, EngineConfig
 
-    if scenario.policy.name != "ts":
-        raise ScenarioError(
-            f"engine mode runs the engine's Thompson sampling; {scenario.policy.name!r} is "
-            "available in fast mode (sim.simulate)",
-            key_path="policy.name",
-        )
     seed = scenario.seed if seed is None else seed
     world = scenario.build_world(seed)
     world.reset(seed)
@@ -462,6 +455,7 @@ def run_scenario(
         refresh_interval=1e12,
         refresh_events=2**62,
         background=False,
+        policy=scenario.policy.name,
         floor=scenario.policy.floor,
         top_two=scenario.policy.top_two,
         n_draws=scenario.policy.n_draws,

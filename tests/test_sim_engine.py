@@ -145,10 +145,21 @@ def test_generated_campaign_refills_and_calls_the_retraining_hook(tmp_path: Path
     assert off_rounds[0]["mean_true_ctr"] == rounds[0]["mean_true_ctr"]
 
 
-def test_engine_mode_rejects_policies_the_engine_does_not_run() -> None:
-    scenario = load_scenario({**AGREEMENT, "policy": {"name": "ucb1"}})
+def test_engine_mode_compares_policies_through_the_same_engine() -> None:
+    results = {}
+    for name in ("ts", "uniform", "ucb1"):
+        scenario = load_scenario({**AGREEMENT, "policy": {"name": name, "n_draws": 1000}})
+        results[name] = run_scenario(scenario, seed=3).summary
+    shares = [v["impressions"] / results["uniform"]["impressions"]
+              for v in results["uniform"]["variants"]]  # fmt: skip
+    assert max(shares) - min(shares) < 0.05  # an equal split, up to sampling noise
+    assert results["ts"]["expected_clicks"] > results["uniform"]["expected_clicks"] * 1.1
+    assert results["ucb1"]["expected_clicks"] > results["uniform"]["expected_clicks"]
+
+
+def test_engine_mode_rejects_an_unknown_policy_naming_the_key() -> None:
     with pytest.raises(ScenarioError) as caught:
-        run_scenario(scenario)
+        load_scenario({**AGREEMENT, "policy": {"name": "greedy"}})
     assert caught.value.key_path == "policy.name"
 
 
