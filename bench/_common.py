@@ -97,7 +97,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_results(suite: str, rows: list[dict[str, Any]], out: Path, notes: str = "") -> Path:
-    """Write ``<out>/<suite>.json`` and ``<out>/<suite>.md``; print the table; return the JSON path."""
+    """Write `<out>/<suite>.json` and `<out>/<suite>.md`, print the table, return the JSON path."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {"suite": suite, "machine": machine(), "rows": rows, "notes": notes}
     json_path = out / f"{suite}.json"

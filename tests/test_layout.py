@@ -1,4 +1,4 @@
-"""The shape of the house: leaf packages stay leaves, public surfaces are declared, the CLI starts light."""
+"""The shape of the house: leaves stay leaves, surfaces are declared, the CLI starts light."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def test_cli_starts_without_the_language_model_stack() -> None:
         "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == ""
 
 

@@ -13,7 +13,9 @@ from optimizer.cli import bench, campaign, demo, events, generate, keys, models,
 
 app = typer.Typer(
     name="adloop",
-    help="Write ad copy with language models and learn from clicks and conversions which copy wins.",
+    help=(
+        "Write ad copy with language models and learn from clicks and conversions which copy wins."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Run benchmarks; each writes JSON and a markdown table.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run benchmarks; each writes JSON and a markdown table.", no_args_is_help=True
+)
 
 SUITES = ("storage", "bandits", "sim", "generate", "service", "retrain")
 
 
 def _make(name: str):
     def run(
-        out: Path = typer.Option(Path("bench/results"), help="Folder for the JSON and markdown results."),
+        out: Path = typer.Option(
+            Path("bench/results"), help="Folder for the JSON and markdown results."
+        ),
         quick: bool = typer.Option(False, help="Smaller sizes, for a smoke run."),
     ) -> None:
         module = importlib.import_module(f"bench.{name}")
