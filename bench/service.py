@@ -8,7 +8,7 @@
    ``adloop serve``) loaded by an aiohttp client with 50 concurrent connections:
    a bare FastAPI ``async def`` endpoint (the ceiling of the stack), then
    ``POST /v1/campaigns/{id}/choose``;
-3. ``POST /v1/events`` in batches of 100 from 16 concurrent clients, then a check that every
+3. ``POST /v1/events`` in batches of 100 from 50 concurrent clients, then a check that every
    acknowledged event is in the database (zero loss).
 
 Each load phase runs for a fixed time (``--quick``: shorter), so the benchmark is bounded.

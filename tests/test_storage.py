@@ -557,3 +557,17 @@ def test_statistics_survive_aggregate_compaction(store: Store, db_path: Path):
     with duckdb.connect(str(db_path), read_only=True) as connection:
         (rows,) = connection.execute("SELECT count(*) FROM event_aggregates").fetchall()[0]
     assert rows == n  # compacted: one row per (variant, type, hour), not one per batch
+
+
+def test_submitted_batches_sharing_an_event_count_it_once_first_batch_wins(store: Store) -> None:
+    first = [event("s-1"), event("s-2", "click")]
+    second = [event("s-2", "click"), event("s-3")]  # s-2 repeats the first batch
+    futures = [store.submit_events(first), store.submit_events(second), store.submit_events([])]
+    results = [future.result(timeout=30) for future in futures]
+    assert [(r.accepted, r.duplicates, r.rejected) for r in results] == [
+        (2, 0, 0),
+        (1, 1, 0),
+        (0, 0, 0),
+    ]
+    stats = store.arm_stats("c_1").filter(pl.col("variant_id") == "v_a")
+    assert stats["impressions"].item() == 2 and stats["clicks"].item() == 1
