@@ -5,14 +5,15 @@ Hierarchy::
     GeneratorError                 base class; catch this to handle any generator failure
     ├── BriefError                 a brief lacks a field or has a bad value (``.field`` names it)
     ├── ModelNotFoundError         a model directory is missing or is not a causal language model
-    └── ModelPullError             ``adloop models pull`` could not fetch or convert a model
+    ├── ModelPullError             ``adloop models pull`` could not fetch or convert a model
+    └── TrainingError              fine-tuning could not run: bad settings, no data, bad model
 
 Every message says what was wrong and how to fix it.
 """
 
 from __future__ import annotations
 
-__all__ = ["BriefError", "GeneratorError", "ModelNotFoundError", "ModelPullError"]
+__all__ = ["BriefError", "GeneratorError", "ModelNotFoundError", "ModelPullError", "TrainingError"]
 
 
 class GeneratorError(Exception):
@@ -37,3 +38,7 @@ class ModelNotFoundError(GeneratorError, FileNotFoundError):
 
 class ModelPullError(GeneratorError, RuntimeError):
     """Fetching or converting a model for the local cache failed."""
+
+
+class TrainingError(GeneratorError):
+    """Training could not run: bad configuration, no data, or a model directory that is unusable."""

@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from generators.errors import GeneratorError
+from generators.errors import TrainingError
 
 __all__ = [
     "SFTExample",
@@ -73,10 +73,6 @@ __all__ = [
 TRAINING_RECORD = "training.json"
 #: Version label file the LM generator reads (see ``generators.lm.model_version``).
 VERSION_RECORD = "adloop_version.json"
-
-
-class TrainingError(GeneratorError):
-    """Training could not run: bad configuration, no data, or a model directory that is unusable."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -359,12 +359,19 @@ class Engine:
 
     @property
     def pool(self) -> Any:
-        """The generator pool (built on first use)."""
+        """The generator pool (built on first use, on the promoted model version if any)."""
         if self._pool is None:
             from generators import GeneratorPool
 
-            self._pool = GeneratorPool()
+            self._pool = GeneratorPool(model_dir=self.promoted_model_dir())
         return self._pool
+
+    def promoted_model_dir(self) -> Path | None:
+        """The directory of the model version promoted last by retraining, if it still exists."""
+        current = self._store.current_model()
+        if current and current.get("path") and Path(current["path"]).is_dir():
+            return Path(current["path"])
+        return None
 
     def stats(self) -> dict[str, Any]:
         """Counters for monitoring: decisions, refreshes, queued decisions, snapshot ages."""

@@ -183,7 +183,8 @@ class Scheduler:
         self.engine = engine
         self.config = config or SchedulerConfig()
         self.clock = clock or getattr(engine, "clock", None) or _utcnow
-        self.on_promote = on_promote
+        # Serving switches to a promoted version between requests unless the caller says otherwise.
+        self.on_promote = on_promote if on_promote is not None else self._switch_serving_model
         self._executor: Executor | None = None
         self._executor_lock = threading.Lock()
         self._scheduler = BackgroundScheduler(timezone="UTC")
@@ -257,6 +258,11 @@ class Scheduler:
     def _refresh(self) -> dict[str, Any]:
         self.engine.refresh()
         return {}
+
+    def _switch_serving_model(self, model: dict[str, Any]) -> None:
+        from optimizer.retrain import switch_pool_model
+
+        switch_pool_model(self.engine.pool, model["path"])
 
     def _retire_refill(self) -> dict[str, Any]:
         results = {}

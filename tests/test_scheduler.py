@@ -161,3 +161,45 @@ def test_retrain_job_trains_in_a_separate_process_and_promotes(
     assert detail["outcome"] == "promoted", detail.get("reason")
     assert runs[0]["outcome"] == "promoted" and runs[0]["detail"]["version"] == "v0001"
     assert current["version"] == "v0001" and promoted[0]["version"] == "v0001"
+
+
+def test_a_promotion_switches_serving_now_and_after_a_restart(
+    db_path: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from test_retrain import fill_store, tiny_config
+    from test_training import save_tiny_model
+
+    from generators import GeneratorPool, LMGenerator
+
+    base = save_tiny_model(tmp_path / "tiny")
+
+    def lm_dirs(pool: GeneratorPool) -> list[Path]:
+        return [Path(g.model_dir) for g in pool.generators if isinstance(g, LMGenerator)]
+
+    pool = GeneratorPool(["template", "lm"], model_dir=base)
+    engine = Engine(db_path, config=EngineConfig(background=False), seed=1, pool=pool)
+    try:
+        fill_store(engine.store)
+        config = SchedulerConfig(
+            refresh=None,
+            retire_refill=None,
+            retrain=JobSchedule(every_seconds=3600),
+            retraining=tiny_config(tmp_path, base, accuracy_tolerance=1.0),
+            train_in_subprocess=False,
+        )
+        scheduler = Scheduler(engine, config)  # default: promotions switch the engine's pool
+        detail = scheduler.run_job("retrain")
+        scheduler.shutdown()
+        promoted = Path(engine.store.current_model()["path"])
+    finally:
+        engine.close()
+    assert detail["outcome"] == "promoted", detail.get("reason")
+    assert lm_dirs(pool) == [promoted] and promoted != base
+    restarted = Engine(db_path, config=EngineConfig(background=False), seed=1)
+    try:
+        assert restarted.promoted_model_dir() == promoted
+        assert lm_dirs(restarted.pool) == [promoted]
+    finally:
+        restarted.close()

@@ -62,6 +62,11 @@ def serve(
         engine = Engine(db, pool=pool)
     except StorageError as exc:
         fail(str(exc))
+    promoted = engine.promoted_model_dir()
+    if pool is not None and promoted is not None:
+        from optimizer.retrain import switch_pool_model
+
+        switch_pool_model(pool, promoted)  # serve the version retraining promoted last
     on_startup = on_shutdown = None
     if scheduler or scheduler_config is not None:
         try:
