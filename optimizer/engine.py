@@ -587,14 +587,7 @@ class Engine:
         The same ``request_id`` (per campaign) returns the same decision, so a retried ad
         request neither shows a different ad nor logs a second impression.
         """
-        live = self._live.get(campaign_id)
-        if live is None or (tenant is not None and live.tenant != tenant):
-            raise CampaignNotFound(campaign_id)
-        table = live.overall
-        if segment is not None:
-            table = live.by_segment.get(segment, table)
-        if not table.cumulative:
-            raise NoActiveVariants(campaign_id)
+        live, table = self._serving_table(campaign_id, segment, tenant)
         if request_id is not None:
             return self._choose_for_request(live, table, segment, request_id)
         index = bisect_right(table.cumulative, self._random() * table.total)
@@ -629,14 +622,7 @@ class Engine:
         """Choose ``n`` variants at once (one vectorized draw); each logged as a decision."""
         if not isinstance(n, int) or not 1 <= n <= self.config.max_choose_n:
             raise InvalidRequest("n", f"must be an integer in 1..{self.config.max_choose_n}")
-        live = self._live.get(campaign_id)
-        if live is None or (tenant is not None and live.tenant != tenant):
-            raise CampaignNotFound(campaign_id)
-        table = live.overall
-        if segment is not None:
-            table = live.by_segment.get(segment, table)
-        if not table.cumulative:
-            raise NoActiveVariants(campaign_id)
+        live, table = self._serving_table(campaign_id, segment, tenant)
         draws = self._choice_rng.random(n) * table.total
         indices = np.searchsorted(np.asarray(table.cumulative), draws, side="right")
         np.minimum(indices, len(table.cumulative) - 1, out=indices)
@@ -661,6 +647,20 @@ class Engine:
         live.activity += n
         self._counters["decisions"] += n
         return out
+
+    def _serving_table(
+        self, campaign_id: str, segment: str | None, tenant: str | None
+    ) -> tuple[_Live, _Table]:
+        """The live campaign and the allocation table that serves ``segment`` (hot path)."""
+        live = self._live.get(campaign_id)
+        if live is None or (tenant is not None and live.tenant != tenant):
+            raise CampaignNotFound(campaign_id)
+        table = live.overall
+        if segment is not None:
+            table = live.by_segment.get(segment, table)
+        if not table.cumulative:
+            raise NoActiveVariants(campaign_id)
+        return live, table
 
     def _choose_for_request(
         self, live: _Live, table: _Table, segment: str | None, request_id: str
