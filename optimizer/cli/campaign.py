@@ -170,40 +170,46 @@ def show(
     if json_output:
         print_json(view)
         return
+    from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
         title=f"{view['campaign_id']} ({view['name']}) — {view['status']}"
-        + (f", winner {view['winner']}" if view["winner"] else "")
+        + (f", winner {view['winner']}" if view["winner"] else ""),
     )
-    for column in (
-        "variant_id",
-        "status",
-        "impressions",
-        "clicks",
-        "conv",
-        "mean",
-        "95% interval",
-        "P(best)",
-        "text",
-    ):
-        table.add_column(column)
+    headers = ("variant_id", "status", "impr", "clicks", "conv", "mean", "95% interval",
+               "P(best)")  # fmt: skip
+    rows = []
     for v in view["variants"]:
         low, high = v["interval_95"]
-        table.add_row(
-            v["variant_id"],
-            v["status"],
-            str(v["impressions"]),
-            str(v["clicks"]),
-            str(v["conversions"]),
-            f"{v['posterior_mean']:.4f}",
-            f"[{low:.4f}, {high:.4f}]",
-            f"{v['probability_best']:.3f}",
-            v["text"],
+        rows.append(
+            (
+                v["variant_id"],
+                v["status"],
+                str(v["impressions"]),
+                str(v["clicks"]),
+                str(v["conversions"]),
+                f"{v['posterior_mean']:.4f}",
+                f"[{low:.4f}, {high:.4f}]",
+                f"{v['probability_best']:.3f}",
+                v["text"],
+            )
         )
+    # Figures in the table, one line each; the ad copy, which is long, listed below it.
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    for row in rows:
+        table.add_row(*row[:-1])
     console = Console()
     console.print(table)
+    for row in rows:
+        console.print(f"[bold]{row[0]}[/bold]  {escape(row[-1])}", soft_wrap=True)
     srm = view["data_quality"].get("srm", {})
     status = "FLAGGED" if srm.get("flagged") else "ok"
     console.print(f"SRM check: {status} — {srm.get('reason')} (p = {srm.get('p_value')})")
