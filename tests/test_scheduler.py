@@ -203,3 +203,10 @@ def test_a_promotion_switches_serving_now_and_after_a_restart(
         assert lm_dirs(restarted.pool) == [promoted]
     finally:
         restarted.close()
+
+
+def test_the_example_deployment_config_loads() -> None:
+    config = SchedulerConfig.load(Path(__file__).parent.parent / "examples" / "scheduler.yaml")
+    assert config.refresh == JobSchedule(every_seconds=10)
+    assert config.retrain == JobSchedule(cron="0 3 * * *")
+    assert config.retraining.training.sft_steps == 12 and config.train_in_subprocess
