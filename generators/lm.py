@@ -247,6 +247,10 @@ _LABEL = re.compile(
     r"^\s*(?:\**\s*)(headline|title|description|desc|标题|描述|广告语)\s*\**\s*[:：]\s*",
     re.IGNORECASE,
 )
+_INLINE_LABEL = re.compile(
+    r"\b(?:headline|title|description|descrip|desc)\s*[:：]\s*|(?:标题|描述|广告语)\s*[:：]\s*",
+    re.IGNORECASE,
+)
 _QUOTES = "\"'“”‘’`「」『』*#"
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
@@ -254,6 +258,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 def _clean(text: str) -> str:
     text = "".join(c for c in text if unicodedata.category(c) not in ("So", "Cc", "Cf", "Cs", "Co"))
     text = re.sub(r"<[^>]{0,40}>", "", text)  # placeholders such as <headline> echoed back
+    text = _INLINE_LABEL.sub("", text)  # a label the model wrote mid-line ("... Descrip: ...")
     text = re.sub(r"\s+", " ", text).strip()
     text = text.strip(_QUOTES).strip()
     text = text.lstrip("-–•:： ").strip()

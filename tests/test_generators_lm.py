@@ -256,3 +256,17 @@ def test_real_smollm2_writes_english_and_chinese_candidates(brief_en, brief_zh) 
         assert lm_seen and all(c.model_version == pool.model_version for c in lm_seen)
         # The real model writes readable text in the brief's language at least sometimes.
         assert any(c.headline for c in lm_seen)
+
+
+def test_parsed_copy_drops_labels_the_model_writes_mid_line() -> None:
+    from generators import Brief
+    from generators.lm import parse_completion
+
+    brief = Brief(product="rings", language="en")
+    headline, description = parse_completion(
+        'Custom design in 18k "gold\nAurelle: Descrip: 18K fine jewelry, bespoke.', brief
+    )
+    assert (headline, description) == (
+        "Custom design in 18k gold",
+        "Aurelle: 18K fine jewelry, bespoke.",
+    )

@@ -188,10 +188,12 @@ def demo(
             f"added {len(cycle.get('added', []))} fresh candidates"
         )
     for round_ in summary.get("retraining_rounds") or []:
+        ctr = round_.get("mean_true_ctr")
         console.print(
             f"  retraining round {round_.get('round')}: "
             f"{(round_.get('detail') or {}).get('outcome', 'baseline')}, "
-            f"mean true CTR of new candidates {round_.get('mean_true_ctr')}"
+            "mean true CTR of new candidates "
+            + (f"{ctr:.2%}" if isinstance(ctr, int | float) else "n/a")
         )
     winner = summary.get("winner")
     if isinstance(winner, dict) and winner.get("variant_id"):
