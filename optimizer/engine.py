@@ -593,23 +593,9 @@ class Engine:
         index = bisect_right(table.cumulative, self._random() * table.total)
         if index >= len(table.cumulative):  # u * total rounding onto the last edge
             index = len(table.cumulative) - 1
-        decision_id = f"d_{self._getrandbits(64):016x}"
-        probability = table.probabilities[index]
-        variant_id = table.variant_ids[index]
-        self._pending.append(
-            (
-                decision_id,
-                campaign_id,
-                variant_id,
-                segment,
-                probability,
-                self._stamp(),
-                live.log_impressions,
-            )
-        )
         live.activity += 1
         self._counters["decisions"] += 1
-        return Choice(decision_id, variant_id, table.texts[index], probability)
+        return self._log_decision(live, table, index, segment, self._stamp())
 
     def choose_many(
         self,
@@ -627,26 +613,30 @@ class Engine:
         indices = np.searchsorted(np.asarray(table.cumulative), draws, side="right")
         np.minimum(indices, len(table.cumulative) - 1, out=indices)
         now = self._stamp()
-        out = []
-        for index in indices.tolist():
-            decision_id = f"d_{self._getrandbits(64):016x}"
-            probability = table.probabilities[index]
-            variant_id = table.variant_ids[index]
-            self._pending.append(
-                (
-                    decision_id,
-                    campaign_id,
-                    variant_id,
-                    segment,
-                    probability,
-                    now,
-                    live.log_impressions,
-                )
-            )
-            out.append(Choice(decision_id, variant_id, table.texts[index], probability))
+        out = [self._log_decision(live, table, i, segment, now) for i in indices.tolist()]
         live.activity += n
         self._counters["decisions"] += n
         return out
+
+    def _log_decision(
+        self, live: _Live, table: _Table, index: int, segment: str | None, stamp: Any
+    ) -> Choice:
+        """Queue the decision for the store (flushed off the hot path) and return it."""
+        decision_id = f"d_{self._getrandbits(64):016x}"
+        probability = table.probabilities[index]
+        variant_id = table.variant_ids[index]
+        self._pending.append(
+            (
+                decision_id,
+                live.campaign_id,
+                variant_id,
+                segment,
+                probability,
+                stamp,
+                live.log_impressions,
+            )
+        )
+        return Choice(decision_id, variant_id, table.texts[index], probability)
 
     def _serving_table(
         self, campaign_id: str, segment: str | None, tenant: str | None
