@@ -27,8 +27,9 @@ import secrets
 import threading
 import time
 from bisect import bisect_right
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
@@ -698,26 +699,47 @@ class Engine:
         campaigns that do not exist; everything else follows ``Store.append_events``
         (idempotent on ``event_id``, bad rows rejected with a reason, good rows kept).
         """
+        result = self.submit_record(events, tenant=tenant).result()
+        if self._thread is None:
+            self._maybe_refresh()
+        return result
+
+    def submit_record(self, events: Any, *, tenant: str | None = None) -> Future:
+        """:meth:`record` without waiting: a future that resolves after the COMMIT.
+
+        The result is the same ``AppendResult``; an async caller awaits it without holding
+        a thread (``await asyncio.wrap_future(engine.submit_record(rows))``), which is how
+        the HTTP service acknowledges a batch only once it is durable.
+        """
         from storage import AppendResult, RowError
 
-        rows, campaign_ids = _with_campaign_ids(events)
-        hidden: list[int] = []
-        index_map: list[int] = []
+        rows, counts = _campaign_counts(events)
+        hidden_ids: set[str] = set()
         if tenant is not None:
             owners = self._tenants
-            keep = [
-                not (isinstance(c, str) and owners.get(c, tenant) != tenant) for c in campaign_ids
-            ]
-            if not all(keep):
-                hidden = [i for i, k in enumerate(keep) if not k]
-                index_map = [i for i, k in enumerate(keep) if k]
-                campaign_ids = [campaign_ids[i] for i in index_map]
-                rows = _select(rows, keep)
-        if not campaign_ids:
-            result = AppendResult(accepted=0, duplicates=0, rejected=0, errors=[])
+            hidden_ids = {
+                c for c in counts if isinstance(c, str) and owners.get(c, tenant) != tenant
+            }
+        hidden: list[int] = []
+        index_map: list[int] = []
+        if hidden_ids:
+            keep = [c not in hidden_ids for c in _campaign_ids(rows)]
+            hidden = [i for i, k in enumerate(keep) if not k]
+            index_map = [i for i, k in enumerate(keep) if k]
+            rows = _select(rows, keep)
+        for campaign_id, n in counts.items():
+            live = self._live.get(campaign_id) if campaign_id not in hidden_ids else None
+            if live is not None:
+                live.activity += n
+        if index_map or (not hidden and sum(counts.values())):
+            stored = self._store.submit_events(rows)
         else:
-            result = self._store.append_events(rows)
-        if hidden:
+            stored = Future()
+            stored.set_result(AppendResult(accepted=0, duplicates=0, rejected=0, errors=[]))
+        if not hidden:
+            return stored
+
+        def with_hidden(result: Any) -> Any:
             errors = [
                 RowError(row=index_map[e.row], field=e.field, reason=e.reason)
                 for e in result.errors
@@ -726,22 +748,14 @@ class Engine:
                 RowError(row=i, field="campaign_id", reason="unknown campaign") for i in hidden
             ]
             errors.sort(key=lambda e: e.row)
-            result = AppendResult(
+            return AppendResult(
                 accepted=result.accepted,
                 duplicates=result.duplicates,
                 rejected=result.rejected + len(hidden),
                 errors=errors,
             )
-        touched: dict[Any, int] = {}
-        for campaign_id in campaign_ids:
-            touched[campaign_id] = touched.get(campaign_id, 0) + 1
-        for campaign_id, n in touched.items():
-            live = self._live.get(campaign_id)
-            if live is not None:
-                live.activity += n
-        if self._thread is None:
-            self._maybe_refresh()
-        return result
+
+        return _then(stored, with_hidden)
 
     # ------------------------------------------------------------------ pool changes
 
@@ -1183,19 +1197,46 @@ class Engine:
         self.close()
 
 
-def _with_campaign_ids(events: Any) -> tuple[Any, list[Any]]:
-    """The batch in a form the store takes, and its campaign_id per row."""
+def _campaign_counts(events: Any) -> tuple[Any, dict[Any, int]]:
+    """The batch in a form the store takes, and how many of its rows name each campaign."""
     if isinstance(events, list):
-        return events, [e.get("campaign_id") if isinstance(e, Mapping) else None for e in events]
+        return events, dict(Counter(_campaign_ids(events)))
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if not isinstance(events, pa.Table):
         import polars as pl
 
         events = events.to_arrow() if isinstance(events, pl.DataFrame) else pa.table(events)
     if "campaign_id" not in events.column_names:
-        return events, [None] * events.num_rows
-    return events, events.column("campaign_id").to_pylist()
+        return events, {None: events.num_rows}
+    counts = pc.value_counts(events.column("campaign_id"))
+    return events, dict(
+        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    )
+
+
+def _campaign_ids(rows: Any) -> list[Any]:
+    """Each row's campaign_id (None where it has none), in row order."""
+    if isinstance(rows, list):
+        return [e.get("campaign_id") if isinstance(e, Mapping) else None for e in rows]
+    if "campaign_id" not in rows.column_names:
+        return [None] * rows.num_rows
+    return rows.column("campaign_id").to_pylist()
+
+
+def _then(future: Future, fn: Callable[[Any], Any]) -> Future:
+    """A future for ``fn(future.result())`` (or ``future``'s exception)."""
+    out: Future = Future()
+
+    def done(inner: Future) -> None:
+        try:
+            out.set_result(fn(inner.result()))
+        except BaseException as error:  # noqa: BLE001 - handed to the waiter, not swallowed
+            out.set_exception(error)
+
+    future.add_done_callback(done)
+    return out
 
 
 def _select(rows: Any, keep: list[bool]) -> Any:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import operator
 import re
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -265,73 +265,81 @@ def _events_table(events: list[EventIn], now: datetime) -> Any:
     )
 
 
-_EVENT_FIELD_SET = frozenset(EventIn.model_fields)
-_REQUIRED_FIELDS = ("event_id", "type", "campaign_id", "variant_id")
-_OPTIONAL_FIELDS = ("ts", "decision_id", "segment", "value")
-_required = operator.itemgetter(*_REQUIRED_FIELDS)
-_EVENT_TYPES = frozenset({"impression", "click", "conversion"})
+_MsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class _PlainEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """:class:`EventIn` for the fast path: the same fields and limits, checked in C."""
+
+    event_id: _MsgId
+    type: Literal["impression", "click", "conversion"]
+    campaign_id: _MsgId
+    variant_id: _MsgId
+    ts: str | None = None  # parsed by ``_timestamps``
+    decision_id: _MsgId | None = None
+    segment: _MsgId | None = None
+    value: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class _PlainBody(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[
+        list[_PlainEvent], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+    ]
+
+
+_plain_decoder = msgspec.json.Decoder(_PlainBody)
 _NAIVE_TS = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?")
 _ZONED_TS = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
-_STR = frozenset({str})
-_STR_OR_NONE = frozenset({str, type(None)})
-_NUMBER_OR_NONE = frozenset({int, float, type(None)})
-_NONE = frozenset({None})
+_PLAIN_FIELDS = _PlainEvent.__struct_fields__
+
+
+class _PlainChoose(msgspec.Struct, forbid_unknown_fields=True):
+    """:class:`ChooseBody` for the fast path: the same fields and limits, checked in C."""
+
+    segment: _MsgId | None = None
+    request_id: _MsgId | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOOSE_N)] | None = None
+
+
+_plain_choose_decoder = msgspec.json.Decoder(_PlainChoose)
+#: For plain strings and finite numbers only (the choose response): msgspec writes them
+#: as ``json.dumps`` would, minus the spaces, ten times faster.
+_encode = msgspec.json.Encoder().encode
+
+
+def _plain_choose(raw: bytes) -> _PlainChoose | None:
+    """A plainly valid ``choose`` body (empty means ``{}``), or None: the model decides."""
+    if not raw.strip():
+        return _PlainChoose()
+    try:
+        return _plain_choose_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def _fast_events_table(raw: bytes, now: datetime) -> Any | None:
     """``POST /v1/events`` bodies that are plainly valid, straight to Arrow; else None.
 
-    The body is parsed once with ``json.loads`` and checked column by column with C-speed
-    builtins (``map``, ``set``, ``min``/``max``) and one Arrow cast for the timestamps, and
-    the columns go to Arrow directly, with no model object per event (about 2.1 us per event
-    here, against 2.4 for the models plus conversion). This path accepts only bodies that
-    :class:`EventsBody` accepts too, giving the same values; anything else (a wrong type, a
-    bad or unusual timestamp, NaN, an unknown field) returns None, and the caller validates
-    with the models, whose first error names the field.
+    The body is decoded and type-checked in one pass by msgspec against :class:`_PlainEvent`
+    (the fields and limits of :class:`EventIn`), then goes to Arrow column by column, with no
+    model object per event: about 0.5 us per event here, against 2.4 for the pydantic models
+    plus conversion. This path accepts only bodies that :class:`EventsBody` accepts too,
+    giving the same values; anything else (a wrong type, a bad or unusual timestamp, an
+    infinite value, an unknown field) returns None, and the caller validates with the
+    models, whose first error names the field.
     """
     import pyarrow as pa
 
     try:
-        data = json.loads(raw)
-    except ValueError:
+        events = _plain_decoder.decode(raw).events
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if type(data) is not dict or len(data) != 1 or type(data.get("events")) is not list:
+    rows = map(msgspec.structs.astuple, events)
+    columns = dict(zip(_PLAIN_FIELDS, zip(*rows, strict=True), strict=True))
+    value = columns["value"]
+    if any(x is not None for x in value) and not max(x or 0.0 for x in value) < math.inf:
         return None
-    events = data["events"]
-    if not events or len(events) > MAX_EVENTS_PER_BATCH:
-        return None
-    if set(map(type, events)) != {dict} or not set().union(*events) <= _EVENT_FIELD_SET:
-        return None
-    present = set().union(*events)
-    n = len(events)
     try:
-        # (a missing required field raises KeyError: the models report it)
-        rows = zip(*map(_required, events), strict=True)
-        columns = dict(zip(_REQUIRED_FIELDS, rows, strict=True))
-        for name in _OPTIONAL_FIELDS:
-            columns[name] = [e.get(name) for e in events] if name in present else [None] * n
-        for name in ("event_id", "campaign_id", "variant_id"):
-            column = columns[name]
-            if not (set(map(type, column)) <= _STR and _lengths_ok(column)):
-                return None
-        if not set(columns["type"]) <= _EVENT_TYPES:
-            return None
-        for name in ("decision_id", "segment"):
-            column = columns[name]
-            if name not in present:
-                continue
-            if not set(map(type, column)) <= _STR_OR_NONE:
-                return None
-            given = [x for x in column if x is not None]
-            if given and not _lengths_ok(given):
-                return None
-        value = columns["value"]
-        if "value" in present and not set(value) <= _NONE:
-            if not set(map(type, value)) <= _NUMBER_OR_NONE:  # bool is its own type here
-                return None
-            numbers = [float(x) for x in value if x is not None]
-            if not (min(numbers) >= 0 and max(numbers) < math.inf):  # NaN fails both
-                return None
         ts = _timestamps(columns["ts"], now)
         if ts is None:
             return None
@@ -347,13 +355,8 @@ def _fast_events_table(raw: bytes, now: datetime) -> Any | None:
                 "value": pa.array(value, pa.float64()),
             }
         )
-    except (pa.ArrowException, KeyError, OverflowError, TypeError, ValueError):
+    except (pa.ArrowException, OverflowError, ValueError):
         return None
-
-
-def _lengths_ok(column: list[str]) -> bool:
-    lengths = list(map(len, column))
-    return min(lengths) >= 1 and max(lengths) <= 128
 
 
 def _timestamps(column: list[str | None], now: datetime) -> Any | None:
@@ -420,7 +423,6 @@ def create_app(
     keys = keyring or KeyRing(engine.store)
     # An engine that hands back a future for a recorded batch (resolved after its COMMIT) is
     # awaited directly; otherwise ``record`` waits for the commit on a threadpool thread.
-    submit_record = getattr(engine, "submit_record", None)
     registry = Registry()
     requests_total = registry.counter(
         "adloop_http_requests_total", "HTTP requests by route and status.", ("route", "status")
@@ -629,7 +631,10 @@ def create_app(
         # skips FastAPI's per-request parameter validation on the hottest route.
         campaign_id = request.path_params["campaign_id"]
         who = await principal(request)
-        body = await _parse(request, ChooseBody, max_body_bytes, empty_ok=True)
+        raw = await _read_body(request, max_body_bytes)
+        body = _plain_choose(raw)
+        if body is None:  # not plainly valid: the model validates it and names the field
+            body = await _parse(request, ChooseBody, max_body_bytes, empty_ok=True, raw=raw)
         if body.n is not None:
             if body.request_id is not None:
                 raise _HTTPError(
@@ -642,7 +647,7 @@ def create_app(
         choice = engine.choose(
             campaign_id, segment=body.segment, request_id=body.request_id, tenant=who.tenant
         )
-        return _json(choice.to_dict())
+        return Response(_encode(choice.to_dict()), media_type="application/json")
 
     @app.post("/v1/events", tags=["serving"], openapi_extra=body_doc(EventsBody))
     async def post_events(request: Request) -> Response:
@@ -657,12 +662,9 @@ def create_app(
         ingest["queued_events"] += n_events
         ingest["queued_requests"] += 1
         try:
-            if submit_record is not None:
-                # The future resolves on the writer thread after the COMMIT; awaiting it
-                # holds no threadpool thread while the batch waits for its group commit.
-                result = await asyncio.wrap_future(submit_record(rows, tenant=who.tenant))
-            else:
-                result = await run_in_threadpool(engine.record, rows, tenant=who.tenant)
+            # The future resolves on the writer thread after the COMMIT; awaiting it holds
+            # no threadpool thread while the batch waits for its group commit.
+            result = await asyncio.wrap_future(engine.submit_record(rows, tenant=who.tenant))
         finally:
             ingest["queued_events"] -= n_events
             ingest["queued_requests"] -= 1

@@ -84,7 +84,8 @@ def _typed_canonical(batch: Any) -> pa.Table | None:
     n = batch.num_rows
 
     def column(name: str) -> pa.Array:
-        return batch.column(name).combine_chunks()
+        chunks = batch.column(name)
+        return chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()
 
     no_text = pa.nulls(n, pa.string())
     arrays = [pa.array(np.arange(n, dtype=np.int64))]

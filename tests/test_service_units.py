@@ -1,15 +1,27 @@
-"""Pieces of the service without a server: key files, key hashing, Prometheus rendering."""
+"""Pieces of the service without a server: key files, key hashing, Prometheus rendering,
+and the events fast path against the request models."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from optimizer.auth import Principal, hash_key, load_keys_file
 from optimizer.errors import InvalidRequest
 from optimizer.metrics import Registry
+from optimizer.service import (
+    ChooseBody,
+    EventsBody,
+    _events_table,
+    _fast_events_table,
+    _plain_choose,
+)
 
 
 def test_keys_file_accepts_cli_json_and_plain_lines(tmp_path: Path) -> None:
@@ -55,3 +67,91 @@ def test_prometheus_text_format() -> None:
     assert 'adloop_seconds_count{route="/a"} 3' in text
     assert "adloop_depth 4" in text
     assert latency.count(route="/a") == 3
+
+
+# -- the events fast path ---------------------------------------------------------------
+
+# per field: values the models accept, then values they reject (or that need care)
+_FIELD_VALUES = {
+    "event_id": (["e1", "e2", "x" * 128, " spaced "], ["", "x" * 129, 7, None]),
+    "type": (["click", "impression", "conversion"], ["Click", "", 1]),
+    "campaign_id": (["c1", "c2"], ["", 3.5, None]),
+    "variant_id": (["v1", "v-\u4e2d\u6587"], [[], "y" * 129]),
+    "ts": (
+        ["2026-01-02T03:04:05", "2026-01-02 03:04:05.123456", "2026-01-02T03:04:05Z",
+         "2026-01-02T03:04:05+02:00", None],
+        ["2026-01-02", "yesterday", 1700000000, "2026-01-02T03:04:05.1234567"],
+    ),
+    "decision_id": (["d1", None], ["", 5]),
+    "segment": (["mobile", None], ["", True]),
+    "value": ([0, 1.5, 1e308, None], [-1, 1e999, True, "2"]),
+    "extra": ([], ["surprise"]),
+}  # fmt: skip
+_REQUIRED = ("event_id", "type", "campaign_id", "variant_id")
+
+
+@st.composite
+def _event_bodies(draw: st.DrawFn) -> bytes:
+    events = []
+    for _ in range(draw(st.integers(0, 4))):
+        event = {}
+        for name, (good, bad) in _FIELD_VALUES.items():
+            roll = draw(st.integers(0, 29))
+            if roll == 0 and name in _REQUIRED:
+                continue  # missing
+            if roll == 1 and bad:
+                event[name] = draw(st.sampled_from(bad))
+            elif good and (name in _REQUIRED or roll < 15):
+                event[name] = draw(st.sampled_from(good))
+        events.append(event)
+    body = {"events": events}
+    if draw(st.integers(0, 29)) == 0:
+        body["other"] = 1
+    return json.dumps(body).encode()  # (1e999 is written as Infinity, which JSON lacks)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(_event_bodies())
+def test_events_fast_path_accepts_exactly_what_the_models_accept(raw: bytes) -> None:
+    # The service parses plainly valid event bodies without the pydantic models. That
+    # shortcut must never accept a body the models reject, nor change a value.
+    now = datetime(2026, 3, 1, 12, 0, 0)
+    fast = _fast_events_table(raw, now)
+    try:
+        body = EventsBody.model_validate_json(raw)
+    except ValidationError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast.equals(_events_table(body.events, now))
+
+
+_CHOOSE_VALUES = {
+    "segment": ["mobile", "", "s" * 128, "s" * 129, 3, None],
+    "request_id": ["r1", "", None, 7.0],
+    "n": [1, 1000, 0, 1001, 2.0, True, "3", None],
+    "other": ["x"],
+}
+
+
+@st.composite
+def _choose_bodies(draw: st.DrawFn) -> bytes:
+    body = {
+        name: draw(st.sampled_from(values))
+        for name, values in _CHOOSE_VALUES.items()
+        if draw(st.integers(0, 9)) < (1 if name == "other" else 5)
+    }
+    return draw(st.sampled_from([b"", b"  ", json.dumps(body).encode(), b"{", b"[]", b"null"]))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_choose_bodies())
+def test_choose_fast_path_accepts_exactly_what_the_model_accepts(raw: bytes) -> None:
+    fast = _plain_choose(raw)
+    try:
+        body = ChooseBody.model_validate_json(raw if raw.strip() else b"{}")
+    except ValidationError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert (fast.segment, fast.request_id, fast.n) == (body.segment, body.request_id, body.n)
