@@ -118,8 +118,13 @@ class KeyIndex:
         found: list[tuple[int, str]] = []
         positions = np.searchsorted(self._main_keys, keys, side="left")
         ends = np.searchsorted(self._main_keys, keys, side="right")
+        hit = ends > positions  # usually none: only hits cost a Python step each
         rowids = np.concatenate(
-            [self._main_rowids[a:b] for a, b in zip(positions, ends, strict=True)] or [[]]
+            [
+                self._main_rowids[a:b]
+                for a, b in zip(positions[hit].tolist(), ends[hit].tolist(), strict=True)
+            ]
+            or [[]]
         ).astype(np.int64)
         if len(rowids):
             rows = connection.execute(
