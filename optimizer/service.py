@@ -257,9 +257,9 @@ def _events_table(events: list[EventIn], now: datetime) -> Any:
             "type": pa.array(column("type"), pa.string()),
             "campaign_id": pa.array(column("campaign_id"), pa.string()),
             "variant_id": pa.array(column("variant_id"), pa.string()),
-            "ts": pa.array([e.ts or now for e in events], pa.timestamp("us")),
             "decision_id": pa.array(column("decision_id"), pa.string()),
             "segment": pa.array(column("segment"), pa.string()),
+            "ts": pa.array([e.ts or now for e in events], pa.timestamp("us")),
             "value": pa.array(column("value"), pa.float64()),
         }
     )
@@ -349,9 +349,9 @@ def _fast_events_table(raw: bytes, now: datetime) -> Any | None:
                 "type": pa.array(columns["type"], pa.string()),
                 "campaign_id": pa.array(columns["campaign_id"], pa.string()),
                 "variant_id": pa.array(columns["variant_id"], pa.string()),
-                "ts": ts,
                 "decision_id": pa.array(columns["decision_id"], pa.string()),
                 "segment": pa.array(columns["segment"], pa.string()),
+                "ts": ts,
                 "value": pa.array(value, pa.float64()),
             }
         )

@@ -67,6 +67,9 @@ _TYPED_COLUMNS = {
 }
 
 
+_TYPED_SCHEMA = pa.schema(list(_TYPED_COLUMNS.items()))
+
+
 def _typed_canonical(batch: Any) -> pa.Table | None:
     """``_io.to_canonical(batch)`` for an Arrow table already in the typed columns, else None.
 
@@ -77,8 +80,9 @@ def _typed_canonical(batch: Any) -> pa.Table | None:
     if not isinstance(batch, pa.Table) or batch.num_rows == 0:
         return None
     schema = batch.schema
-    if len(schema) != len(_TYPED_COLUMNS) or any(
-        _TYPED_COLUMNS.get(field.name) != field.type for field in schema
+    if not schema.equals(_TYPED_SCHEMA) and (
+        len(schema) != len(_TYPED_COLUMNS)
+        or any(_TYPED_COLUMNS.get(field.name) != field.type for field in schema)
     ):
         return None
     n = batch.num_rows
