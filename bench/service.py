@@ -364,13 +364,25 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
     notes = (
         f"{CONCURRENCY} concurrent connections for the request phases, {EVENT_CLIENTS} for "
         f"events; {seconds:g} s per phase; client (aiohttp, one process) and server "
-        f"(uvicorn, one worker, h11, asyncio loop) on the same {os.cpu_count()}-core machine. "
+        f"(uvicorn, one worker, {_stack()}) on the same {os.cpu_count()}-core machine. "
         f"'lost' = acknowledged events missing from the store afterwards. "
         f"server_cpu_us_* = the server process's CPU time per request (or event), which is "
         f"robust to other load on the machine, unlike req/s. "
         f"Bench process peak RSS {max_rss_mb():.0f} MiB."
     )
     return rows, notes
+
+
+def _stack() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto" prefers the C ones)."""
+    import importlib.util
+
+    def have(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    parser = "httptools" if have("httptools") else "h11"
+    loop = "uvloop" if have("uvloop") else "asyncio"
+    return f"{parser} parser, {loop} loop"
 
 
 def main(out: Path, quick: bool) -> None:
