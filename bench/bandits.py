@@ -9,18 +9,22 @@
 * update throughput in events per second (ours: aggregating events into per-arm counts, which is
   all an update is when state is rebuilt from counts; MABWiser: ``partial_fit``);
 * regret on Bernoulli problems with 10 arms, best arm 5 %, horizon 1e6, updates every 1,000
-  impressions: ours (Thompson sampling, uniform fixed-horizon A/B, epsilon-greedy, UCB1) and
-  MABWiser's Thompson sampling, against the Lai-Robbins bound.  "equal gap" problems put the
+  impressions, 20 seeds: ours (Thompson sampling as the engine runs it, the same with the
+  practically-tied rule on, uniform fixed-horizon A/B, epsilon-greedy, UCB1) and MABWiser's
+  Thompson sampling,
+  against the Lai-Robbins bound, plus a side-by-side summary.  "equal gap" problems put the
   nine other arms all that far below the best; "spaced" ones step down by the gap
-  (5.0, 4.5, 4.0, ... %).
+  (5.0, 4.5, 4.0, ... %).  Regret runs are spread over the machine's cores.
 
 MABWiser is a benchmark-only dependency (``pip install adloop[bench]``).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +40,7 @@ from bandits import (
     lai_robbins_bound,
     planned_sample_size,
 )
-from bench._common import best_of, write_results
+from bench._common import best_of, markdown_table, write_results
 
 PROBLEMS = {
     "equal gap 0.5 pp": np.array([0.05] + [0.045] * 9),
@@ -243,35 +247,64 @@ def _mabwiser_regret(means: np.ndarray, horizon: int, seed: int) -> float:
     return regret
 
 
+TS = "adloop TS"
+TIE_TS = "adloop TS, tie rule (loss_threshold=0.05)"
+UNIFORM = "adloop uniform A/B (z-test at planned n)"
+EPSILON_GREEDY = "adloop epsilon-greedy 0.1"
+UCB = "adloop UCB1"
+MABWISER = "MABWiser TS"
+SYSTEMS = (TS, TIE_TS, UNIFORM, EPSILON_GREEDY, UCB, MABWISER)
+
+
+def _one_regret(system: str, name: str, horizon: int, seed: int) -> tuple[float, float]:
+    """Final regret of one system on one problem and seed, and the seconds it took."""
+    start = time.perf_counter()
+    means = PROBLEMS[name]
+    if system == MABWISER:
+        return _mabwiser_regret(means, horizon, seed), time.perf_counter() - start
+    planned = planned_sample_size(0.05, -(means.max() - np.sort(means)[-2]), n_arms=10)
+    policy = {
+        TS: ThompsonSampling,  # the engine's configuration: the defaults
+        TIE_TS: lambda: ThompsonSampling(loss_threshold=0.05),
+        UNIFORM: lambda: Uniform(planned_impressions=planned),
+        EPSILON_GREEDY: EpsilonGreedy,
+        UCB: UCB1,
+    }[system]()
+    run = bernoulli_regret(policy, means, horizon=horizon, batch_size=BATCH, seed=seed)
+    return run.final_regret, time.perf_counter() - start
+
+
 def _standard_error(values: list[float]) -> float | str:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else ""
 
 
-def _regret_rows(quick: bool) -> list[dict]:
+def _regret_rows(quick: bool) -> tuple[list[dict], list[dict]]:
+    """Regret rows (one per problem and system) and a side-by-side summary (one per problem)."""
     horizon = 100_000 if quick else 1_000_000
-    seeds = range(1) if quick else range(5)
+    seeds = list(range(2) if quick else range(20))
     problems = list(PROBLEMS)[:2] if quick else list(PROBLEMS)
-    rows = []
+    tasks = [(system, name, seed) for name in problems for system in SYSTEMS for seed in seeds]
+    # MABWiser runs are the slowest: start them first so the pool ends evenly
+    tasks.sort(key=lambda task: task[0] != MABWISER)
+    with ProcessPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4))) as pool:
+        results = list(
+            pool.map(
+                _one_regret,
+                [t[0] for t in tasks],
+                [t[1] for t in tasks],
+                [horizon] * len(tasks),
+                [t[2] for t in tasks],
+            )
+        )
+    by_task = dict(zip(tasks, results, strict=True))
+    rows, summary = [], []
     for name in problems:
-        means = PROBLEMS[name]
-        bound = lai_robbins_bound(means, horizon)
-        planned = planned_sample_size(0.05, -(means.max() - np.sort(means)[-2]), n_arms=10)
-        ours = {
-            "adloop TS": lambda: ThompsonSampling(),
-            "adloop uniform A/B (z-test at planned n)": (
-                lambda planned=planned: Uniform(planned_impressions=planned)
-            ),
-            "adloop epsilon-greedy 0.1": lambda: EpsilonGreedy(),
-            "adloop UCB1": lambda: UCB1(),
-        }
-        for system, make in ours.items():
-            start = time.perf_counter()
-            regrets = [
-                bernoulli_regret(
-                    make(), means, horizon=horizon, batch_size=BATCH, seed=seed
-                ).final_regret
-                for seed in seeds
-            ]
+        bound = lai_robbins_bound(PROBLEMS[name], horizon)
+        side_by_side: dict = {"problem": f"{name}, T={horizon:.0e}", "seeds": len(seeds)}
+        regrets_of = {}
+        for system in SYSTEMS:
+            regrets = [by_task[system, name, seed][0] for seed in seeds]
+            regrets_of[system] = regrets
             rows.append(
                 {
                     "measure": f"regret, {name}, T={horizon:.0e}",
@@ -280,26 +313,16 @@ def _regret_rows(quick: bool) -> list[dict]:
                     "value": float(np.mean(regrets)),
                     "unit": "clicks",
                     "se": _standard_error(regrets),
-                    "per_seed": [round(r, 1) for r in regrets],
                     "vs_lai_robbins": float(np.mean(regrets)) / bound,
-                    "seconds": time.perf_counter() - start,
+                    "seconds": sum(by_task[system, name, seed][1] for seed in seeds),
+                    "per_seed": [round(r, 1) for r in regrets],
                 }
             )
-        start = time.perf_counter()
-        regrets = [_mabwiser_regret(means, horizon, seed) for seed in seeds]
-        rows.append(
-            {
-                "measure": f"regret, {name}, T={horizon:.0e}",
-                "system": "MABWiser TS",
-                "arms": 10,
-                "value": float(np.mean(regrets)),
-                "unit": "clicks",
-                "se": _standard_error(regrets),
-                "per_seed": [round(r, 1) for r in regrets],
-                "vs_lai_robbins": float(np.mean(regrets)) / bound,
-                "seconds": time.perf_counter() - start,
-            }
-        )
+            se = _standard_error(regrets)
+            side_by_side[system] = (
+                f"{np.mean(regrets):.0f} ± {se:.0f}" if se != "" else f"{np.mean(regrets):.0f}"
+            )
+        side_by_side["Lai-Robbins bound"] = f"{bound:.0f}"
         rows.append(
             {
                 "measure": f"regret, {name}, T={horizon:.0e}",
@@ -310,16 +333,36 @@ def _regret_rows(quick: bool) -> list[dict]:
                 "vs_lai_robbins": 1.0,
             }
         )
-    return rows
+        # paired by seed: each seed is one world for every system
+        for rival, ours in (
+            (EPSILON_GREEDY, TS),
+            (UCB, TS),
+            (MABWISER, TS),
+            (EPSILON_GREEDY, TIE_TS),
+        ):
+            gain = np.array(regrets_of[rival]) - np.array(regrets_of[ours])
+            label = "TS" if ours == TS else "tie rule"
+            side_by_side[f"{rival} - {label}, paired"] = (
+                f"{gain.mean():.0f} ± {_standard_error(list(gain)) or 0:.0f}"
+            )
+        summary.append(side_by_side)
+    return rows, summary
 
 
 def main(out: Path, quick: bool) -> None:
     """Run the suite and write ``bandits.json`` / ``bandits.md`` under ``out``."""
     start = time.perf_counter()
-    rows = _latency_rows(quick) + _throughput_rows(quick) + _regret_rows(quick)
+    regret_rows, summary = _regret_rows(quick)
+    rows = _latency_rows(quick) + _throughput_rows(quick) + regret_rows
     notes = (
-        "Regret is pseudo-regret (expected clicks lost to the best arm), mean over seeds; the "
-        "same world seeds drive every system.  Our policies see batched updates of 1,000 "
+        "## Regret side by side (mean ± se over seeds, clicks)\n\n"
+        + markdown_table(summary)
+        + "\nRegret is pseudo-regret (expected clicks lost to the best arm), mean over seeds; the "
+        'same seeds drive every system ("rival - TS, paired" is the mean per-seed difference: '
+        'positive means TS lost less).  "adloop TS" is the engine\'s default configuration '
+        "(classic probability matching); \"tie rule\" cuts probability matching back among "
+        "practically tied arms (ThompsonSampling's loss_threshold).  Our policies see batched "
+        "updates of 1,000 "
         "impressions; MABWiser gets the same batches through predict(contexts) + partial_fit.  "
         "Thompson sampling's regret is heavy-tailed across seeds (a best arm unlucky early is "
         "starved for a while), so compare means within their standard errors (se).  "

@@ -238,6 +238,88 @@ def test_repr_shows_the_configuration():
     assert "floor=0.05" in repr(ThompsonSampling(floor=0.05))
 
 
+# ------------------------------------------------- practically tied arms (loss threshold)
+
+# three arms 0.05 pp apart at 5 % after 100k impressions each: the leader's expected loss is
+# under 1 % of its value, far below a threshold of caring of 5 %
+TIED = ArmCounts(ids(3), impressions=[100_000] * 3, clicks=[5_000, 4_975, 4_950])
+
+
+def tie_rule(*args, **kwargs) -> ThompsonSampling:
+    """Thompson sampling with the practically-tied rule on (it is off by default)."""
+    return ThompsonSampling(*args, loss_threshold=0.05, **kwargs)
+
+
+def test_practically_tied_arms_send_most_traffic_to_the_leader_but_keep_exploring():
+    default = tie_rule(seed=0).weights(TIED)
+    classic = ThompsonSampling(seed=0).weights(TIED)
+    assert classic[0] < 0.7  # probability matching spreads traffic over the near-tie
+    assert default[0] > classic[0] + 0.2
+    # the rest is probability matching scaled by the Thompson share, never below its minimum
+    share = default[1:].sum() / classic[1:].sum()
+    assert ThompsonSampling().min_thompson_share - 1e-9 <= share < 1.0
+    np.testing.assert_allclose(default[1:], share * classic[1:])
+    assert (default > 0).all()
+
+
+def test_arms_outside_the_tie_keep_their_probability_matching_traffic():
+    # C is 20 % below the leader but uncertain: explored as before, so evidence still builds up
+    counts = ArmCounts(ids(3), impressions=[100_000, 100_000, 2_000], clicks=[5_000, 4_975, 80])
+    default = tie_rule(seed=0).weights(counts)
+    classic = ThompsonSampling(seed=0).weights(counts)
+    assert classic[2] > 0.01
+    assert default[2] == pytest.approx(classic[2], abs=1e-12)
+    assert default[1] < 0.5 * classic[1] and default[0] > classic[0]
+
+
+def test_nothing_changes_while_more_than_the_threshold_is_at_stake():
+    early = ArmCounts(ids(3), impressions=[300] * 3, clicks=[15, 18, 12])
+    default = tie_rule(seed=0).weights(early)
+    classic = ThompsonSampling(seed=0).weights(early)
+    np.testing.assert_array_equal(default, classic)
+    # a clear winner: probability matching already puts (nearly) everything on it
+    clear = ArmCounts(ids(3), impressions=[50_000] * 3, clicks=[2_500, 2_000, 1_500])
+    assert tie_rule(seed=0).weights(clear)[0] > 0.999
+
+
+def test_loss_threshold_zero_or_full_thompson_share_is_classic_thompson_sampling():
+    classic = ThompsonSampling(seed=3).weights(TIED)
+    full_share = tie_rule(seed=3, min_thompson_share=1.0).weights(TIED)
+    assert ThompsonSampling().loss_threshold == 0.0  # classic by default
+    np.testing.assert_array_equal(classic, full_share)
+    exact = ThompsonSampling(n_draws=200_000, seed=0).weights(TIED)
+    # the leader's probability of being best (0.491 by numerical integration), not more
+    assert exact[0] == pytest.approx(0.491, abs=0.01)
+
+
+def test_loss_threshold_works_with_floors_top_two_segments_and_value():
+    policy = tie_rule(seed=0, floor=0.05, top_two=True)
+    weights = policy.weights(TIED)
+    assert weights.sum() == pytest.approx(1.0) and (weights >= 0.05 - 1e-12).all()
+    assert weights[0] == weights.max()
+    by_segment = policy.weights_by_segment({"all": TIED}, TIED)
+    assert by_segment["all"].sum() == pytest.approx(1.0)
+    value = ArmCounts(
+        ids(2),
+        impressions=[100_000] * 2,
+        clicks=[0, 0],
+        conversions=[500, 498],
+        value=[5_000.0, 4_990.0],
+    )
+    weights = tie_rule("value", seed=0).weights(value)
+    assert weights.sum() == pytest.approx(1.0) and (weights > 0).all()
+
+
+def test_loss_threshold_configuration_is_checked_and_shown():
+    for bad in (-0.01, float("nan"), float("inf"), "2%"):
+        with pytest.raises(InvalidConfigError, match="loss_threshold"):
+            ThompsonSampling(loss_threshold=bad)
+    with pytest.raises(InvalidConfigError, match="min_thompson_share"):
+        ThompsonSampling(min_thompson_share=1.5)
+    text = repr(ThompsonSampling(loss_threshold=0.05, min_thompson_share=0.2))
+    assert "loss_threshold=0.05" in text and "min_thompson_share=0.2" in text
+
+
 # --------------------------------------------------------------------------- snapshot
 
 

@@ -153,7 +153,9 @@ def _mean_regret(make_policy, means, horizon, seeds):
 
 
 def test_thompson_regret_small_version():
-    means, horizon, seeds = EQUAL_GAPS["equal gap 0.5 pp"], 200_000, range(3)
+    # ten seeds: regret is heavy-tailed (one unlucky start costs ~1,000 clicks), and three
+    # seeds let a single tail decide the comparison
+    means, horizon, seeds = EQUAL_GAPS["equal gap 0.5 pp"], 200_000, range(10)
     ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
     assert ts <= 1.5 * lai_robbins_bound(means, horizon)
     assert ts < _mean_regret(UCB1, means, horizon, seeds)
@@ -175,12 +177,15 @@ def test_thompson_regret_full_horizon(name):
 @pytest.mark.slow
 def test_thompson_regret_on_the_near_tie_problem():
     """Nine arms 0.1 pp below the best: at T = 1e6 the problem is pre-asymptotic (the
-    Lai-Robbins bound, ~11.7 k, exceeds uniform allocation's 900), so any consistent policy
-    still explores.  Thompson sampling beats UCB1 and uniform here; epsilon-greedy's greedy
-    lock-in is cheap when every mistake costs 0.1 pp and wins on average (measured over five
-    seeds: TS 700-850, epsilon-greedy ~400 with a 136-981 spread)."""
+    Lai-Robbins bound, ~11.7 k, exceeds uniform allocation's 900), so classic probability
+    matching keeps spreading traffic over the near-tie (~760 clicks over 30 seeds) while
+    follow-the-leader policies lose less.  With the practically-tied rule on, exploration
+    among tied arms is cut and it loses less than classic Thompson sampling, UCB1 and
+    uniform."""
     means, horizon, seeds = EQUAL_GAPS["equal gap 0.1 pp"], 1_000_000, range(5)
-    ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
+    ts = _mean_regret(lambda: ThompsonSampling(loss_threshold=0.05), means, horizon, seeds)
+    classic = _mean_regret(ThompsonSampling, means, horizon, seeds)
     assert ts <= 1.5 * lai_robbins_bound(means, horizon)
+    assert ts < classic
     assert ts < _mean_regret(UCB1, means, horizon, seeds)
     assert ts < _mean_regret(Uniform, means, horizon, seeds)
