@@ -153,8 +153,8 @@ class ThompsonSampling(Policy):
         prior's weight in impressions.
     loss_threshold:
         "Threshold of caring", relative to the leader's posterior mean: arms closer than this to
-        the leader are practically tied with it (see below).  ``0`` (the default) gives classic
-        probability matching; ``0.05`` is the setting measured in the regret benchmark.
+        the leader are practically tied with it (see below).  ``0`` gives classic probability
+        matching.
     min_thompson_share:
         Share of their probability-matching traffic that practically tied arms keep; the
         leader takes the rest.  ``1`` gives classic probability matching.
@@ -219,7 +219,7 @@ class ThompsonSampling(Policy):
         eb_min_impressions: float = 100.0,
         eb_fade_impressions: float = 1000.0,
         eb_max_strength: float = 1000.0,
-        loss_threshold: float = 0.0,
+        loss_threshold: float = 0.05,
         min_thompson_share: float = 0.1,
         seed: int | None = None,
     ) -> None:
