@@ -183,6 +183,37 @@ def test_missing_or_wrong_key_gets_401(service) -> None:
         assert http.get("/v1/campaigns").status_code == 200
 
 
+def test_choose_answers_the_same_however_the_request_comes(service) -> None:
+    # The common single choice is answered without the framework's routing; every other
+    # shape of request goes through the route. Both must give the same answers.
+    url, keys = service
+    with client(url, keys["acme"]) as http:
+        campaign_id = _create(http)["campaign_id"]
+        path = f"/v1/campaigns/{campaign_id}/choose"
+        first = http.post(path, json={"request_id": "r-1", "segment": "mobile"}).json()
+        again = http.post(path, json={"request_id": "r-1", "segment": "mobile"}).json()
+        assert again == first and set(first) == {"decision_id", "variant_id", "text", "probability"}
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["acme"]}) as by_header:
+            assert (
+                by_header.post(path, json={"request_id": "r-1", "segment": "mobile"}).json()
+                == first
+            )
+        # no Content-Length (a chunked body): the route reads it
+        chunked = http.post(
+            path, content=iter([b'{"request_id": ', b'"r-1", "segment": "mobile"}'])
+        )
+        assert chunked.status_code == 200 and chunked.json() == first
+        assert http.post(path, json={"n": 2, "request_id": "r-1"}).json()["field"] == "request_id"
+        assert http.post(path, content=b'{"segment": 7}').json()["field"] == "segment"
+        metrics = http.get("/metrics").text
+        assert (
+            'adloop_http_requests_total{route="/v1/campaigns/{campaign_id}/choose",status="200"} 4'
+            in metrics
+        )
+    with client(url, keys["globex"]) as other:
+        assert other.post(f"/v1/campaigns/{campaign_id}/choose", json={}).status_code == 404
+
+
 def test_tenants_see_only_their_own_campaigns(service) -> None:
     url, keys = service
     with client(url, keys["acme"]) as acme, client(url, keys["globex"]) as globex:
