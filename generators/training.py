@@ -4,7 +4,9 @@ Two objectives, run in this order when both have data:
 
 1. **Supervised fine-tuning (SFT)** on winners: prompt = the brief as the LM generator
    builds it, target = the winning copy; each example's token loss is weighted by its
-   lift (and confidence), so a big clear winner teaches more than a marginal one.
+   lift (and confidence), so a big clear winner teaches more than a marginal one. Weights
+   are divided by their mean over the data set (not per batch), so they hold across batches
+   and the learning rate keeps its meaning whatever their scale.
 2. **Direct preference optimisation (DPO, Rafailov et al. 2023)** on confident pairs:
    raise ``log p(chosen) - log p(rejected)`` relative to the starting model. The
    reference log-probabilities are computed once before training (the reference
@@ -134,6 +136,9 @@ class TrainingConfig:
     """Optimizer steps on preference pairs (0 skips DPO)."""
     batch_size: int = 4
     """Examples (or pairs) per step."""
+    max_epochs: float | None = None
+    """Most passes over each phase's data: caps ``sft_steps`` and ``dpo_steps`` so that a
+    handful of winners is not learned by heart (None: no cap)."""
     learning_rate: float = 2e-4
     """AdamW peak learning rate (LoRA likes ~1e-4..1e-3, full fine-tuning ~1e-5)."""
     weight_decay: float = 0.0
@@ -183,6 +188,12 @@ class TrainingConfig:
         if self.dpo_sft_weight < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise TrainingError(
                 "TrainingConfig.dpo_sft_weight and weight_decay must be >= 0 and max_grad_norm > 0"
+            )
+        if self.max_epochs is not None and not (
+            self.max_epochs > 0 and math.isfinite(self.max_epochs)
+        ):
+            raise TrainingError(
+                f"TrainingConfig.max_epochs must be a positive number, got {self.max_epochs!r}"
             )
         if self.threads is not None and self.threads <= 0:
             raise TrainingError(f"TrainingConfig.threads must be positive, got {self.threads!r}")
@@ -452,6 +463,16 @@ def _batches(n_items: int, batch_size: int, steps: int, rng: random.Random) -> l
     return batches
 
 
+def _capped_steps(steps: int, n_items: int, config: TrainingConfig) -> int:
+    """``steps``, or fewer when ``max_epochs`` passes over ``n_items`` take fewer (0 if none)."""
+    if n_items == 0:
+        return 0
+    if config.max_epochs is None:
+        return steps
+    per_epoch = math.ceil(n_items / config.batch_size)
+    return min(steps, max(1, math.ceil(config.max_epochs * per_epoch)))
+
+
 def _run_phase(
     model: Any, steps: int, config: TrainingConfig, loss_of_batch: Any, batches: list[list[int]]
 ) -> list[float]:
@@ -514,8 +535,8 @@ def fine_tune(
     metrics: dict[str, float] = {}
     started = time.perf_counter()
 
-    sft_steps = config.sft_steps if sft_examples else 0
-    dpo_steps = config.dpo_steps if pairs else 0
+    sft_steps = _capped_steps(config.sft_steps, len(sft_examples), config)
+    dpo_steps = _capped_steps(config.dpo_steps, len(pairs), config)
     if sft_examples and config.evaluate:
         metrics["sft_loss_before"] = sft_loss(
             model, tokenizer, sft_examples, max_length=config.max_length
@@ -552,14 +573,17 @@ def fine_tune(
             encoded = [
                 _encode(tokenizer, e.prompt, e.completion, config.max_length) for e in sft_examples
             ]
+            # Weights are scaled by their mean over the whole set, not per batch: a batch of
+            # two marginal winners must weigh less than a batch holding a big clear winner.
             weights = torch.tensor([e.weight for e in sft_examples], device=device)
+            weights = weights / weights.mean()
 
             def sft_batch_loss(indices: list[int]) -> Any:
                 total, count = _sequence_logprobs(
                     model, _collate([encoded[i] for i in indices], pad, device)
                 )
                 w = weights[indices]
-                return -((total / count.clamp(min=1)) * w).sum() / w.sum()
+                return -((total / count.clamp(min=1)) * w).sum() / len(indices)
 
             losses = _run_phase(
                 model,
@@ -575,6 +599,7 @@ def fine_tune(
             chosen = [_encode(tokenizer, p.prompt, p.chosen, config.max_length) for p in pairs]
             rejected = [_encode(tokenizer, p.prompt, p.rejected, config.max_length) for p in pairs]
             pair_weights = torch.tensor([p.weight for p in pairs], device=device)
+            pair_weights = pair_weights / pair_weights.mean()  # as for SFT: across batches
 
             def dpo_batch_loss(indices: list[int]) -> Any:
                 both = _collate(
@@ -585,9 +610,9 @@ def fine_tune(
                 policy_margin = total[:n] - total[n:]
                 logits = config.dpo_beta * (policy_margin - reference[indices])
                 w = pair_weights[indices]
-                loss = -(torch.nn.functional.logsigmoid(logits) * w).sum() / w.sum()
+                loss = -(torch.nn.functional.logsigmoid(logits) * w).sum() / n
                 if config.dpo_sft_weight:
-                    nll = -(total[:n] / count[:n].clamp(min=1) * w).sum() / w.sum()
+                    nll = -(total[:n] / count[:n].clamp(min=1) * w).sum() / n
                     loss = loss + config.dpo_sft_weight * nll
                 return loss
 

@@ -7,10 +7,10 @@ One round (:func:`retrain_round`) does, top to bottom:
    for ``cvr``/``value`` campaigns) and pick
 
    * *winners*: the declared winner, or a variant whose probability of being best (overall
-     or within one segment) is at least ``winner_threshold`` with at least
-     ``min_impressions`` impressions; each becomes an SFT example (prompt =
-     ``Brief.prompt()``, target = the copy as the LM writes it), weighted by lift over the
-     other variants times its probability-best;
+     or within one segment, among the variants with ``min_pair_impressions``) is at least
+     ``winner_threshold`` with at least ``min_impressions`` impressions; each becomes an SFT
+     example (prompt = ``Brief.prompt()``, target = the copy as the LM writes it), weighted
+     by lift over the other compared variants times its probability-best;
    * *confident pairs*: within one campaign and one segment (and overall), variants A and
      B, both with ``min_pair_impressions``, where P(rate_A > rate_B) >= ``pair_confidence``;
      weighted by A's lift over B times that probability. A pair that one segment orders
@@ -377,9 +377,20 @@ def build_dataset(
         ids = frame["variant_id"].to_list()
         trials = frame[trials_col].to_numpy().astype(float)
         successes = frame[success_col].to_numpy().astype(float)
-        best = _probability_best(
-            ids, trials, successes, campaign.get("objective", "ctr"), config.n_draws, rng
-        )
+        # Only variants with evidence compete for "best": one just added (no impressions yet)
+        # has a flat posterior over [0, 1] and would take probability-best from every proven
+        # variant, so a clear winner could never reach the threshold right after a refill.
+        proven = np.flatnonzero(trials >= config.min_pair_impressions)
+        best = np.zeros(len(ids))
+        if len(proven) >= 2:
+            best[proven] = _probability_best(
+                [ids[i] for i in proven],
+                trials[proven],
+                successes[proven],
+                campaign.get("objective", "ctr"),
+                config.n_draws,
+                rng,
+            )
         means = (1.0 + successes) / (2.0 + trials)
         declared = {campaign.get("winner_variant_id")} | {
             i for i in ids if variants[i].get("status") == "winner"
@@ -391,8 +402,9 @@ def build_dataset(
             confident = best[index] >= config.winner_threshold
             if not is_declared and not (confident and trials[index] >= config.min_impressions):
                 continue
-            others = np.delete(means, index)
-            weight = _lift(means[index], float(others.mean())) * max(float(best[index]), 0.5)
+            others = means[[i for i in proven if i != index]]
+            baseline = float(others.mean()) if len(others) else float(means[index])
+            weight = _lift(means[index], baseline) * max(float(best[index]), 0.5)
             example, row = _winner(
                 campaign_id,
                 prompt,
@@ -428,15 +440,20 @@ def build_dataset(
             if segment != "*":
                 # A variant that clearly wins one segment is a winner too (the audience of
                 # that segment is real traffic), once it has the evidence.
-                seg_best = np.bincount(seg_draws.argmax(axis=1), minlength=len(seg_ids))
-                seg_best = seg_best / config.n_draws
+                # As overall: only variants with evidence in this segment compete.
+                compared = np.flatnonzero(enough)
+                seg_best = np.zeros(len(seg_ids))
+                seg_best[compared] = (
+                    np.bincount(seg_draws[:, compared].argmax(axis=1), minlength=len(compared))
+                    / config.n_draws
+                )
                 top = int(np.argmax(seg_best))
                 if (
                     seg_best[top] >= config.winner_threshold
                     and seg_trials[top] >= config.min_impressions
                     and seg_ids[top] not in winner_ids
                 ):
-                    others = float(np.delete(seg_means, top).mean())
+                    others = float(seg_means[[i for i in compared if i != top]].mean())
                     weight = _lift(seg_means[top], others) * float(seg_best[top])
                     example, row = _winner(
                         campaign_id,

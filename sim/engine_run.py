@@ -367,14 +367,22 @@ class _Run:
         )  # fmt: skip
 
     def measure_round(self, round_index: int, retrained: bool, detail: dict | None) -> None:
-        """Score a fresh batch of generated candidates against the hidden audience."""
+        """Score a fresh batch of generated candidates against the hidden audience.
+
+        The batch (``retraining.probe_candidates``, default the pool size) is measurement
+        only: it is never added to the campaign. Diversity is the mean distinct-trigram
+        share of pool-sized slices of the batch, so it reads the same whatever the probe size.
+        """
         if self.scenario.brief is None:
             return
-        result = self.engine.pool.generate(
-            self.brief, self.scenario.generators.pool_size, seed=self.seed * 1000 + round_index
-        )
+        pool_size = self.scenario.generators.pool_size
+        n_probe = self.scenario.retraining.probe_candidates or pool_size
+        result = self.engine.pool.generate(self.brief, n_probe, seed=self.seed * 1000 + round_index)
         texts = [c.text for c in result.candidates]
         ctr = self.truth.ctr(texts, False) @ self.world.shares if texts else np.array([])
+        slices = [texts[i : i + pool_size] for i in range(0, len(texts), pool_size)]
+        # A short last slice has fewer chances to repeat itself; keep it only if it is alone.
+        whole = [s for s in slices if len(s) == pool_size] or slices
         self.rounds.append(
             {
                 "round": round_index,
@@ -382,8 +390,13 @@ class _Run:
                 "retrained": retrained,
                 "n_candidates": len(texts),
                 "mean_true_ctr": float(ctr.mean()) if texts else None,
+                "sem_true_ctr": float(ctr.std(ddof=1) / math.sqrt(len(texts)))
+                if len(texts) > 1
+                else None,
                 "max_true_ctr": float(ctr.max()) if texts else None,
-                "distinct_trigrams": _distinct_trigrams(texts),
+                "distinct_trigrams": float(np.mean([_distinct_trigrams(s) for s in whole]))
+                if whole
+                else 0.0,
                 "model_version": getattr(self.engine.pool, "model_version", None),
                 "detail": detail or {},
             }

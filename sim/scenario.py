@@ -241,6 +241,14 @@ class RetrainingSettings(_Strict):
         description="Score a fresh batch of candidates every round even with retraining off "
         "(the control arm of an on/off comparison).",
     )
+    probe_candidates: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="Candidates generated and scored against the hidden audience each round "
+        "(measurement only, never served); default: the pool size. More candidates, less "
+        "noise in the round's mean true CTR.",
+    )
 
 
 class Scenario(_Strict):

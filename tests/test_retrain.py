@@ -152,6 +152,23 @@ def test_dataset_has_winners_and_only_confident_pairs(
     assert all(p.chosen.startswith("Headline: ") for p in data.pairs)
 
 
+def test_fresh_variants_do_not_hide_a_clear_winner(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
+    # Right after a refill: two variants with no impressions yet. Their flat posteriors
+    # must not take probability-best from the proven variants.
+    fresh = [("Rings for every day", "New in.", 0, 0), ("Aurelle bands", "Just added.", 0, 0)]
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        ids = fill_store(store, arms=[*ARMS, *fresh])
+        data = build_dataset(store, config=tiny_config(tmp_path, base_dir))
+    winner_rows = [r for r in data.rows if r["kind"] == "winner"]
+    assert [r["variant_id"] for r in winner_rows] == [ids[0]]
+    assert winner_rows[0]["probability_best"] > 0.95
+    # Lift is measured against the proven variants, not the fresh ones' prior mean of 0.5.
+    assert winner_rows[0]["weight"] > 1.0
+    assert not any(ids[4] in (r.get("chosen"), r.get("rejected")) for r in data.rows)
+
+
 def test_no_data_is_skipped(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
     close_arms = [("Rings one", "a.", 300, 10), ("Rings two", "b.", 300, 11)]
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:

@@ -145,6 +145,26 @@ def test_generated_campaign_refills_and_calls_the_retraining_hook(tmp_path: Path
     assert off_rounds[0]["mean_true_ctr"] == rounds[0]["mean_true_ctr"]
 
 
+def test_probe_batch_is_measured_and_never_served() -> None:
+    settings = {
+        "name": "probe",
+        "brief": {"product": "made-to-measure rings", "brand": "Aurelle", "language": "en"},
+        "traffic": {"hours": 4, "impressions_per_hour": 300},
+        "lifecycle": {"retire_refill_every_hours": 2, "declare_winner": False},
+        "generators": {"names": ["template"], "pool_size": 3},
+        "retraining": {"enabled": False, "every_hours": 2, "measure_candidates": True},
+    }
+    small = run_scenario(load_scenario(settings), seed=4)
+    settings["retraining"]["probe_candidates"] = 6
+    large = run_scenario(load_scenario(settings), seed=4)
+    assert [r["n_candidates"] for r in small.rounds] == [3, 3]
+    assert [r["n_candidates"] for r in large.rounds] == [6, 6]
+    assert all(r["sem_true_ctr"] > 0 and 0 < r["distinct_trigrams"] <= 1 for r in large.rounds)
+    # Measurement only: the campaign, its traffic and its clicks are the same either way.
+    assert large.summary["clicks"] == small.summary["clicks"]
+    assert [v["text"] for v in large.variants] == [v["text"] for v in small.variants]
+
+
 def test_engine_mode_compares_policies_through_the_same_engine() -> None:
     results = {}
     for name in ("ts", "uniform", "ucb1"):

@@ -146,6 +146,37 @@ def test_sft_moves_weights_and_lowers_loss_on_winners(lora: bool) -> None:
     assert any("q_proj" in n for n in changed)
 
 
+def test_lift_weights_hold_across_batches() -> None:
+    # One example per batch: a weight normalised within the batch would cancel out, and
+    # both orders of the weights would train alike.
+    config = TrainingConfig(sft_steps=8, dpo_steps=0, batch_size=1, learning_rate=1e-2, seed=3)
+    texts = [w.completion for w in WINNERS]
+    drops = []
+    for heavy in (0, 1):
+        model, tokenizer = build_tiny_model()
+        before = completion_logprobs(model, tokenizer, [PROMPT] * 2, texts, per_token=True)
+        examples = [
+            SFTExample(prompt=PROMPT, completion=text, weight=4.0 if i == heavy else 0.25)
+            for i, text in enumerate(texts)
+        ]
+        trained, _ = fine_tune(model, tokenizer, sft_examples=examples, config=config)
+        after = completion_logprobs(trained, tokenizer, [PROMPT] * 2, texts, per_token=True)
+        drops.append([a - b for a, b in zip(after, before, strict=True)])
+    # Each text gains more log-likelihood in the run where it carries the large weight.
+    assert drops[0][0] > drops[1][0] + 0.1
+    assert drops[1][1] > drops[0][1] + 0.1
+
+
+def test_max_epochs_caps_the_steps_on_little_data() -> None:
+    model, tokenizer = build_tiny_model()
+    config = TrainingConfig(sft_steps=10, dpo_steps=10, batch_size=2, max_epochs=2, seed=1)
+    _, metrics = fine_tune(model, tokenizer, sft_examples=WINNERS[:1], pairs=PAIRS, config=config)
+    # One winner: two passes are two steps; two pairs in batches of two: two steps.
+    assert (metrics["sft_steps"], metrics["dpo_steps"]) == (2, 2)
+    with pytest.raises(TrainingError, match="max_epochs"):
+        TrainingConfig(max_epochs=0)
+
+
 def test_dpo_raises_winner_margin_on_training_pairs() -> None:
     model, tokenizer = build_tiny_model()
     margins_before = preference_margins(model, tokenizer, PAIRS)
