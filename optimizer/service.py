@@ -402,12 +402,16 @@ def _timestamps(column: list[str | None], now: datetime) -> Any | None:
 
 
 def _api_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
+    return _key_from(request.headers.get("authorization"), request.headers.get("x-api-key"))
+
+
+def _key_from(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The API key: ``Authorization: Bearer <key>`` first, else ``X-API-Key``."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key")
+    return x_api_key
 
 
 def create_app(
@@ -566,16 +570,15 @@ def create_app(
         parts = scope["path"].split("/")
         if len(parts) != 5 or parts[:3] != ["", "v1", "campaigns"] or not parts[3]:
             return receive
-        key = length = None
+        authorization = x_api_key = length = None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and token.strip():
-                    key = token.strip()
-            elif name == b"x-api-key" and key is None:
-                key = value.decode("latin-1")
+                authorization = value.decode("latin-1")
+            elif name == b"x-api-key":
+                x_api_key = value.decode("latin-1")
             elif name == b"content-length":
                 length = value
+        key = _key_from(authorization, x_api_key)
         who = keys.cached(key) if key else None
         if who is None or length is None or not length.isdigit() or int(length) > 4096:
             return receive
