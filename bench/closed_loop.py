@@ -49,8 +49,13 @@ def experiment_config() -> Any:
     the gate's accuracy comparison less of a coin toss, and DPO sees more of the market's
     verdicts), one DPO pass over them with a small likelihood term on the chosen copy (keeps
     DPO from lowering the likelihood of good copy along with bad), and a few more SFT steps
-    on the lift-weighted winners. The gate's thresholds are the library's. ``--max-epochs``
-    caps the passes over each round's data (off by default; the README's figures are without).
+    on the lift-weighted winners. A campaign has one winner at a time, and at the library's
+    learning rate (1e-3) the model learned it by heart: its descriptions reappeared on every
+    new ad and the gate rejected the collapse. So SFT also takes the runners-up (variants
+    that beat the average of the others with probability 0.9, at half weight) and the
+    learning rate is 3e-4. The gate's thresholds are the library's; its validity check
+    writes 12 candidates per model. ``--max-epochs`` caps the passes over each round's data
+    (off by default; the README's figures are without).
     """
     from generators.training import TrainingConfig
     from optimizer.retrain import RetrainConfig
@@ -58,16 +63,17 @@ def experiment_config() -> Any:
     return RetrainConfig(
         winner_threshold=WINNER_THRESHOLD,
         min_impressions=300,
+        above_average_confidence=0.9,
         min_pair_impressions=300,
         max_pairs_per_campaign=32,
         holdout_fraction=0.25,
-        gate_candidates=6,
+        gate_candidates=12,
         gate_briefs=1,
         training=TrainingConfig(
             sft_steps=16,
             dpo_steps=12,
             batch_size=2,
-            learning_rate=1e-3,
+            learning_rate=3e-4,
             lora_r=16,
             lora_alpha=32,
             dpo_sft_weight=0.2,

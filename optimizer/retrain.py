@@ -11,6 +11,9 @@ One round (:func:`retrain_round`) does, top to bottom:
      ``winner_threshold`` with at least ``min_impressions`` impressions; each becomes an SFT
      example (prompt = ``Brief.prompt()``, target = the copy as the LM writes it), weighted
      by lift over the other compared variants times its probability-best;
+   * optionally (``above_average_confidence``) *runners-up*: proven variants that beat the
+     average of the other proven variants with that probability, as SFT examples at half
+     weight, so that a round with one winner still has several good texts to learn from;
    * *confident pairs*: within one campaign and one segment (and overall), variants A and
      B, both with ``min_pair_impressions``, where P(rate_A > rate_B) >= ``pair_confidence``;
      weighted by A's lift over B times that probability. A pair that one segment orders
@@ -111,6 +114,11 @@ class RetrainConfig:
     """Probability-best needed to count an undeclared variant as a winner."""
     min_impressions: int = 500
     """Impressions a variant needs before it can count as a winner."""
+    above_average_confidence: float | None = None
+    """Also train (SFT) on proven variants, not winners, whose rate beats the average of the
+    other proven variants with at least this probability (None: winners only). A campaign
+    has one winner at a time, and a single target is learned by heart; these runners-up give
+    the model several good texts to learn from. Weighted like winners, at half strength."""
     pair_confidence: float = 0.95
     """P(A beats B) needed for a training pair."""
     min_pair_impressions: int = 200
@@ -143,6 +151,11 @@ class RetrainConfig:
             value = getattr(self, name)
             if not (0.0 < value < 1.0):
                 raise ValueError(f"RetrainConfig.{name} must be in (0, 1), got {value!r}")
+        above = self.above_average_confidence
+        if above is not None and not (0.5 <= above < 1.0):
+            raise ValueError(
+                f"RetrainConfig.above_average_confidence must be in [0.5, 1) or None, got {above!r}"
+            )
         for name in (
             "min_impressions",
             "min_pair_impressions",
@@ -396,15 +409,30 @@ def build_dataset(
             i for i in ids if variants[i].get("status") == "winner"
         }
         winner_ids: set[str] = set()
+        above_average = np.zeros(len(ids))
+        if config.above_average_confidence is not None and len(proven) >= 3:
+            draws = _posterior_draws(trials[proven], successes[proven], config.n_draws, rng)
+            # each proven variant against the mean rate of the other proven ones
+            others_mean = (draws.sum(axis=1, keepdims=True) - draws) / (len(proven) - 1)
+            above_average[proven] = (draws > others_mean).mean(axis=0)
 
         for index, variant_id in enumerate(ids):
             is_declared = variant_id in declared
-            confident = best[index] >= config.winner_threshold
-            if not is_declared and not (confident and trials[index] >= config.min_impressions):
+            enough = trials[index] >= config.min_impressions
+            confident = best[index] >= config.winner_threshold and enough
+            runner_up = (
+                not (is_declared or confident)
+                and enough
+                and config.above_average_confidence is not None
+                and above_average[index] >= config.above_average_confidence
+            )
+            if not (is_declared or confident or runner_up):
                 continue
             others = means[[i for i in proven if i != index]]
             baseline = float(others.mean()) if len(others) else float(means[index])
             weight = _lift(means[index], baseline) * max(float(best[index]), 0.5)
+            if runner_up:
+                weight = 0.5 * _lift(means[index], baseline) * float(above_average[index])
             example, row = _winner(
                 campaign_id,
                 prompt,
@@ -414,6 +442,8 @@ def build_dataset(
                 "*",
                 is_declared,
             )
+            if runner_up:
+                row = {**row, "kind": "above_average", "p_above_average": above_average[index]}
             winners.append(example)
             rows.append(row)
             winner_ids.add(variant_id)

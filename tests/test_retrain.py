@@ -169,6 +169,28 @@ def test_fresh_variants_do_not_hide_a_clear_winner(
     assert not any(ids[4] in (r.get("chosen"), r.get("rejected")) for r in data.rows)
 
 
+def test_runners_up_above_the_average_are_trained_on_at_lower_weight(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        ids = fill_store(store)
+        strict = build_dataset(store, config=tiny_config(tmp_path, base_dir))
+        config = tiny_config(tmp_path, base_dir, above_average_confidence=0.9)
+        broad = build_dataset(store, config=config)
+
+    assert [r["kind"] for r in strict.rows if r["kind"] != "pair"] == ["winner"]
+    sft_rows = {r["variant_id"]: r for r in broad.rows if r["kind"] != "pair"}
+    # B (5 %) clearly beats the average of A, C and D; C and D (2 %, 1 %) do not.
+    assert set(sft_rows) == {ids[0], ids[1]}
+    assert sft_rows[ids[0]]["kind"] == "winner"
+    assert sft_rows[ids[1]]["kind"] == "above_average"
+    assert sft_rows[ids[1]]["p_above_average"] >= 0.9
+    assert 0 < sft_rows[ids[1]]["weight"] < sft_rows[ids[0]]["weight"]
+    assert len(broad.winners) == 2 and broad.data_hash != strict.data_hash
+    with pytest.raises(ValueError, match="above_average_confidence"):
+        tiny_config(tmp_path, base_dir, above_average_confidence=0.3)
+
+
 def test_no_data_is_skipped(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
     close_arms = [("Rings one", "a.", 300, 10), ("Rings two", "b.", 300, 11)]
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
