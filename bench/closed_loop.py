@@ -17,7 +17,9 @@ least 15 % higher (relative) than without, while diversity stays above ``DIVERSI
 The summary also gives the last-round lift per seed: seeds differ in their hidden audience,
 so the spread between them is the honest error bar.
 
-Run: ``python -m bench.closed_loop [--seeds 11 12] [--out bench/results]``; the plot goes
+Run: ``python -m bench.closed_loop [--seeds 11 12] [--scenario FILE] [--out bench/results]``
+(``examples/scenario_retraining_busy.yaml`` is the same campaign with 10,000 impressions an
+hour instead of 3,000, so each round has more confident pairs); the plot goes
 to ``docs/closed_loop.png``. CPU budget: LoRA, a few steps per round, small pools.
 """
 
@@ -299,7 +301,9 @@ if __name__ == "__main__":
     parser.add_argument("--arms", nargs="+", default=["off", "on"])
     parser.add_argument("--winner-threshold", type=float, default=WINNER_THRESHOLD)
     parser.add_argument("--max-epochs", type=float, default=MAX_EPOCHS)
+    parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
     args = parser.parse_args()
+    SCENARIO = args.scenario
     WINNER_THRESHOLD = args.winner_threshold
     MAX_EPOCHS = args.max_epochs
     if args.combine:
