@@ -273,6 +273,13 @@ def _one_regret(system: str, name: str, horizon: int, seed: int) -> tuple[float,
     return run.final_regret, time.perf_counter() - start
 
 
+def _run_regrets(tasks: list[tuple[str, str, int]], horizon: int) -> list[tuple[float, float]]:
+    """:func:`_one_regret` for every ``(system, problem, seed)``, spread over the cores."""
+    systems, names, seeds = zip(*tasks, strict=True) if tasks else ((), (), ())
+    with ProcessPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4))) as pool:
+        return list(pool.map(_one_regret, systems, names, [horizon] * len(tasks), seeds))
+
+
 def _standard_error(values: list[float]) -> float | str:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else ""
 
@@ -285,17 +292,7 @@ def _regret_rows(quick: bool) -> tuple[list[dict], list[dict]]:
     tasks = [(system, name, seed) for name in problems for system in SYSTEMS for seed in seeds]
     # MABWiser runs are the slowest: start them first so the pool ends evenly
     tasks.sort(key=lambda task: task[0] != MABWISER)
-    with ProcessPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4))) as pool:
-        results = list(
-            pool.map(
-                _one_regret,
-                [t[0] for t in tasks],
-                [t[1] for t in tasks],
-                [horizon] * len(tasks),
-                [t[2] for t in tasks],
-            )
-        )
-    by_task = dict(zip(tasks, results, strict=True))
+    by_task = dict(zip(tasks, _run_regrets(tasks, horizon), strict=True))
     rows, summary = [], []
     for name in problems:
         bound = lai_robbins_bound(PROBLEMS[name], horizon)
@@ -376,19 +373,9 @@ def near_tie(first: int, stop: int, out: Path) -> None:
     """
     name, seeds = "equal gap 0.1 pp", list(range(first, stop))
     systems = (TS, CLASSIC_TS, EPSILON_GREEDY)
-    tasks = [(system, seed) for system in systems for seed in seeds]
-    with ProcessPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4))) as pool:
-        results = list(
-            pool.map(
-                _one_regret,
-                [t[0] for t in tasks],
-                [name] * len(tasks),
-                [1_000_000] * len(tasks),
-                [t[1] for t in tasks],
-            )
-        )
+    tasks = [(system, name, seed) for system in systems for seed in seeds]
     regrets = {system: [] for system in systems}
-    for (system, _), (regret, _) in zip(tasks, results, strict=True):
+    for (system, _, _), (regret, _) in zip(tasks, _run_regrets(tasks, 1_000_000), strict=True):
         regrets[system].append(regret)
     rows = [
         {
