@@ -362,16 +362,16 @@ def main(out: Path, quick: bool) -> None:
     write_results("bandits", rows, out, notes)
 
 
-def near_tie(first: int, stop: int, out: Path) -> None:
+def near_tie(first: int, stop: int, out: Path, name: str = "equal gap 0.1 pp") -> None:
     """Default TS, classic TS and ε-greedy on the near-tie problem over seeds ``first..stop-1``.
 
     ``python -m bench.bandits --near-tie 200 300``: the problem where ε-greedy comes closest
     (regret there is nearly a coin flip per seed: ~200 clicks when the best arm ends up leading,
     ~980 when another does), on more seeds than the suite runs (MABWiser left out, it is the
-    slow one).
+    slow one). ``--problem NAME`` runs another problem of the suite over the same seed range.
     Writes ``bandits_near_tie.json`` / ``.md`` under ``out``.
     """
-    name, seeds = "equal gap 0.1 pp", list(range(first, stop))
+    seeds = list(range(first, stop))
     systems = (TS, CLASSIC_TS, EPSILON_GREEDY)
     tasks = [(system, name, seed) for system in systems for seed in seeds]
     regrets = {system: [] for system in systems}
@@ -403,5 +403,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Bandit benchmark extras.")
     parser.add_argument("--near-tie", nargs=2, type=int, metavar=("FIRST", "STOP"), required=True)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--problem", choices=list(PROBLEMS), default="equal gap 0.1 pp", help="regret problem"
+    )
     args = parser.parse_args()
-    near_tie(*args.near_tie, args.out)
+    near_tie(*args.near_tie, args.out, args.problem)
