@@ -139,6 +139,12 @@ class RetrainConfig:
     """The candidate's filter pass rate must be >= this x the current version's."""
     min_distinct_ratio: float = 0.7
     """The candidate's distinct-2 must be >= this x the current version's."""
+    min_pass_rate_ratio_to_base: float = 0.5
+    """... and its pass rate >= this x the base model's (the first version of the lineage):
+    each round is compared with the current version, so without a fixed reference the
+    ratios above could compound into a collapse over a few rounds."""
+    min_distinct_ratio_to_base: float = 0.5
+    """... and its distinct-2 >= this x the base model's, for the same reason."""
     accuracy_tolerance: float = 0.0
     """Held-out accuracy may be this much below the current version's and still pass."""
     training: TrainingConfig = field(default_factory=_default_training)
@@ -170,7 +176,13 @@ class RetrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"RetrainConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("min_pass_rate_ratio", "min_distinct_ratio", "accuracy_tolerance"):
+        for name in (
+            "min_pass_rate_ratio",
+            "min_distinct_ratio",
+            "min_pass_rate_ratio_to_base",
+            "min_distinct_ratio_to_base",
+            "accuracy_tolerance",
+        ):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0):
                 raise ValueError(f"RetrainConfig.{name} must be in [0, 1], got {value!r}")
@@ -630,13 +642,17 @@ def evaluate_gate(
     *,
     briefs: Sequence[Any] = (),
     config: RetrainConfig | None = None,
+    base_dir: str | Path | None = None,
 ) -> GateResult:
     """Compare a trained version with the current one on held-out pairs and on validity.
 
     Passes when (1) held-out pairwise accuracy >= the current version's minus
     ``accuracy_tolerance``; (2) with ``gate_candidates`` > 0 and briefs given, the filter pass
     rate >= ``min_pass_rate_ratio`` x the current one and distinct-2 >= ``min_distinct_ratio``
-    x the current one. ``current_dir=None`` compares against nothing (first version).
+    x the current one, and, when ``base_dir`` (the lineage's first version) is given and is
+    not the current one, both >= the ``..._to_base`` ratios x the base model's, so that
+    small losses round after round cannot add up to a collapse. ``current_dir=None``
+    compares against nothing (first version).
 
     Example::
 
@@ -688,6 +704,20 @@ def evaluate_gate(
                 reasons.append(
                     f"distinct-2 collapsed: {new['distinct_2']:.2f} vs {old['distinct_2']:.2f}"
                 )
+            if base_dir is not None and Path(base_dir) != Path(current_dir):
+                base = _validity(
+                    Path(base_dir), chosen_briefs, n=config.gate_candidates, seed=config.seed
+                )
+                metrics.update({f"base_{k}": v for k, v in base.items()})
+                for key, label, ratio in (
+                    ("pass_rate", "filter pass rate", config.min_pass_rate_ratio_to_base),
+                    ("distinct_2", "distinct-2", config.min_distinct_ratio_to_base),
+                ):
+                    if new[key] < ratio * base[key]:
+                        reasons.append(
+                            f"{label} drifted down since the base model: {new[key]:.2f} vs "
+                            f"{base[key]:.2f} (floor {ratio:g} x the base's)"
+                        )
         elif new["n_generated"] == 0:
             reasons.append("the model produced no candidates")
     return GateResult(passed=not reasons, reasons=tuple(reasons), metrics=metrics)
@@ -726,7 +756,12 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
     )
     trained = time.perf_counter()
     gate = evaluate_gate(
-        result.model_dir, job["current_dir"], heldout, briefs=briefs, config=config
+        result.model_dir,
+        job["current_dir"],
+        heldout,
+        briefs=briefs,
+        config=config,
+        base_dir=job["base"],
     )
     gated = time.perf_counter()
     return {

@@ -18,6 +18,7 @@ from generators import LMGenerator  # noqa: E402
 from generators.training import (  # noqa: E402
     TRAINING_RECORD,
     PreferencePair,
+    SFTExample,
     TrainingConfig,
     train_version,
 )
@@ -25,6 +26,7 @@ from optimizer.retrain import (  # noqa: E402
     RetrainConfig,
     ServingModel,
     build_dataset,
+    completion_text,
     distinct_n,
     evaluate_gate,
     retrain_round,
@@ -263,6 +265,43 @@ def test_worse_model_fails_the_gate(tmp_path: Path, base_dir: Path) -> None:
     assert "held-out accuracy" in rejected.reasons[0]
     assert rejected.metrics["heldout_accuracy"] < rejected.metrics["current_heldout_accuracy"]
     assert accepted.passed and accepted.metrics["heldout_accuracy"] >= 0.75
+
+
+def test_gate_refuses_a_slow_collapse_measured_against_the_base(
+    tmp_path: Path, base_dir: Path
+) -> None:
+    """Each round compares with the current version, so a lineage that lost its diversity
+    one small step at a time would pass that check; the base model is the fixed reference."""
+    from generators import load_brief
+
+    brief = load_brief(BRIEF)
+    repeat = SFTExample(prompt=brief.prompt(), completion=completion_text("Aurelle rings", ""))
+    collapsed = train_version(
+        base_dir,
+        tmp_path / "collapsed",
+        sft_examples=[repeat],
+        config=TrainingConfig(
+            sft_steps=40, dpo_steps=0, lora=False, batch_size=1, learning_rate=5e-2
+        ),
+    )
+    config = RetrainConfig(gate_candidates=6, gate_briefs=1, min_distinct_ratio_to_base=0.5)
+    # Against itself as the current version the collapsed model looks fine ...
+    alone = evaluate_gate(
+        collapsed.model_dir, collapsed.model_dir, [], briefs=[brief], config=config
+    )
+    assert alone.passed, alone.reasons
+    # ... against the base of its lineage it does not.
+    gate = evaluate_gate(
+        collapsed.model_dir,
+        collapsed.model_dir,
+        [],
+        briefs=[brief],
+        config=config,
+        base_dir=base_dir,
+    )
+    assert not gate.passed
+    assert any("since the base model" in reason for reason in gate.reasons), gate.reasons
+    assert gate.metrics["distinct_2"] < 0.5 * gate.metrics["base_distinct_2"]
 
 
 def test_gate_rejection_keeps_serving_on_the_current_version(
