@@ -34,7 +34,7 @@ from sim.features import language_of
 from sim.scenario import Scenario
 from sim.world import World
 
-__all__ = ["EngineRunResult", "RetrainHook", "SimClock", "run_scenario"]
+__all__ = ["EngineRunResult", "RetrainHook", "SimClock", "diversity", "run_scenario"]
 
 
 class RetrainHook(Protocol):
@@ -116,6 +116,23 @@ def _distinct_trigrams(texts: list[str]) -> float:
     for text in texts:
         grams.extend(text[i : i + 3] for i in range(max(0, len(text) - 2)))
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def diversity(texts: list[str], pool_size: int) -> float:
+    """Mean distinct-trigram share of pool-sized slices of ``texts`` (1 = no repetition).
+
+    Slicing makes the figure read the same whatever the number of texts: a pool only ever
+    shows ``pool_size`` candidates side by side.
+
+    Example
+    -------
+    >>> diversity(["Bespoke rings", "Bespoke rings"], 2) < diversity(["Bespoke rings", "Shop"], 2)
+    True
+    """
+    slices = [texts[i : i + pool_size] for i in range(0, len(texts), pool_size)]
+    # A short last slice has fewer chances to repeat itself; keep it only if it is alone.
+    whole = [s for s in slices if len(s) == pool_size] or slices
+    return float(np.mean([_distinct_trigrams(s) for s in whole])) if whole else 0.0
 
 
 class _Truth:
@@ -380,9 +397,6 @@ class _Run:
         result = self.engine.pool.generate(self.brief, n_probe, seed=self.seed * 1000 + round_index)
         texts = [c.text for c in result.candidates]
         ctr = self.truth.ctr(texts, False) @ self.world.shares if texts else np.array([])
-        slices = [texts[i : i + pool_size] for i in range(0, len(texts), pool_size)]
-        # A short last slice has fewer chances to repeat itself; keep it only if it is alone.
-        whole = [s for s in slices if len(s) == pool_size] or slices
         self.rounds.append(
             {
                 "round": round_index,
@@ -394,9 +408,7 @@ class _Run:
                 if len(texts) > 1
                 else None,
                 "max_true_ctr": float(ctr.max()) if texts else None,
-                "distinct_trigrams": float(np.mean([_distinct_trigrams(s) for s in whole]))
-                if whole
-                else 0.0,
+                "distinct_trigrams": diversity(texts, pool_size),
                 "model_version": getattr(self.engine.pool, "model_version", None),
                 "detail": detail or {},
             }
