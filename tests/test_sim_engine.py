@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from optimizer.cli import app
 from sim import ScenarioError, load_scenario, simulate
-from sim.engine_run import run_scenario
+from sim.engine_run import diversity, run_scenario
 
 # One segment that likes numbers and exclamation marks: three texts with CTRs far apart, so a
 # bandit has something to learn within a small run.
@@ -194,3 +194,12 @@ def test_engine_runs_are_reproducible_per_seed() -> None:
     assert first.hourly.equals(again.hourly)
     other = run_scenario(scenario, seed=5)
     assert other.hourly["clicks"].to_list() != first.hourly["clicks"].to_list()
+
+
+def test_diversity_reads_the_same_whatever_the_probe_size() -> None:
+    texts = ["Bespoke rings, made to fit", "Shop fine gold today", "Rings made to measure"]
+    assert diversity(texts, 3) == pytest.approx(diversity(texts * 4, 3))
+    # A pool that repeats itself scores lower; a short last slice is dropped when others exist.
+    assert diversity(["Bespoke rings"] * 3, 3) < diversity(texts, 3)
+    assert diversity([*texts, "x"], 3) == pytest.approx(diversity(texts, 3))
+    assert diversity([], 3) == 0.0
