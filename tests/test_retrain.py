@@ -400,6 +400,8 @@ def test_distinct_n() -> None:
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="pair_confidence"):
         RetrainConfig(pair_confidence=1.5)
+    with pytest.raises(ValueError, match="min_distinct_ratio_to_base"):
+        RetrainConfig(min_distinct_ratio_to_base=-0.1)
     with pytest.raises(ValueError, match="unknown key"):
         RetrainConfig.from_dict({"winner_treshold": 0.9})
     config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
