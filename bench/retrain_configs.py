@@ -72,15 +72,19 @@ def main(
     from bench._common import write_results
     from generators import load_brief, load_causal_lm
     from generators.training import preference_accuracy, train_version
-    from optimizer.retrain import _validity, build_dataset
+    from optimizer.retrain import build_dataset, validity
     from sim import load_scenario
     from storage import Store
 
     unknown = sorted(set(only) - set(SETTINGS))
     if unknown:
         raise SystemExit(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
-    closed_loop.MAX_PAIRS, closed_loop.DPO_STEPS = 48, 36
     config = closed_loop.experiment_config()
+    config = dataclasses.replace(
+        config,
+        max_pairs_per_campaign=48,
+        training=dataclasses.replace(config.training, dpo_steps=36),
+    )
     scenario = load_scenario(SCENARIO)
     world = scenario.build_world(seed)
     rows: list[dict[str, Any]] = []
@@ -107,7 +111,7 @@ def main(
                 model, tokenizer, data.heldout_pairs, max_length=config.training.max_length
             )
             del model
-            validity = _validity(Path(model_dir), [brief], n=config.gate_candidates, seed=0)
+            check = validity(Path(model_dir), [brief], n=config.gate_candidates, seed=0)
             row = {
                 "name": name,
                 "system": "adloop",
@@ -123,8 +127,8 @@ def main(
                     seed=seed * 1000 + 7,
                     pool_size=scenario.generators.pool_size,
                 ),
-                "gate_distinct_2": validity["distinct_2"],
-                "gate_pass_rate": validity["pass_rate"],
+                "gate_distinct_2": check["distinct_2"],
+                "gate_pass_rate": check["pass_rate"],
                 "seconds": time.perf_counter() - started,
             }
             rows.append(row)

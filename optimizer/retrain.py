@@ -78,6 +78,7 @@ __all__ = [
     "retrain_round",
     "switch_pool_model",
     "train_and_gate",
+    "validity",
 ]
 
 #: Directory name of the default model inside the model cache.
@@ -611,8 +612,11 @@ def _load_for_scoring(model_dir: Path) -> tuple[Any, Any]:
     return load_causal_lm(model_dir)
 
 
-def _validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> dict[str, float]:
-    """Generate ``n`` candidates per brief; filter pass rate and distinct-2 of what came out."""
+def validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> dict[str, float]:
+    """Generate ``n`` candidates per brief; filter pass rate and distinct-2 of what came out.
+
+    The promotion gate's validity check, for one model directory.
+    """
     from generators import LMGenerator
     from generators.filters import NearDuplicateIndex, check_candidate
 
@@ -689,10 +693,10 @@ def evaluate_gate(
             )
     if config.gate_candidates and briefs:
         chosen_briefs = list(briefs)[: config.gate_briefs]
-        new = _validity(candidate_dir, chosen_briefs, n=config.gate_candidates, seed=config.seed)
+        new = validity(candidate_dir, chosen_briefs, n=config.gate_candidates, seed=config.seed)
         metrics.update({f"{k}": v for k, v in new.items()})
         if current_dir is not None:
-            old = _validity(
+            old = validity(
                 Path(current_dir), chosen_briefs, n=config.gate_candidates, seed=config.seed
             )
             metrics.update({f"current_{k}": v for k, v in old.items()})
@@ -705,7 +709,7 @@ def evaluate_gate(
                     f"distinct-2 collapsed: {new['distinct_2']:.2f} vs {old['distinct_2']:.2f}"
                 )
             if base_dir is not None and Path(base_dir) != Path(current_dir):
-                base = _validity(
+                base = validity(
                     Path(base_dir), chosen_briefs, n=config.gate_candidates, seed=config.seed
                 )
                 metrics.update({f"base_{k}": v for k, v in base.items()})
