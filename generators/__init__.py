@@ -35,6 +35,7 @@ from generators.models import (
 )
 from generators.pool import GENERATOR_NAMES, GeneratorPool, PoolResult
 from generators.recombine import RecombinationGenerator
+from generators.scorer import CopyScorer, fit_scorer, load_scorer
 from generators.templates import TemplateGenerator
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "BriefError",
     "Candidate",
     "Channel",
+    "CopyScorer",
     "FilterSettings",
     "GeneratorError",
     "GeneratorPool",
@@ -59,10 +61,12 @@ __all__ = [
     "build_model_input",
     "check_candidate",
     "default_model_dir",
+    "fit_scorer",
     "format_completion",
     "installed_models",
     "load_brief",
     "load_causal_lm",
+    "load_scorer",
     "model_version",
     "parse_completion",
     "pull_smollm2",

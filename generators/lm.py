@@ -36,6 +36,7 @@ from generators.brief import Brief
 from generators.candidate import Candidate
 from generators.errors import ModelNotFoundError
 from generators.filters import complete_required_terms
+from generators.scorer import CopyScorer, load_scorer
 
 __all__ = [
     "COMPLETION_PREFIX",
@@ -359,6 +360,9 @@ class LMGenerator:
         shared machine one thread leaves a core to the serving path and, measured on 2 busy
         cores, ran a decoding step 5x faster than two threads contending for them. None keeps
         torch's setting.
+    rerank: when the directory holds a copy scorer (``scorer.json``, written by retraining;
+        see :mod:`generators.scorer`), sample ``oversample`` times as many completions and
+        keep the best-scored distinct ones. False samples plainly, scorer or not.
 
     The model is loaded on the first :meth:`generate` and kept. Raises
     :class:`ModelNotFoundError` at construction when the directory is missing or not a causal LM.
@@ -381,6 +385,7 @@ class LMGenerator:
         max_new_tokens: int | None = None,
         device: str | None = None,
         num_threads: int | None = 1,
+        rerank: bool = True,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
@@ -400,13 +405,16 @@ class LMGenerator:
         self.device = device
         self.num_threads = num_threads
         self.model_version = model_version(self.model_dir)
+        self.rerank = rerank
+        self.scorer = load_scorer(self.model_dir) if rerank else None
         self._loaded: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
             f"LMGenerator({str(self.model_dir)!r}, temperature={self.temperature}, "
-            f"top_p={self.top_p}, batch_size={self.batch_size})"
+            f"top_p={self.top_p}, batch_size={self.batch_size}, "
+            f"reranked={self.scorer is not None})"
         )
 
     def load(self) -> tuple[Any, Any]:
@@ -466,13 +474,18 @@ class LMGenerator:
     def generate(
         self, brief: Brief, n: int, *, seed: int = 0, winners: Sequence[dict] = ()
     ) -> list[Candidate]:
-        """``n`` parsed candidates (some may fail the filters: the pool checks them)."""
+        """``n`` parsed candidates (some may fail the filters: the pool checks them).
+
+        With a scorer, ``n x oversample`` are sampled and the ``n`` best-scored distinct ones
+        come back, best first (parsed copy with a headline before any without).
+        """
         del winners  # the model writes from the brief; retraining is how winners reach it
         if n <= 0:
             return []
         prompt_hash = brief.prompt_hash()
         candidates = []
-        for completion in self.sample(brief, n, seed=seed):
+        factor = self.scorer.oversample if self.scorer is not None else 1
+        for completion in self.sample(brief, n * factor, seed=seed):
             headline, description = parse_completion(completion, brief)
             if headline:
                 headline, description = complete_required_terms(headline, description, brief)
@@ -488,7 +501,26 @@ class LMGenerator:
                     seed=seed,
                 )
             )
+        if factor > 1:
+            candidates = _best_distinct(self.scorer, candidates, n)
         return candidates
+
+
+def _best_distinct(scorer: CopyScorer, candidates: list[Candidate], n: int) -> list[Candidate]:
+    """The ``n`` best-scored candidates with distinct texts; headline-less ones rank last."""
+    scores = scorer.score([c.text for c in candidates])
+    order = sorted(range(len(candidates)), key=lambda i: (not candidates[i].headline, -scores[i]))
+    chosen: list[Candidate] = []
+    seen: set[str] = set()
+    for index in order:
+        text = candidates[index].text
+        if text in seen:
+            continue
+        seen.add(text)
+        chosen.append(candidates[index])
+        if len(chosen) == n:
+            break
+    return chosen
 
 
 def _is_complete(text: str, brief: Brief) -> bool:

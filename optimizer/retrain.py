@@ -148,6 +148,15 @@ class RetrainConfig:
     """... and its distinct-2 >= this x the base model's, for the same reason."""
     accuracy_tolerance: float = 0.0
     """Held-out accuracy may be this much below the current version's and still pass."""
+    rerank_oversample: int = 4
+    """Each round also fits a copy scorer on the campaigns' proven variants (see
+    :mod:`generators.scorer`) and saves it with the new version: the LM generator then samples
+    this many times the candidates it is asked for and keeps the best-scored. 1: no scorer."""
+    scorer_min_variants: int = 6
+    """Proven variants (``min_pair_impressions`` or more) needed to fit a scorer."""
+    scorer_min_spearman: float = 0.2
+    """A scorer ships only when its leave-one-variant-out rank correlation with the observed
+    rates reaches this; otherwise the version samples plainly."""
     training: TrainingConfig = field(default_factory=_default_training)
     """How to fine-tune (see :class:`generators.training.TrainingConfig`)."""
     seed: int = 0
@@ -169,11 +178,12 @@ class RetrainConfig:
             "min_holdout_pairs",
             "gate_candidates",
             "gate_briefs",
+            "scorer_min_variants",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"RetrainConfig.{name} must be an integer >= 0, got {value!r}")
-        for name in ("max_pairs_per_campaign", "n_draws"):
+        for name in ("max_pairs_per_campaign", "n_draws", "rerank_oversample"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"RetrainConfig.{name} must be a positive integer, got {value!r}")
@@ -183,6 +193,7 @@ class RetrainConfig:
             "min_pass_rate_ratio_to_base",
             "min_distinct_ratio_to_base",
             "accuracy_tolerance",
+            "scorer_min_spearman",
         ):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0):
@@ -236,6 +247,8 @@ class RetrainDataset:
     briefs: tuple[Any, ...]
     rows: tuple[dict[str, Any], ...]
     data_hash: str
+    variants: tuple[dict[str, Any], ...] = ()
+    """Proven variants (text, trials, successes, campaign_id): what the copy scorer fits."""
 
     def summary(self) -> dict[str, Any]:
         """Counts and hash, for reports and job records."""
@@ -244,6 +257,7 @@ class RetrainDataset:
             "train_pairs": len(self.pairs),
             "heldout_pairs": len(self.heldout_pairs),
             "campaigns": len(self.briefs),
+            "variants": len(self.variants),
             "data_hash": self.data_hash,
         }
 
@@ -382,6 +396,7 @@ def build_dataset(
                 raise ValueError(f"unknown campaign {campaign_id!r}")
             campaigns.append(row)
     winners: list[SFTExample] = []
+    proven_variants: list[dict[str, Any]] = []
     all_pairs: list[tuple[PreferencePair, dict[str, Any]]] = []
     briefs = []
     rows: list[dict[str, Any]] = []
@@ -407,6 +422,15 @@ def build_dataset(
         # has a flat posterior over [0, 1] and would take probability-best from every proven
         # variant, so a clear winner could never reach the threshold right after a refill.
         proven = np.flatnonzero(trials >= config.min_pair_impressions)
+        proven_variants.extend(
+            {
+                "campaign_id": campaign_id,
+                "text": variants[ids[i]]["text"],
+                "trials": float(trials[i]),
+                "successes": float(successes[i]),
+            }
+            for i in proven
+        )
         best = np.zeros(len(ids))
         if len(proven) >= 2:
             best[proven] = _probability_best(
@@ -580,6 +604,7 @@ def build_dataset(
         briefs=tuple(briefs),
         rows=tuple(rows),
         data_hash=data_hash,
+        variants=tuple(proven_variants),
     )
 
 
@@ -727,6 +752,44 @@ def evaluate_gate(
     return GateResult(passed=not reasons, reasons=tuple(reasons), metrics=metrics)
 
 
+def fit_version_scorer(
+    model_dir: str | Path, variants: Sequence[dict[str, Any]], config: RetrainConfig
+) -> dict[str, Any]:
+    """Fit a copy scorer on proven variants and save it in ``model_dir`` when it validates.
+
+    Returns what happened (``shipped``, the reason when not, and the fit's metrics), for the
+    version's record. A scorer that does not rank left-out variants better than
+    ``scorer_min_spearman`` is not saved: the version then samples plainly.
+    """
+    from generators.scorer import fit_scorer
+
+    if config.rerank_oversample <= 1:
+        return {"shipped": False, "reason": "reranking is off (rerank_oversample 1)"}
+    if len(variants) < config.scorer_min_variants:
+        return {
+            "shipped": False,
+            "reason": f"{len(variants)} proven variants; a scorer needs "
+            f"{config.scorer_min_variants}",
+        }
+    scorer = fit_scorer(
+        [v["text"] for v in variants],
+        [v["trials"] for v in variants],
+        [v["successes"] for v in variants],
+        [v["campaign_id"] for v in variants],
+        oversample=config.rerank_oversample,
+    )
+    report: dict[str, Any] = {"shipped": False, "metrics": scorer.metrics}
+    if scorer.metrics["loo_spearman"] < config.scorer_min_spearman:
+        report["reason"] = (
+            f"leave-one-out rank correlation {scorer.metrics['loo_spearman']:.2f} is below "
+            f"{config.scorer_min_spearman:g}"
+        )
+        return report
+    scorer.save(model_dir)
+    report["shipped"] = True
+    return report
+
+
 def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
     """Train one version and run the gate; a top-level function so a process pool can run it.
 
@@ -758,6 +821,7 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
         base=job["base"],
         data_hash=job["data_hash"],
     )
+    scorer = fit_version_scorer(result.model_dir, job.get("variants", []), config)
     trained = time.perf_counter()
     gate = evaluate_gate(
         result.model_dir,
@@ -772,6 +836,7 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
         "model_dir": str(result.model_dir),
         "training_metrics": result.metrics,
         "steps": result.steps,
+        "scorer": scorer,
         "gate": {"passed": gate.passed, "reasons": list(gate.reasons), "metrics": gate.metrics},
         "seconds": {"train": trained - started, "gate": gated - trained},
     }
@@ -902,6 +967,7 @@ def retrain_round(
         "parent": current["version"],
         "base": current.get("base") or current["path"],
         "data_hash": data.data_hash,
+        "variants": list(data.variants),
     }
     try:
         if executor is None:
@@ -927,6 +993,7 @@ def retrain_round(
         "gate_passed": gate["passed"],
         "gate_reasons": gate["reasons"],
         "steps": outcome["steps"],
+        "scorer": outcome.get("scorer"),
         "data": summary,
     }
     store.add_model_version(
@@ -1039,6 +1106,8 @@ def switch_pool_model(pool: Any, model_dir: str | Path) -> bool:
             batch_size=old.batch_size,
             max_new_tokens=old.max_new_tokens,
             device=old.device,
+            num_threads=old.num_threads,
+            rerank=old.rerank,
         )
         new.load()
         generators[index] = new
