@@ -137,6 +137,40 @@ def test_pool_with_tiny_lm_still_fills_n_and_records_provenance(
     assert pool.model_version == model_version(tiny_model_dir)
 
 
+def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
+    tiny_model_dir: Path, brief_en, tmp_path: Path
+) -> None:
+    """With scorer.json beside the weights the generator samples n x oversample and keeps the
+    n best-scored distinct texts, best first; the same seed without reranking samples the same
+    completions, so the choice can be checked exactly."""
+    from generators.scorer import CopyScorer
+
+    model_dir = tmp_path / "with-scorer"
+    shutil.copytree(tiny_model_dir, model_dir)
+    scorer = CopyScorer(
+        weights={"w:aurelle": 1.0}, length_coef=(-1.0, 0.0), length_mean=40.0, length_sd=10.0,
+        oversample=3,
+    )  # fmt: skip
+    scorer.save(model_dir)
+    options = {"max_new_tokens": 24, "batch_size": 6}
+    plain = LMGenerator(model_dir, rerank=False, **options)
+    assert plain.scorer is None
+    reranked = LMGenerator(model_dir, **options)
+    assert reranked.scorer is not None and "reranked=True" in repr(reranked)
+
+    pool = plain.generate(brief_en, 12, seed=5)
+    chosen = reranked.generate(brief_en, 4, seed=5)
+    assert len(chosen) == 4 and len({c.text for c in chosen}) == 4
+    ranked = sorted(pool, key=lambda c: (not c.headline, -scorer.score([c.text])[0]))
+    expected: list[str] = []
+    for candidate in ranked:
+        if candidate.text not in expected:
+            expected.append(candidate.text)
+    assert [c.text for c in chosen] == expected[:4]
+    first_four = scorer.score([c.text for c in pool[:4]]).mean()
+    assert scorer.score([c.text for c in chosen]).mean() > first_four
+
+
 def test_lora_adapter_loads_on_its_recorded_base(
     tiny_model_dir: Path, tmp_path: Path, brief_en
 ) -> None:

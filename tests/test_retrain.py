@@ -29,6 +29,7 @@ from optimizer.retrain import (  # noqa: E402
     completion_text,
     distinct_n,
     evaluate_gate,
+    fit_version_scorer,
     retrain_round,
 )
 from storage import Store  # noqa: E402
@@ -390,6 +391,77 @@ def test_promotion_switches_serving_and_rollback_restores(
         assert serving.current[0] == previous["version"]
 
 
+# Eight arms: the four that say "bespoke" convert impressions into clicks about three times as
+# often as the four that do not, whatever else they say.
+SCORED_ARMS = [
+    ("Bespoke rings", "Book a fitting.", 3000, 190),
+    ("Bespoke gold bands", "Made in Paris.", 3000, 175),
+    ("Your bespoke ring", "Book today.", 3000, 200),
+    ("Bespoke bridal sets", "Visit the atelier.", 3000, 165),
+    ("Aurelle gold bands", "Book a fitting.", 3000, 60),
+    ("Rings from Paris", "Made in Paris.", 3000, 55),
+    ("Aurelle bridal sets", "Visit the atelier.", 3000, 70),
+    ("Gold rings", "Book today.", 3000, 50),
+]
+
+
+def test_a_round_ships_a_copy_scorer_with_the_version(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
+    """The scorer is fitted on the proven variants, validated, saved in the version directory,
+    recorded with the version, and the promoted version's generator reranks with it."""
+    from generators.scorer import load_scorer
+
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store, arms=SCORED_ARMS)
+        report = retrain_round(
+            store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
+        )
+        assert report.outcome == "promoted", report.reason
+        record = {v["version"]: v for v in store.model_versions()}[report.version]
+    assert report.data["variants"] == 8
+    scorer_report = record["metrics"]["scorer"]
+    assert scorer_report["shipped"] is True
+    assert scorer_report["metrics"]["loo_spearman"] > 0.5
+    scorer = load_scorer(report.model_dir)
+    assert scorer is not None and scorer.oversample == 4
+    assert scorer.weights["w:bespoke"] > 0
+    assert LMGenerator(report.model_dir).scorer is not None
+
+
+def test_no_scorer_ships_without_enough_variants_or_when_reranking_is_off(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)  # four variants
+        few = retrain_round(
+            store, config=tiny_config(tmp_path / "few", base_dir, accuracy_tolerance=1.0)
+        )
+        off = retrain_round(
+            store,
+            config=tiny_config(
+                tmp_path / "off", base_dir, accuracy_tolerance=1.0, rerank_oversample=1
+            ),
+        )
+    assert "4 proven variants; a scorer needs 6" in few.metrics["scorer"]["reason"]
+    assert "reranking is off" in off.metrics["scorer"]["reason"]
+    for report in (few, off):
+        assert not (Path(report.model_dir) / "scorer.json").exists()
+        assert LMGenerator(report.model_dir).scorer is None
+
+
+def test_a_scorer_that_does_not_validate_is_not_shipped(tmp_path: Path) -> None:
+    """Every variant converted alike: nothing to learn, so the version samples plainly."""
+    variants = [
+        {"campaign_id": "c", "text": f"{h} — {d}", "trials": 3000.0, "successes": 90.0}
+        for h, d, _, _ in SCORED_ARMS
+    ]
+    report = fit_version_scorer(tmp_path, variants, RetrainConfig())
+    assert report["shipped"] is False
+    assert "leave-one-out rank correlation 0.00 is below 0.2" in report["reason"]
+    assert not (tmp_path / "scorer.json").exists()
+
+
 def test_distinct_n() -> None:
     assert distinct_n(["a b c", "a b c"], 2) == 0.5
     assert distinct_n(["a b", "c d"], 2) == 1.0
@@ -402,6 +474,10 @@ def test_config_rejects_bad_values() -> None:
         RetrainConfig(pair_confidence=1.5)
     with pytest.raises(ValueError, match="min_distinct_ratio_to_base"):
         RetrainConfig(min_distinct_ratio_to_base=-0.1)
+    with pytest.raises(ValueError, match="rerank_oversample"):
+        RetrainConfig(rerank_oversample=0)
+    with pytest.raises(ValueError, match="scorer_min_spearman"):
+        RetrainConfig(scorer_min_spearman=1.5)
     with pytest.raises(ValueError, match="unknown key"):
         RetrainConfig.from_dict({"winner_treshold": 0.9})
     config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
