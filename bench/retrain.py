@@ -4,7 +4,8 @@ A real DuckDB store gets one campaign (the English jewellery brief) with six var
 simulated impressions and clicks whose CTRs differ clearly, so the round has a winner and
 confident pairs. Then :func:`optimizer.retrain.retrain_round` runs with the default settings
 (LoRA on SmolLM2-135M-Instruct, CPU): collect data, fine-tune (SFT + DPO), gate (held-out
-pairs + a validity check that generates candidates with both versions), register, promote.
+pairs + a validity check that generates candidates with both versions; a version that ships
+a copy scorer samples ``rerank_oversample`` times as many), register, promote.
 
 Run: ``python -m bench retrain [--quick]`` (quick: 2 + 2 steps, smaller gate).
 """
@@ -108,6 +109,7 @@ def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
             "winners": report.data.get("winners", 0),
             "train_pairs": report.data.get("train_pairs", 0),
             "heldout_pairs": report.data.get("heldout_pairs", 0),
+            "scorer_shipped": (report.metrics.get("scorer") or {}).get("shipped", False),
             "sft_steps": training.sft_steps,
             "dpo_steps": training.dpo_steps,
             "batch_size": training.batch_size,
@@ -123,6 +125,7 @@ def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
         "LoRA (r=16) on all linear layers, merged on save; CPU only. train_s includes loading "
         "the model and writing the new version; gate_s = held-out pair scoring with both "
         "versions + generating candidates with both for the validity check. "
+        f"scorer: {report.metrics.get('scorer')}; "
         f"gate: {report.metrics.get('gate', {})}; reason: {report.reason or '-'}"
     )
     write_results("retrain", rows, out, notes)
