@@ -12,7 +12,9 @@ clicks), builds the retraining dataset from the final store as a round would, tr
 
 Same data, same probe seed, one line per setting: differences are the training's alone. The
 settings are the closed-loop experiment's (48 pairs kept, up to 36 DPO steps) with one change
-each, named in the row.
+each, named in the row. Rows marked "reranked" take an earlier row's model and add the copy
+scorer a round fits on the same store (:mod:`generators.scorer`): the generator samples
+``rerank_oversample`` times as many candidates and keeps the best-scored.
 
 Run: ``python -m bench.retrain_configs [--seed 32] [--probe 48] [--only NAME ...]`` (about five
 minutes a setting on 2 cores, plus seven for the simulation). Needs the default model.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +43,11 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     "lr 3e-4, likelihood 1.0": {"learning_rate": 3e-4, "dpo_sft_weight": 1.0},
     "LoRA r 4": {"lora_r": 4, "lora_alpha": 8},
     "DPO beta 0.5": {"dpo_beta": 0.5},
+}
+#: Rows that add the round's copy scorer to an earlier row's model.
+RERANKED: dict[str, str] = {
+    "base model, reranked": "base model",
+    "the experiment's, reranked": "the experiment's",
 }
 
 
@@ -72,13 +80,15 @@ def main(
     from bench._common import write_results
     from generators import load_brief, load_causal_lm
     from generators.training import preference_accuracy, train_version
-    from optimizer.retrain import build_dataset, validity
+    from optimizer.retrain import build_dataset, fit_version_scorer, validity
     from sim import load_scenario
     from storage import Store
 
-    unknown = sorted(set(only) - set(SETTINGS))
+    known = set(SETTINGS) | set(RERANKED)
+    unknown = sorted(set(only) - known)
     if unknown:
-        raise SystemExit(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
+        raise SystemExit(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+    wanted = set(only) | {RERANKED[name] for name in only if name in RERANKED}
     config = closed_loop.experiment_config()
     config = dataclasses.replace(
         config,
@@ -96,16 +106,24 @@ def main(
             brief = load_brief(store.campaigns()[0]["brief"])
         base = config.base_model_dir()
         print(json.dumps(data.summary()), flush=True)
-        for name, change in SETTINGS.items():
-            if only and name not in only:
+        model_dirs: dict[str, Path] = {}
+        for name, change in [*SETTINGS.items(), *RERANKED.items()]:
+            if only and name not in wanted:
                 continue
             started = time.perf_counter()
-            model_dir = base
-            if change is not None:
+            model_dir, scorer = base, None
+            if name in RERANKED:
+                # a copy of that row's model with the round's scorer beside its weights
+                model_dir = shutil.copytree(model_dirs[change], workdir / f"v-{len(model_dirs)}")
+                scorer = fit_version_scorer(model_dir, data.variants, config)
+            elif change is not None:
                 training = dataclasses.replace(config.training, **change)
                 model_dir = train_version(
-                    base, workdir / f"v-{len(rows)}", pairs=data.pairs, config=training
+                    base, workdir / f"v-{len(model_dirs)}", pairs=data.pairs, config=training
                 ).model_dir
+            model_dirs[name] = Path(model_dir)
+            if only and name not in only:
+                continue  # trained only for a reranked row
             model, tokenizer = load_causal_lm(model_dir)
             accuracy = preference_accuracy(
                 model, tokenizer, data.heldout_pairs, max_length=config.training.max_length
@@ -129,6 +147,8 @@ def main(
                 ),
                 "gate_distinct_2": check["distinct_2"],
                 "gate_pass_rate": check["pass_rate"],
+                "scorer_loo_spearman": (scorer or {}).get("metrics", {}).get("loo_spearman"),
+                "scorer_shipped": bool(scorer and scorer["shipped"]),
                 "seconds": time.perf_counter() - started,
             }
             rows.append(row)

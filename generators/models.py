@@ -117,9 +117,11 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
 
     Each row: ``name`` (path relative to the cache), ``path``, ``kind`` (``base``, ``adapter``
     for a LoRA version or ``full`` for a fully fine-tuned one), ``version``, ``base``,
-    ``created_at`` and ``size_mb``.
+    ``created_at``, ``size_mb`` and ``rerank`` (the oversampling factor of the copy scorer
+    the version ships, None without one).
     """
     from generators.lm import model_version
+    from generators.scorer import load_scorer
 
     cache = cache or default_model_dir()
     if not cache.is_dir():
@@ -146,6 +148,7 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
         except ModelNotFoundError as exc:
             version = f"unusable: {exc}"
         size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+        scorer = load_scorer(directory)
         rows.append(
             {
                 "name": str(directory.relative_to(cache)),
@@ -155,6 +158,7 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
                 "base": base,
                 "created_at": record.get("created_at"),
                 "size_mb": round(size / 2**20, 1),
+                "rerank": scorer.oversample if scorer is not None else None,
             }
         )
     return rows

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from generators.scorer import CopyScorer
 from optimizer.cli import app
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -141,9 +142,13 @@ def test_models_list_shows_base_and_fine_tuned_versions(empty_model_cache: Path)
             {"version": "v0002", "base": "smollm2-135m-instruct", "parent": "smollm2-135m-instruct"}
         )
     )
+    CopyScorer(weights={"w:bespoke": 0.3}, length_coef=(0.0, 0.0), length_mean=40.0,
+               length_sd=10.0, oversample=4).save(tuned)  # fmt: skip
     result = runner.invoke(app, ["models", "list", "--json"])
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["smollm2-135m-instruct"]["kind"] == "base"
+    assert rows["smollm2-135m-instruct"]["rerank"] is None
+    assert rows["versions/v0002"]["rerank"] == 4
     assert rows["versions/v0002"]["kind"] == "adapter"
     assert rows["versions/v0002"]["version"] == "v0002"
     assert rows["versions/v0002"]["base"] == "smollm2-135m-instruct"

@@ -71,15 +71,11 @@ def list_models(
     from rich.table import Table
 
     table = Table(title=f"models in {root}")
-    for column in ("name", "kind", "version", "base", "size_mb"):
+    columns = ("name", "kind", "version", "base", "size_mb", "rerank")
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            *(
-                str(row[c]) if row[c] is not None else ""
-                for c in ("name", "kind", "version", "base", "size_mb")
-            )
-        )
+        table.add_row(*(str(row[c]) if row[c] is not None else "" for c in columns))
     Console().print(table)
 
 
