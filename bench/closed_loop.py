@@ -49,6 +49,10 @@ MAX_PAIRS = 32
 DPO_STEPS = 12
 #: Probe size per round (``--probe``); None: the scenario's ``probe_candidates``.
 PROBE: int | None = None
+#: Oversampling of a version that ships a copy scorer (``--rerank``; 1: no scorer). The
+#: library's default is 4; on seed 32's final data the scorer's best 24 of 94 samples were
+#: 14 % better than the average sample and its best 16 of 94 (about 1 in 6) 17 %.
+RERANK = 6
 
 
 def experiment_config() -> Any:
@@ -80,6 +84,7 @@ def experiment_config() -> Any:
         holdout_fraction=0.25,
         gate_candidates=12,
         gate_briefs=1,
+        rerank_oversample=RERANK,
         training=TrainingConfig(
             sft_steps=0,
             dpo_steps=DPO_STEPS,
@@ -316,6 +321,7 @@ if __name__ == "__main__":
     parser.add_argument("--dpo-steps", type=int, default=DPO_STEPS, help="DPO step ceiling")
     parser.add_argument("--probe", type=int, default=PROBE, help="candidates in each probe")
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
+    parser.add_argument("--rerank", type=int, default=RERANK, help="scorer oversampling (1: off)")
     args = parser.parse_args()
     SCENARIO = args.scenario
     WINNER_THRESHOLD = args.winner_threshold
@@ -323,6 +329,7 @@ if __name__ == "__main__":
     MAX_PAIRS = args.max_pairs
     DPO_STEPS = args.dpo_steps
     PROBE = args.probe
+    RERANK = args.rerank
     if args.combine:
         combine(args.combine, args.out)
     else:

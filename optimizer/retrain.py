@@ -1159,6 +1159,7 @@ def make_retrain_hook(
             on_promote=lambda model: switch_pool_model(engine.pool, model["path"]),
         )
         gate = report.metrics.get("gate", {})
+        scorer = report.metrics.get("scorer") or {}
         return {
             "round": round_index,
             "outcome": report.outcome,
@@ -1167,6 +1168,8 @@ def make_retrain_hook(
             **{k: v for k, v in report.data.items() if k != "data_hash"},
             "data_hash": report.data.get("data_hash"),
             **{f"gate_{k}": v for k, v in gate.items()},
+            "scorer_shipped": scorer.get("shipped", False),
+            "scorer_loo_spearman": (scorer.get("metrics") or {}).get("loo_spearman"),
             "seconds": round(report.seconds.get("total", 0.0), 1),
         }
 
