@@ -2,8 +2,9 @@
 
 The same scenario (``examples/scenario_retraining.yaml``) and seed run twice through the real
 engine (``sim.run_scenario``): once with retraining rounds (``optimizer.retrain`` fine-tunes
-the language model on the campaign's winners and confident pairs, gates it, promotes it and
-switches the engine's generator pool to it), once without. After every round — and at round
+the language model on the campaign's winners and confident pairs, fits a copy scorer on the
+proven variants' results that the new version's generator reranks its samples with, gates the
+version, promotes it and switches the engine's generator pool to it), once without. After every round — and at round
 0, before any — the simulator asks the pool for a probe of fresh candidates (24, set in the
 scenario; measurement only, never served) and scores them with the hidden audience model;
 nothing else differs between the two arms.
@@ -71,7 +72,8 @@ def experiment_config() -> Any:
     steps per round (48 pairs and up to 36 steps instead of 32 and 12) made it worse: the
     model learnt the held-out preferences (accuracy up to 1.0) but wrote the same copy again
     and again, and the gate refused 5 of the 6 rounds that had more than 8 pairs
-    (distinct-2 0.23 to 0.43).
+    (distinct-2 0.23 to 0.43). A version ships a copy scorer when it validates, and samples
+    ``RERANK`` times the candidates it needs (see :mod:`generators.scorer`).
     """
     from generators.training import TrainingConfig
     from optimizer.retrain import RetrainConfig

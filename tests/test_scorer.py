@@ -116,3 +116,12 @@ def test_save_and_load_round_trip(tmp_path) -> None:
 def test_bad_input_is_a_clear_error(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         fit_scorer(**kwargs)
+
+
+def test_function_words_are_not_features() -> None:
+    """'the' in every loser and 'bespoke' in every winner: only the content word is learnt."""
+    texts = [f"the {w} rings" for w in FILLER[:5]] + [f"bespoke {w} rings" for w in FILLER[:5]]
+    successes = [60] * 5 + [120] * 5
+    scorer = fit_scorer(texts, [5000] * 10, successes)
+    assert "w:the" not in scorer.weights
+    assert scorer.weights["w:bespoke"] > 0
