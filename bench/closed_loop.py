@@ -4,9 +4,10 @@ The same scenario (``examples/scenario_retraining.yaml``) and seed run twice thr
 engine (``sim.run_scenario``): once with retraining rounds (``optimizer.retrain`` fine-tunes
 the language model on the campaign's winners and confident pairs, fits a copy scorer on the
 proven variants' results that the new version's generator reranks its samples with, gates the
-version, promotes it and switches the engine's generator pool to it), once without. After every round — and at round
-0, before any — the simulator asks the pool for a probe of fresh candidates (24, set in the
-scenario; measurement only, never served) and scores them with the hidden audience model;
+version, promotes it and switches the engine's generator pool to it), once without. After
+every round — and at round 0, before any — the simulator asks the pool for a probe of fresh
+candidates (24, set in the scenario; measurement only, never served) and scores them with the
+hidden audience model;
 nothing else differs between the two arms.
 
 Reported per round: mean (with its standard error over the probe) and max true CTR of the
