@@ -7,8 +7,7 @@ proven variants' results that the new version's generator reranks its samples wi
 version, promotes it and switches the engine's generator pool to it), once without. After
 every round — and at round 0, before any — the simulator asks the pool for a probe of fresh
 candidates (24, set in the scenario; measurement only, never served) and scores them with the
-hidden audience model;
-nothing else differs between the two arms.
+hidden audience model; nothing else differs between the two arms.
 
 Reported per round: mean (with its standard error over the probe) and max true CTR of the
 new candidates (segment mix), their diversity (share of distinct character trigrams in
