@@ -362,7 +362,7 @@ class LMGenerator:
         torch's setting.
     rerank: when the directory holds a copy scorer (``scorer.json``, written by retraining;
         see :mod:`generators.scorer`), sample ``oversample`` times as many completions and
-        keep the best-scored distinct ones. False samples plainly, scorer or not.
+        keep well-scored ones that differ from each other. False samples plainly.
 
     The model is loaded on the first :meth:`generate` and kept. Raises
     :class:`ModelNotFoundError` at construction when the directory is missing or not a causal LM.
@@ -476,8 +476,8 @@ class LMGenerator:
     ) -> list[Candidate]:
         """``n`` parsed candidates (some may fail the filters: the pool checks them).
 
-        With a scorer, ``n x oversample`` are sampled and the ``n`` best-scored distinct ones
-        come back, best first (parsed copy with a headline before any without).
+        With a scorer, ``n x oversample`` are sampled and ``n`` distinct ones come back that
+        score well and differ from each other (:meth:`CopyScorer.select`), in the order picked.
         """
         del winners  # the model writes from the brief; retraining is how winners reach it
         if n <= 0:
@@ -507,20 +507,10 @@ class LMGenerator:
 
 
 def _best_distinct(scorer: CopyScorer, candidates: list[Candidate], n: int) -> list[Candidate]:
-    """The ``n`` best-scored candidates with distinct texts; headline-less ones rank last."""
-    scores = scorer.score([c.text for c in candidates])
-    order = sorted(range(len(candidates)), key=lambda i: (not candidates[i].headline, -scores[i]))
-    chosen: list[Candidate] = []
-    seen: set[str] = set()
-    for index in order:
-        text = candidates[index].text
-        if text in seen:
-            continue
-        seen.add(text)
-        chosen.append(candidates[index])
-        if len(chosen) == n:
-            break
-    return chosen
+    """``n`` well-scored, mutually different candidates; headline-less ones come last."""
+    texts = [c.text for c in candidates]
+    picked = scorer.select(texts, n, eligible=[bool(c.headline) for c in candidates])
+    return [candidates[i] for i in picked]
 
 
 def _is_complete(text: str, brief: Brief) -> bool:

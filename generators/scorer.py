@@ -3,9 +3,9 @@
 A retraining round fits one on the store's variants (their text, impressions and clicks or
 conversions) and saves it as ``scorer.json`` in the new model version's directory, so a
 promoted version brings its scorer with it and a rollback restores both. The LM generator
-then samples ``oversample`` times more candidates than asked for and keeps the ones the
-scorer ranks highest (best-of-n), so what the market rewarded shapes the copy at once, while
-the candidates still come from the model's own, diverse samples.
+then samples ``oversample`` times more candidates than asked for and keeps ones the scorer
+ranks high and that differ from each other (:meth:`CopyScorer.select`), so what the market
+rewarded shapes the copy at once, while the candidates still come from the model's own samples.
 
 The model is a weighted ridge regression of each variant's empirical log-odds on features any
 ad text has: its words (CJK character pairs for Chinese; English function words left out, and
@@ -39,6 +39,9 @@ import numpy as np
 __all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
 
 SCORER_FILE = "scorer.json"
+#: Score (in standard deviations) a candidate loses per unit of word-bigram overlap with one
+#: already selected; see :meth:`CopyScorer.select`.
+DEFAULT_REDUNDANCY_PENALTY = 3.0
 #: Variance of the log-odds between texts that no feature explains; bounds any variant's weight.
 TEXT_VARIANCE = 0.05
 _ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -67,6 +70,14 @@ def _tokens(text: str) -> set[str]:
     return tokens
 
 
+def _bigrams(text: str) -> set[tuple[str, ...]]:
+    """Word bigrams (character bigrams for text without spaces, e.g. Chinese)."""
+    tokens = text.lower().split()
+    if len(tokens) <= 1 and len(text) > 1:
+        tokens = [c for c in text if not c.isspace()]
+    return {tuple(tokens[i : i + 2]) for i in range(len(tokens) - 1)}
+
+
 @dataclass(frozen=True)
 class CopyScorer:
     """Predicted log-odds (up to a per-campaign constant) of an ad text; higher is better."""
@@ -76,6 +87,7 @@ class CopyScorer:
     length_mean: float
     length_sd: float
     oversample: int = 4
+    redundancy_penalty: float = DEFAULT_REDUNDANCY_PENALTY
     metrics: dict[str, float] = field(default_factory=dict)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -92,10 +104,45 @@ class CopyScorer:
         scores = self.score(texts)
         return sorted(range(len(texts)), key=lambda i: -scores[i])
 
+    def select(self, texts: Sequence[str], n: int, *, eligible: Sequence[bool] = ()) -> list[int]:
+        """Indices of ``n`` distinct texts that score well and differ from each other.
+
+        Greedy (maximal marginal relevance): each pick maximises its standardised score minus
+        ``redundancy_penalty`` x its largest word-bigram overlap (Jaccard; character pairs
+        for Chinese) with the texts already picked. Best-of-n by score alone gathers
+        near-copies of one winning pattern, and the served pool loses its variety; with the
+        penalty, a near-copy loses several standard deviations of score. ``eligible``
+        (optional, one flag per text) puts the ineligible after all eligible ones.
+        """
+        scores = self.score(texts)
+        z = (scores - scores.mean()) / (scores.std() or 1.0)
+        flags = list(eligible) if len(eligible) else [True] * len(texts)
+        grams = [_bigrams(text) for text in texts]
+        chosen: list[int] = []
+        seen: set[str] = set()
+        overlap = np.zeros(len(texts))
+        remaining = set(range(len(texts)))
+        while remaining and len(chosen) < n:
+            best = max(
+                remaining,
+                key=lambda i: (flags[i], z[i] - self.redundancy_penalty * overlap[i], -i),
+            )
+            remaining.discard(best)
+            if texts[best] in seen:
+                continue
+            seen.add(texts[best])
+            chosen.append(best)
+            for i in remaining:
+                union = len(grams[i] | grams[best])
+                if union:
+                    overlap[i] = max(overlap[i], len(grams[i] & grams[best]) / union)
+        return chosen
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "ridge-logodds",
             "oversample": self.oversample,
+            "redundancy_penalty": self.redundancy_penalty,
             "length": {"coef": list(self.length_coef), "mean": self.length_mean,
                        "sd": self.length_sd},
             "metrics": self.metrics,
@@ -122,6 +169,7 @@ def load_scorer(directory: str | Path) -> CopyScorer | None:
         length_mean=float(length["mean"]),
         length_sd=float(length["sd"]),
         oversample=int(data.get("oversample", 4)),
+        redundancy_penalty=float(data.get("redundancy_penalty", DEFAULT_REDUNDANCY_PENALTY)),
         metrics=dict(data.get("metrics", {})),
     )
 

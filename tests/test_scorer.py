@@ -92,6 +92,30 @@ def test_chinese_copy_is_scored_by_character_pairs() -> None:
     assert scores[0] > scores[1]
 
 
+def test_selection_trades_score_for_variety() -> None:
+    """Three near-copies of the best pattern and two different, slightly worse texts: best-of-n
+    takes the copies; the selection takes one copy and the different ones."""
+    scorer = CopyScorer(
+        weights={"w:bespoke": 1.0, "w:gold": 0.6}, length_coef=(0.0, 0.0), length_mean=20.0,
+        length_sd=10.0,
+    )  # fmt: skip
+    texts = [
+        "bespoke rings made in paris",
+        "bespoke rings made in paris today",
+        "bespoke rings made in paris now",
+        "gold necklaces for the bride",
+        "gold bands crafted by hand",
+        "bespoke rings made in paris",  # an exact repeat is never picked twice
+    ]
+    assert scorer.rank(texts)[:3] == [0, 1, 2]
+    picked = scorer.select(texts, 3)
+    assert picked[0] == 0 and set(picked[1:]) == {3, 4}
+    assert scorer.select(texts, 3, eligible=[False, True, True, True, True, True])[0] == 1
+    assert len(scorer.select(texts, 10)) == 5
+    no_penalty = CopyScorer(**{**scorer.__dict__, "redundancy_penalty": 0.0})
+    assert no_penalty.select(texts, 3) == [0, 1, 2]
+
+
 def test_save_and_load_round_trip(tmp_path) -> None:
     texts, trials, successes = _market(np.random.default_rng(7), 20, lambda t: 0.3 * len(t) / 30)
     scorer = fit_scorer(texts, trials, successes, oversample=3)
@@ -99,6 +123,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert path.name == SCORER_FILE
     loaded = load_scorer(tmp_path)
     assert loaded is not None and loaded.oversample == 3
+    assert loaded.redundancy_penalty == scorer.redundancy_penalty
     assert np.allclose(loaded.score(texts), scorer.score(texts))
     assert loaded.metrics == scorer.metrics
     assert load_scorer(tmp_path / "nowhere") is None
