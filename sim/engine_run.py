@@ -475,18 +475,21 @@ def run_scenario(
     db_path = Path(db_path)
     clock = SimClock(traffic.start)
     half_life = scenario.policy.half_life_hours
-    config = EngineConfig(
+    settings: dict[str, Any] = {
         # The scenario's cadence drives refreshes; the engine must not refresh on its own.
-        refresh_interval=1e12,
-        refresh_events=2**62,
-        background=False,
-        policy=scenario.policy.name,
-        floor=scenario.policy.floor,
-        top_two=scenario.policy.top_two,
-        n_draws=scenario.policy.n_draws,
-        half_life=timedelta(hours=half_life) if half_life is not None else None,
-        **(engine_config or {}),
-    )
+        "refresh_interval": 1e12,
+        "refresh_events": 2**62,
+        # Simulated time drives everything: a wall-clock cap on generation would make the
+        # variants a refill gets, and so the whole run, depend on how busy the machine is.
+        "generation_time_budget": None,
+        "background": False,
+        "policy": scenario.policy.name,
+        "floor": scenario.policy.floor,
+        "top_two": scenario.policy.top_two,
+        "n_draws": scenario.policy.n_draws,
+        "half_life": timedelta(hours=half_life) if half_life is not None else None,
+    }
+    config = EngineConfig(**{**settings, **(engine_config or {})})
     started = time.perf_counter()
     engine = Engine(db_path, config=config, clock=clock, seed=seed, pool=_make_pool(scenario))
     run = _Run(scenario, seed, engine, world, clock)

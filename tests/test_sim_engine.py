@@ -196,6 +196,29 @@ def test_engine_runs_are_reproducible_per_seed() -> None:
     assert other.hourly["clicks"].to_list() != first.hourly["clicks"].to_list()
 
 
+def test_simulated_runs_have_no_wall_clock_generation_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The serving engine stops generating after 60 s of wall time; in the simulator that cap
+    would make the variants a refill gets, and so the run, depend on how busy the machine is.
+    The simulator's engine has none unless the caller asks for one."""
+    import optimizer
+
+    seen: list[Any] = []
+
+    class Recording(optimizer.Engine):
+        def __init__(self, *args: Any, config: Any, **kwargs: Any) -> None:
+            seen.append(config)
+            super().__init__(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(optimizer, "Engine", Recording)
+    scenario = load_scenario({**AGREEMENT, "traffic": {"hours": 1, "impressions_per_hour": 100}})
+    run_scenario(scenario, seed=1)
+    run_scenario(scenario, seed=1, engine_config={"generation_time_budget": 5.0})
+    assert optimizer.EngineConfig().generation_time_budget == 60.0
+    assert [c.generation_time_budget for c in seen] == [None, 5.0]
+
+
 def test_diversity_reads_the_same_whatever_the_probe_size() -> None:
     texts = ["Bespoke rings, made to fit", "Shop fine gold today", "Rings made to measure"]
     assert diversity(texts, 3) == pytest.approx(diversity(texts * 4, 3))
