@@ -414,9 +414,8 @@ def test_a_round_ships_a_copy_scorer_with_the_version(
 
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
         fill_store(store, arms=SCORED_ARMS)
-        report = retrain_round(
-            store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
-        )
+        config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, rerank_oversample=4)
+        report = retrain_round(store, config=config)
         assert report.outcome == "promoted", report.reason
         record = {v["version"]: v for v in store.model_versions()}[report.version]
     assert report.data["variants"] == 8
@@ -435,13 +434,13 @@ def test_no_scorer_ships_without_enough_variants_or_when_reranking_is_off(
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
         fill_store(store)  # four variants
         few = retrain_round(
-            store, config=tiny_config(tmp_path / "few", base_dir, accuracy_tolerance=1.0)
-        )
-        off = retrain_round(
             store,
             config=tiny_config(
-                tmp_path / "off", base_dir, accuracy_tolerance=1.0, rerank_oversample=1
+                tmp_path / "few", base_dir, accuracy_tolerance=1.0, rerank_oversample=4
             ),
+        )
+        off = retrain_round(  # the default: no scorer
+            store, config=tiny_config(tmp_path / "off", base_dir, accuracy_tolerance=1.0)
         )
     assert "4 proven variants; a scorer needs 6" in few.metrics["scorer"]["reason"]
     assert "reranking is off" in off.metrics["scorer"]["reason"]
@@ -456,7 +455,7 @@ def test_a_scorer_that_does_not_validate_is_not_shipped(tmp_path: Path) -> None:
         {"campaign_id": "c", "text": f"{h} — {d}", "trials": 3000.0, "successes": 90.0}
         for h, d, _, _ in SCORED_ARMS
     ]
-    report = fit_version_scorer(tmp_path, variants, RetrainConfig())
+    report = fit_version_scorer(tmp_path, variants, RetrainConfig(rerank_oversample=4))
     assert report["shipped"] is False
     assert "leave-one-out rank correlation 0.00 is below 0.2" in report["reason"]
     assert not (tmp_path / "scorer.json").exists()
