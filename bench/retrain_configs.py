@@ -92,6 +92,7 @@ def main(
     config = closed_loop.experiment_config()
     config = dataclasses.replace(
         config,
+        rerank_oversample=6,  # for the reranked rows
         max_pairs_per_campaign=48,
         training=dataclasses.replace(config.training, dpo_steps=36),
     )
