@@ -502,11 +502,11 @@ class LMGenerator:
                 )
             )
         if factor > 1:
-            candidates = _best_distinct(self.scorer, candidates, n)
+            candidates = _rerank(self.scorer, candidates, n)
         return candidates
 
 
-def _best_distinct(scorer: CopyScorer, candidates: list[Candidate], n: int) -> list[Candidate]:
+def _rerank(scorer: CopyScorer, candidates: list[Candidate], n: int) -> list[Candidate]:
     """``n`` well-scored, mutually different candidates; headline-less ones come last."""
     texts = [c.text for c in candidates]
     picked = scorer.select(texts, n, eligible=[bool(c.headline) for c in candidates])

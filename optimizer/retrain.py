@@ -1010,7 +1010,11 @@ def retrain_round(
         }
     )
     (Path(outcome["model_dir"]) / "dataset.json").write_text(
-        json.dumps({"data_hash": data.data_hash, "rows": list(data.rows)}, indent=1, default=str)
+        json.dumps(
+            {"data_hash": data.data_hash, "rows": list(data.rows), "variants": list(data.variants)},
+            indent=1,
+            default=str,
+        )
     )
     seconds["total"] = time.perf_counter() - started
     if not gate["passed"]:

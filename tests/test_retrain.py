@@ -426,6 +426,11 @@ def test_a_round_ships_a_copy_scorer_with_the_version(
     assert scorer is not None and scorer.oversample == 4
     assert scorer.weights["w:bespoke"] > 0
     assert LMGenerator(report.model_dir).scorer is not None
+    # what the scorer was fitted on is kept with the version's dataset
+    dataset = json.loads((Path(report.model_dir) / "dataset.json").read_text())
+    assert len(dataset["variants"]) == 8 and {"text", "trials", "successes"} <= set(
+        dataset["variants"][0]
+    )
 
 
 def test_no_scorer_ships_without_enough_variants_or_when_reranking_is_off(
