@@ -36,7 +36,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
+__all__ = [
+    "SCORER_FILE",
+    "TEXT_VARIANCE",
+    "CopyScorer",
+    "fit_scorer",
+    "load_scorer",
+    "ngram_tokens",
+]
 
 SCORER_FILE = "scorer.json"
 #: Score (in standard deviations) a candidate loses per unit of word-bigram overlap with one
@@ -70,11 +77,17 @@ def _tokens(text: str) -> set[str]:
     return tokens
 
 
-def _bigrams(text: str) -> set[tuple[str, ...]]:
-    """Word bigrams (character bigrams for text without spaces, e.g. Chinese)."""
+def ngram_tokens(text: str) -> list[str]:
+    """Lower-cased words, or characters for text without spaces (Chinese): what n-grams of copy
+    are counted over, here and in the promotion gate's distinct-n."""
     tokens = text.lower().split()
     if len(tokens) <= 1 and len(text) > 1:
         tokens = [c for c in text if not c.isspace()]
+    return tokens
+
+
+def _bigrams(text: str) -> set[tuple[str, ...]]:
+    tokens = ngram_tokens(text)
     return {tuple(tokens[i : i + 2]) for i in range(len(tokens) - 1)}
 
 
