@@ -767,6 +767,7 @@ def fit_version_scorer(
 
     if config.rerank_oversample <= 1:
         return {"shipped": False, "reason": "reranking is off (rerank_oversample 1)"}
+    variants = [v for v in variants if v["trials"] > 0]  # min_pair_impressions may be 0
     if len(variants) < config.scorer_min_variants:
         return {
             "shipped": False,
