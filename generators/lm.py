@@ -35,7 +35,7 @@ from typing import Any
 from generators.brief import Brief
 from generators.candidate import Candidate
 from generators.errors import ModelNotFoundError
-from generators.filters import complete_required_terms
+from generators.filters import check_candidate, complete_required_terms
 from generators.scorer import CopyScorer, load_scorer
 
 __all__ = [
@@ -502,14 +502,19 @@ class LMGenerator:
                 )
             )
         if factor > 1:
-            candidates = _rerank(self.scorer, candidates, n)
+            candidates = _rerank(self.scorer, candidates, n, brief)
         return candidates
 
 
-def _rerank(scorer: CopyScorer, candidates: list[Candidate], n: int) -> list[Candidate]:
-    """``n`` well-scored, mutually different candidates; headline-less ones come last."""
+def _rerank(
+    scorer: CopyScorer, candidates: list[Candidate], n: int, brief: Brief
+) -> list[Candidate]:
+    """``n`` well-scored, mutually different candidates; those the brief's filters (lengths,
+    terms, language) would drop come last, so a scorer that likes short copy cannot fill the
+    selection with copy that lacks its brand name or headline."""
     texts = [c.text for c in candidates]
-    picked = scorer.select(texts, n, eligible=[bool(c.headline) for c in candidates])
+    valid = [check_candidate(c, brief) is None for c in candidates]
+    picked = scorer.select(texts, n, eligible=valid)
     return [candidates[i] for i in picked]
 
 

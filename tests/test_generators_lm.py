@@ -24,6 +24,8 @@ from generators import (
     parse_completion,
     resolve_model,
 )
+from generators.candidate import Candidate
+from generators.filters import check_candidate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHAT_TEMPLATE = (
@@ -162,9 +164,37 @@ def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
     chosen = reranked.generate(brief_en, 4, seed=5)
     assert len(chosen) == 4 and len({c.text for c in chosen}) == 4
     texts = [c.text for c in pool]
-    expected = scorer.select(texts, 4, eligible=[bool(c.headline) for c in pool])
+    valid = [check_candidate(c, brief_en) is None for c in pool]
+    expected = scorer.select(texts, 4, eligible=valid)
     assert [c.text for c in chosen] == [texts[i] for i in expected]
     assert scorer.score([c.text for c in chosen]).mean() > scorer.score(texts[:4]).mean()
+
+
+def test_reranking_prefers_copy_the_filters_keep_over_a_better_score(brief_en) -> None:
+    """A scorer that likes short copy must not fill the selection with short copy the pool
+    then drops (no brand name, an over-long headline): valid candidates are picked first,
+    and invalid ones only when too few valid ones remain."""
+    from generators.lm import _rerank
+    from generators.scorer import CopyScorer
+
+    def ad(headline: str, description: str) -> Candidate:
+        return Candidate(headline, description, "en", "lm")
+
+    candidates = [
+        ad("Rings", ""),  # no "Aurelle": missing_required_term
+        ad("Bespoke rings", ""),  # likewise
+        ad("Aurelle bespoke rings in 18k gold, made in Paris", ""),  # headline_too_long
+        ad("Aurelle bespoke rings", "Made to measure in Paris."),
+        ad("Aurelle 18k gold necklaces", "Designed with you, handcrafted in our atelier."),
+    ]
+    scorer = CopyScorer(weights={}, length_coef=(-1.0, 0.0), length_mean=40.0, length_sd=10.0)
+    assert scorer.rank([c.text for c in candidates])[:2] == [0, 1]  # the scorer wants these
+    picked = _rerank(scorer, candidates, 2, brief_en)
+    assert {c.headline for c in picked} == {"Aurelle bespoke rings", "Aurelle 18k gold necklaces"}
+    assert all(check_candidate(c, brief_en) is None for c in picked)
+    # With more asked for than pass, the valid ones still come first.
+    picked = _rerank(scorer, candidates, 4, brief_en)
+    assert [check_candidate(c, brief_en) is None for c in picked] == [True, True, False, False]
 
 
 def test_lora_adapter_loads_on_its_recorded_base(
