@@ -55,6 +55,11 @@ PROBE: int | None = None
 #: default: no scorer). The scorer runs in the README used 6: on seed 32's final data the
 #: scorer's best 24 of 94 samples were 14 % better than the average sample, its best 16 17 %.
 RERANK = 1
+#: Where each round's training starts (``--train-from``): "current" (rounds build on each
+#: other) or "base" (each version is the base model trained afresh on all the evidence).
+TRAIN_FROM = "current"
+#: DPO learning rate (``--lr``).
+LEARNING_RATE = 1e-3
 
 
 def experiment_config() -> Any:
@@ -89,11 +94,12 @@ def experiment_config() -> Any:
         gate_candidates=12,
         gate_briefs=1,
         rerank_oversample=RERANK,
+        train_from=TRAIN_FROM,
         training=TrainingConfig(
             sft_steps=0,
             dpo_steps=DPO_STEPS,
             batch_size=2,
-            learning_rate=1e-3,
+            learning_rate=LEARNING_RATE,
             lora_r=16,
             lora_alpha=32,
             dpo_sft_weight=0.2,
@@ -326,6 +332,8 @@ if __name__ == "__main__":
     parser.add_argument("--probe", type=int, default=PROBE, help="candidates in each probe")
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
     parser.add_argument("--rerank", type=int, default=RERANK, help="scorer oversampling (1: off)")
+    parser.add_argument("--train-from", choices=["current", "base"], default=TRAIN_FROM)
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="DPO learning rate")
     args = parser.parse_args()
     SCENARIO = args.scenario
     WINNER_THRESHOLD = args.winner_threshold
@@ -334,6 +342,8 @@ if __name__ == "__main__":
     DPO_STEPS = args.dpo_steps
     PROBE = args.probe
     RERANK = args.rerank
+    TRAIN_FROM = args.train_from
+    LEARNING_RATE = args.lr
     if args.combine:
         combine(args.combine, args.out)
     else:

@@ -159,6 +159,11 @@ class RetrainConfig:
     scorer_min_spearman: float = 0.2
     """A scorer ships only when its leave-one-variant-out rank correlation with the observed
     rates reaches this; otherwise the version samples plainly."""
+    train_from: str = "current"
+    """Where each round's training starts: ``"current"`` (the serving version, so rounds
+    build on each other) or ``"base"`` (the lineage's first model, trained afresh on all the
+    evidence so far). From the base, a round's narrowing of the copy cannot add to the last
+    one's: every version is one round's training away from the base model."""
     training: TrainingConfig = field(default_factory=_default_training)
     """How to fine-tune (see :class:`generators.training.TrainingConfig`)."""
     seed: int = 0
@@ -169,6 +174,10 @@ class RetrainConfig:
             value = getattr(self, name)
             if not (0.0 < value < 1.0):
                 raise ValueError(f"RetrainConfig.{name} must be in (0, 1), got {value!r}")
+        if self.train_from not in ("current", "base"):
+            raise ValueError(
+                f'RetrainConfig.train_from must be "current" or "base", got {self.train_from!r}'
+            )
         above = self.above_average_confidence
         if above is not None and not (0.5 <= above < 1.0):
             raise ValueError(
@@ -957,18 +966,19 @@ def retrain_round(
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(root)
     version = _next_version(store, root)
+    base = current.get("base") or current["path"]
     job = {
         "config": _config_dict(config),
         "winners": [asdict(w) for w in data.winners],
         "pairs": [asdict(p) for p in data.pairs],
         "heldout_pairs": [asdict(p) for p in data.heldout_pairs],
         "briefs": [b.model_dump(mode="json") for b in data.briefs],
-        "from_dir": current["path"],
+        "from_dir": base if config.train_from == "base" else current["path"],
         "current_dir": current["path"],
         "out_dir": str(root / version),
         "version": version,
         "parent": current["version"],
-        "base": current.get("base") or current["path"],
+        "base": base,
         "data_hash": data.data_hash,
         "variants": list(data.variants),
     }
@@ -997,6 +1007,7 @@ def retrain_round(
         "gate_reasons": gate["reasons"],
         "steps": outcome["steps"],
         "scorer": outcome.get("scorer"),
+        "trained_from": job["from_dir"],
         "data": summary,
     }
     store.add_model_version(

@@ -391,6 +391,37 @@ def test_promotion_switches_serving_and_rollback_restores(
         assert serving.current[0] == previous["version"]
 
 
+def test_rounds_can_start_from_the_base_model_instead_of_the_current_version(
+    db_path: Path, tmp_path: Path, base_dir: Path
+) -> None:
+    """train_from="base": a later round trains the lineage's base model afresh, so on the same
+    evidence it writes the same weights as the first round did; "current" builds on them."""
+    import torch
+    from safetensors.torch import load_file
+
+    def weights(version: dict) -> dict:
+        return load_file(str(Path(version["path"]) / "model.safetensors"))
+
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
+        fill_store(store)
+        reports = [
+            retrain_round(
+                store,
+                config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, train_from=start),
+            )
+            for start in ("current", "base", "current")
+        ]
+        versions = {v["version"]: v for v in store.model_versions()}
+    assert [r.outcome for r in reports] == ["promoted"] * 3, [r.reason for r in reports]
+    first, from_base, built_on = (versions[r.version] for r in reports)
+    assert from_base["metrics"]["trained_from"] == str(base_dir)
+    assert from_base["parent"] == first["version"]  # the lineage still records what it replaced
+    assert built_on["metrics"]["trained_from"] == from_base["path"]
+    w_first, w_base, w_built = weights(first), weights(from_base), weights(built_on)
+    assert all(torch.equal(w_first[k], w_base[k]) for k in w_first)
+    assert not all(torch.equal(w_first[k], w_built[k]) for k in w_first)
+
+
 # Eight arms: the four that say "bespoke" convert impressions into clicks about three times as
 # often as the four that do not, whatever else they say.
 SCORED_ARMS = [
@@ -482,6 +513,8 @@ def test_config_rejects_bad_values() -> None:
         RetrainConfig(rerank_oversample=0)
     with pytest.raises(ValueError, match="scorer_min_spearman"):
         RetrainConfig(scorer_min_spearman=1.5)
+    with pytest.raises(ValueError, match="train_from"):
+        RetrainConfig(train_from="scratch")
     with pytest.raises(ValueError, match="unknown key"):
         RetrainConfig.from_dict({"winner_treshold": 0.9})
     config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
