@@ -651,12 +651,16 @@ def _load_for_scoring(model_dir: Path) -> tuple[Any, Any]:
 def validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> dict[str, float]:
     """Generate ``n`` candidates per brief; filter pass rate and distinct-2 of what came out.
 
-    The promotion gate's validity check, for one model directory.
+    The promotion gate's validity check, for one model directory. It samples the model
+    plainly, without the copy scorer a version may ship: reranking puts copy that passes the
+    filters first, so a reranked version's pass rate would be measured on a selection and a
+    plain one's on raw samples, and a version without a scorer would look collapsed next to
+    one with.
     """
     from generators import LMGenerator
     from generators.filters import NearDuplicateIndex, check_candidate
 
-    generator = LMGenerator(model_dir)
+    generator = LMGenerator(model_dir, rerank=False)
     produced = passed = 0
     texts: list[str] = []
     for brief in briefs:

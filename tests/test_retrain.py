@@ -31,6 +31,7 @@ from optimizer.retrain import (  # noqa: E402
     evaluate_gate,
     fit_version_scorer,
     retrain_round,
+    validity,
 )
 from storage import Store  # noqa: E402
 
@@ -495,6 +496,26 @@ def test_a_scorer_that_does_not_validate_is_not_shipped(tmp_path: Path) -> None:
     assert report["shipped"] is False
     assert "leave-one-out rank correlation 0.00 is below 0.2" in report["reason"]
     assert not (tmp_path / "scorer.json").exists()
+
+
+def test_the_validity_check_samples_a_version_plainly_even_when_it_ships_a_scorer(
+    tmp_path: Path, base_dir: Path
+) -> None:
+    """Reranking puts copy that passes the filters first; measured through it, a version with a
+    scorer would beat one without on pass rate whatever its weights. The gate compares models."""
+    import shutil
+
+    from generators import load_brief
+    from generators.scorer import CopyScorer
+
+    with_scorer = tmp_path / "with-scorer"
+    shutil.copytree(base_dir, with_scorer)
+    CopyScorer(
+        weights={}, length_coef=(-1.0, 0.0), length_mean=20.0, length_sd=5.0, oversample=4
+    ).save(with_scorer)
+    briefs = [load_brief(BRIEF)]
+    assert LMGenerator(with_scorer).scorer is not None  # serving would rerank
+    assert validity(with_scorer, briefs, n=6, seed=3) == validity(base_dir, briefs, n=6, seed=3)
 
 
 def test_distinct_n() -> None:
