@@ -36,6 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "examples" / "scenario_retraining.yaml"
+#: Where the plot goes (``--plot``).
+PLOT = ROOT / "docs" / "closed_loop.png"
 #: Diversity (distinct character trigrams of a batch of new candidates) must stay above this.
 DIVERSITY_FLOOR = 0.5
 
@@ -257,7 +259,7 @@ def main(
     seeds: tuple[int, ...] = (11,),
     arms: tuple[str, ...] = ("off", "on"),
 ) -> dict[str, Any]:
-    """Run both arms for each seed; write JSON, markdown and ``docs/closed_loop.png``."""
+    """Run both arms for each seed; write JSON, markdown and the plot (``PLOT``)."""
     from bench._common import write_results
     from sim import load_scenario
 
@@ -286,7 +288,7 @@ def main(
     result = {"rows": rows, "timings_s": timings, "seeds": list(seeds), "rounds_detail": details}
     if set(arms) == {"off", "on"}:
         result["summary"] = summarise(rows)
-        plot(rows, ROOT / "docs" / "closed_loop.png")
+        plot(rows, PLOT)
     notes = json.dumps(result.get("summary", {}), default=str)
     write_results("closed_loop", rows, out, f"summary: {notes}\n\ntimings (s): {timings}")
     (out / "closed_loop_detail.json").write_text(json.dumps(result, indent=2, default=str))
@@ -311,7 +313,7 @@ def combine(parts: list[Path], out: Path) -> dict[str, Any]:
         "summary": summarise(rows),
         "rounds_detail": details,
     }
-    plot(rows, ROOT / "docs" / "closed_loop.png")
+    plot(rows, PLOT)
     notes = json.dumps(result["summary"], default=str)
     write_results("closed_loop", rows, out, f"summary: {notes}\n\ntimings (s): {timings}")
     (out / "closed_loop_detail.json").write_text(json.dumps(result, indent=2, default=str))
@@ -333,6 +335,7 @@ if __name__ == "__main__":
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
     parser.add_argument("--rerank", type=int, default=RERANK, help="scorer oversampling (1: off)")
     parser.add_argument("--train-from", choices=["current", "base"], default=TRAIN_FROM)
+    parser.add_argument("--plot", type=Path, default=PLOT, help="where the plot goes")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="DPO learning rate")
     args = parser.parse_args()
     SCENARIO = args.scenario
@@ -343,6 +346,7 @@ if __name__ == "__main__":
     PROBE = args.probe
     RERANK = args.rerank
     TRAIN_FROM = args.train_from
+    PLOT = args.plot
     LEARNING_RATE = args.lr
     if args.combine:
         combine(args.combine, args.out)
