@@ -21,8 +21,10 @@ so the spread between them is the honest error bar.
 
 Run: ``python -m bench.closed_loop [--seeds 11 12] [--scenario FILE] [--out bench/results]``
 (``examples/scenario_retraining_busy.yaml`` is the same campaign with 10,000 impressions an
-hour instead of 3,000, so each round has more confident pairs); the plot goes
-to ``docs/closed_loop.png``. CPU budget: LoRA, a few steps per round, small pools.
+hour instead of 3,000, so each round has more confident pairs;
+``examples/scenario_retraining_refresh.yaml`` also replaces losers every 4 hours, so the market
+tests about three times as many texts a round); the plot goes to ``--plot`` (default
+``docs/closed_loop.png``). CPU budget: LoRA, a few steps per round, small pools.
 """
 
 from __future__ import annotations
