@@ -152,8 +152,9 @@ class RetrainConfig:
     """Above 1, each round also fits a copy scorer on the campaigns' proven variants (see
     :mod:`generators.scorer`) and saves it with the new version: the LM generator then samples
     this many times the candidates it is asked for and keeps a well-scored, varied selection.
-    Off by default: in the simulated closed loop it helped some campaigns and hurt others
-    (round-3 lift -13 % to +27 % per seed), no better on average than retraining without it."""
+    Off by default: it needs many tested variants. In the simulated closed loop it helped some
+    campaigns and hurt others when a round had 6 to 13 variants (round-3 lift -13 % to +27 % per
+    seed). With losers replaced three times as often it helped (see the README's results)."""
     scorer_min_variants: int = 6
     """Proven variants (``min_pair_impressions`` or more) needed to fit a scorer."""
     scorer_min_spearman: float = 0.2
