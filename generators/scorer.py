@@ -42,7 +42,6 @@ __all__ = [
     "CopyScorer",
     "fit_scorer",
     "load_scorer",
-    "ngram_tokens",
 ]
 
 SCORER_FILE = "scorer.json"
@@ -76,15 +75,6 @@ def _tokens(text: str) -> set[str]:
         tokens.add("f:question")
     if "!" in text or "！" in text:
         tokens.add("f:exclamation")
-    return tokens
-
-
-def ngram_tokens(text: str) -> list[str]:
-    """Lower-cased words, or characters for text without spaces (Chinese): what n-grams of copy
-    are counted over, here and in the promotion gate's distinct-n."""
-    tokens = text.lower().split()
-    if len(tokens) <= 1 and len(text) > 1:
-        tokens = [c for c in text if not c.isspace()]
     return tokens
 
 

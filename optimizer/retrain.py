@@ -634,11 +634,11 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     >>> distinct_n(["rings made to measure", "rings made to order"], 2)
     0.6666666666666666
     """
-    from generators.scorer import ngram_tokens
-
     grams: list[tuple[str, ...]] = []
     for text in texts:
-        tokens = ngram_tokens(text)  # Chinese: no spaces, characters
+        tokens = text.lower().split()
+        if len(tokens) <= 1 and len(text) > 1:  # Chinese: no spaces, so characters
+            tokens = [c for c in text if not c.isspace()]
         grams.extend(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return len(set(grams)) / len(grams) if grams else 0.0
 
