@@ -36,13 +36,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "SCORER_FILE",
-    "TEXT_VARIANCE",
-    "CopyScorer",
-    "fit_scorer",
-    "load_scorer",
-]
+__all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
 
 SCORER_FILE = "scorer.json"
 #: Score (in standard deviations) a candidate loses per unit of character-trigram overlap
