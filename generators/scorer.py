@@ -44,6 +44,9 @@ SCORER_FILE = "scorer.json"
 #: word-bigram overlap, a sharp scorer still filled a selection with copy that shared its
 #: phrases ("bespoke custom ... 10% OFF"): the served copy's diversity fell below 0.5.
 DEFAULT_REDUNDANCY_PENALTY = 6.0
+#: What the selection's overlap is measured on; saved with the scorer. A file without it was
+#: written when overlap was word bigrams, and its penalty (3) is not on this scale.
+OVERLAP = "char-trigram-jaccard"
 #: Variance of the log-odds between texts that no feature explains; bounds any variant's weight.
 TEXT_VARIANCE = 0.05
 _ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -143,6 +146,7 @@ class CopyScorer:
             "kind": "ridge-logodds",
             "oversample": self.oversample,
             "redundancy_penalty": self.redundancy_penalty,
+            "overlap": OVERLAP,
             "length": {"coef": list(self.length_coef), "mean": self.length_mean,
                        "sd": self.length_sd},
             "metrics": self.metrics,
@@ -163,13 +167,14 @@ def load_scorer(directory: str | Path) -> CopyScorer | None:
         return None
     data = json.loads(path.read_text())
     length = data["length"]
+    penalty = data.get("redundancy_penalty") if data.get("overlap") == OVERLAP else None
     return CopyScorer(
         weights={k: float(v) for k, v in data["weights"].items()},
         length_coef=(float(length["coef"][0]), float(length["coef"][1])),
         length_mean=float(length["mean"]),
         length_sd=float(length["sd"]),
         oversample=int(data.get("oversample", 4)),
-        redundancy_penalty=float(data.get("redundancy_penalty", DEFAULT_REDUNDANCY_PENALTY)),
+        redundancy_penalty=DEFAULT_REDUNDANCY_PENALTY if penalty is None else float(penalty),
         metrics=dict(data.get("metrics", {})),
     )
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from generators.scorer import SCORER_FILE, CopyScorer, fit_scorer, load_scorer
+from generators.scorer import (
+    DEFAULT_REDUNDANCY_PENALTY,
+    SCORER_FILE,
+    CopyScorer,
+    fit_scorer,
+    load_scorer,
+)
 
 FILLER = ["rings", "gold", "atelier", "paris", "bridal", "necklace", "design", "aurelle", "love"]
 
@@ -127,6 +136,18 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert np.allclose(loaded.score(texts), scorer.score(texts))
     assert loaded.metrics == scorer.metrics
     assert load_scorer(tmp_path / "nowhere") is None
+
+
+def test_a_penalty_saved_for_another_overlap_measure_is_not_reused(tmp_path) -> None:
+    """A scorer file from before overlap was measured on character trigrams kept a penalty
+    sized for word bigrams: it loads with the current default instead."""
+    texts, trials, successes = _market(np.random.default_rng(7), 20, lambda t: 0.3 * len(t) / 30)
+    scorer = replace(fit_scorer(texts, trials, successes), redundancy_penalty=2.5)
+    data = json.loads(scorer.save(tmp_path).read_text())
+    assert load_scorer(tmp_path).redundancy_penalty == 2.5
+    del data["overlap"]
+    (tmp_path / SCORER_FILE).write_text(json.dumps(data))
+    assert load_scorer(tmp_path).redundancy_penalty == DEFAULT_REDUNDANCY_PENALTY
 
 
 @pytest.mark.parametrize(
