@@ -1,14 +1,15 @@
 """Closed loop in the simulator: does retraining on winners make new candidates better?
 
 The same scenario (``examples/scenario_retraining.yaml``) and seed run twice through the real
-engine (``sim.run_scenario``): once with retraining rounds (``optimizer.retrain`` fine-tunes
-the language model on the campaign's winners and confident pairs, with ``--rerank N`` also fits
-a copy scorer on the proven variants' results that the new version's generator reranks its
-samples with, gates the version, promotes it and switches the engine's generator pool to it),
-once without. After
-every round — and at round 0, before any — the simulator asks the pool for a probe of fresh
-candidates (24, set in the scenario; measurement only, never served) and scores them with the
-hidden audience model; nothing else differs between the two arms.
+engine (``sim.run_scenario``, as ``adloop sim run`` does): once with retraining rounds
+(``optimizer.retrain`` fine-tunes the language model on the campaign's winners and confident
+pairs, with ``rerank_oversample`` above 1 also fits a copy scorer on the proven variants'
+results that the new version's generator reranks its samples with, gates the version, promotes
+it and switches the engine's generator pool to it), once without. The rounds' settings are the
+scenario's ``retraining.config``; flags override them. After every round — and at round 0,
+before any — the simulator asks the pool for a probe of fresh candidates (24, set in the
+scenario; measurement only, never served) and scores them with the hidden audience model;
+nothing else differs between the two arms.
 
 Reported per round: mean (with its standard error over the probe) and max true CTR of the
 new candidates (segment mix), their diversity (share of distinct character trigrams in
@@ -23,8 +24,10 @@ Run: ``python -m bench.closed_loop [--seeds 11 12] [--scenario FILE] [--out benc
 (``examples/scenario_retraining_busy.yaml`` is the same campaign with 10,000 impressions an
 hour instead of 3,000, so each round has more confident pairs;
 ``examples/scenario_retraining_refresh.yaml`` also replaces losers every 4 hours, so the market
-tests about three times as many texts a round); the plot goes to ``--plot`` (default
-``docs/closed_loop.png``). CPU budget: LoRA, a few steps per round, small pools.
+tests about three times as many texts a round, and ships a copy scorer with each version);
+the plot goes to ``--plot`` (default ``docs/closed_loop.png``). Arms can run as separate
+processes (``--arms on`` / ``--arms off``) and be merged with ``--combine DIR ...``. CPU
+budget: LoRA, a few steps per round, small pools.
 """
 
 from __future__ import annotations
@@ -44,75 +47,48 @@ PLOT = ROOT / "docs" / "closed_loop.png"
 DIVERSITY_FLOOR = 0.5
 
 
-#: Probability-best a variant needs to count as a winner in this experiment (see --help).
-WINNER_THRESHOLD = 0.9
-#: Cap on passes over each round's pairs (``--max-epochs``): a handful of pairs is not
-#: learned by heart (12 steps over 4 pairs collapsed the model); None: the step counts rule.
-MAX_EPOCHS: float | None = 2.0
-#: Confident pairs kept per campaign (``--max-pairs``) and the DPO step ceiling
-#: (``--dpo-steps``): 48 pairs and 36 steps collapsed the model (see experiment_config).
-MAX_PAIRS = 32
-DPO_STEPS = 12
 #: Probe size per round (``--probe``); None: the scenario's ``probe_candidates``.
 PROBE: int | None = None
-#: Oversampling of a version that ships a copy scorer (``--rerank``; 1, the library's
-#: default: no scorer). The scorer runs in the README used 6: on seed 32's final data the
-#: scorer's best 24 of 94 samples were 14 % better than the average sample, its best 16 17 %.
-RERANK = 1
-#: Where each round's training starts (``--train-from``): "current" (rounds build on each
-#: other) or "base" (each version is the base model trained afresh on all the evidence).
-TRAIN_FROM = "current"
-#: DPO learning rate (``--lr``).
-LEARNING_RATE = 1e-3
+#: Settings given as flags, over the scenario's ``retraining.config`` (RetrainConfig field ->
+#: value; TRAINING_FLAGS go under ``training``).
+OVERRIDES: dict[str, Any] = {}
+TRAINING_FLAGS = ("max_epochs", "dpo_steps", "learning_rate")
 
 
-def experiment_config() -> Any:
-    """Retraining settings sized for 2 shared CPU cores and a 135M model.
+def experiment_config(scenario_settings: dict[str, Any] | None = None) -> Any:
+    """The scenario's ``retraining.config`` (the library's defaults when it has none), with
+    the flags given on the command line (``OVERRIDES``) on top: the settings
+    ``adloop sim run`` uses for the same scenario, so either reproduces the other.
 
-    Compared with the library defaults: more pairs per campaign (a larger held-out set makes
-    the gate's accuracy comparison less of a coin toss, and DPO sees more of the market's
-    verdicts), DPO with a small likelihood term on the chosen copy (keeps DPO from lowering
-    the likelihood of good copy along with bad; the winners are the chosen side of their
-    pairs), a 12-candidate validity check in the gate, and **no SFT phase**. A campaign has
-    one winner at a time, and SFT on it, at learning rate 1e-3 or 3e-4, with or without the
+    The retraining scenarios in ``examples/`` carry settings sized for 2 shared CPU cores and a
+    135M model. Compared with the library defaults: more pairs per campaign (a larger held-out
+    set makes the gate's accuracy comparison less of a coin toss, and DPO sees more of the
+    market's verdicts), DPO with a small likelihood term on the chosen copy (keeps DPO from
+    lowering the likelihood of good copy along with bad; the winners are the chosen side of
+    their pairs), a 12-candidate validity check in the gate, and **no SFT phase**. A campaign
+    has one winner at a time, and SFT on it, at learning rate 1e-3 or 3e-4, with or without the
     runners-up, taught the model to repeat it: the new versions wrote the same copy again and
     again (distinct-2 0.08 to 0.48 against the current version's 0.91) and the gate refused
-    every one, so nothing reached the pool. The gate's thresholds are the library's.
-    DPO makes at most two passes over each round's pairs (``--max-epochs``). More pairs and
-    steps per round (48 pairs and up to 36 steps instead of 32 and 12) made it worse: the
-    model learnt the held-out preferences (accuracy up to 1.0) but wrote the same copy again
-    and again, and the gate refused 5 of the 6 rounds that had more than 8 pairs
-    (distinct-2 0.23 to 0.43). With ``RERANK`` above 1 a version also ships a copy scorer
-    when it validates, and samples ``RERANK`` times the candidates it needs (see
-    :mod:`generators.scorer`).
+    every one, so nothing reached the pool. The gate's thresholds are the library's. DPO makes
+    at most two passes over each round's pairs (``--max-epochs``). More pairs and steps per
+    round (48 pairs and up to 36 steps instead of 32 and 12) made it worse: the model learnt the
+    held-out preferences (accuracy up to 1.0) but wrote the same copy again and again, and the
+    gate refused 5 of the 6 rounds that had more than 8 pairs (distinct-2 0.23 to 0.43). With
+    ``rerank_oversample`` above 1 a version also ships a copy scorer when it validates, and
+    samples that many times the candidates it needs (see :mod:`generators.scorer`).
     """
-    from generators.training import TrainingConfig
     from optimizer.retrain import RetrainConfig
 
-    return RetrainConfig(
-        winner_threshold=WINNER_THRESHOLD,
-        min_impressions=300,
-        min_pair_impressions=300,
-        max_pairs_per_campaign=MAX_PAIRS,
-        holdout_fraction=0.25,
-        gate_candidates=12,
-        gate_briefs=1,
-        rerank_oversample=RERANK,
-        train_from=TRAIN_FROM,
-        training=TrainingConfig(
-            sft_steps=0,
-            dpo_steps=DPO_STEPS,
-            batch_size=2,
-            learning_rate=LEARNING_RATE,
-            lora_r=16,
-            lora_alpha=32,
-            dpo_sft_weight=0.2,
-            max_epochs=MAX_EPOCHS,
-            max_length=288,
-            threads=1,
-            evaluate=False,
-        ),
-    )
+    settings = dict(scenario_settings or {})
+    training = dict(settings.get("training") or {})
+    for key, value in OVERRIDES.items():
+        if key in TRAINING_FLAGS:
+            training[key] = value
+        else:
+            settings[key] = value
+    if training:
+        settings["training"] = training
+    return RetrainConfig.from_dict(settings)
 
 
 def run_arm(scenario: Any, *, retrain: bool, seed: int, workdir: Path) -> dict[str, Any]:
@@ -127,7 +103,7 @@ def run_arm(scenario: Any, *, retrain: bool, seed: int, workdir: Path) -> dict[s
     arm = scenario.model_copy(update={"retraining": settings})
     started = time.perf_counter()
     db_path = workdir / f"{'on' if retrain else 'off'}-{seed}.duckdb"
-    hook = make_retrain_hook(experiment_config()) if retrain else None
+    hook = make_retrain_hook(experiment_config(scenario.retraining.config)) if retrain else None
     result = run_scenario(arm, seed=seed, db_path=db_path, on_retrain=hook)
     rows = []
     for row in result.rounds:
@@ -329,27 +305,33 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[11])
     parser.add_argument("--arms", nargs="+", default=["off", "on"])
-    parser.add_argument("--winner-threshold", type=float, default=WINNER_THRESHOLD)
-    parser.add_argument("--max-epochs", type=float, default=MAX_EPOCHS)
-    parser.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="pairs kept a campaign")
-    parser.add_argument("--dpo-steps", type=int, default=DPO_STEPS, help="DPO step ceiling")
+    config = parser.add_argument_group(
+        "retraining settings", "override the scenario's retraining.config"
+    )
+    config.add_argument("--winner-threshold", type=float, help="probability best of a winner")
+    config.add_argument("--max-epochs", type=float, help="passes over a round's pairs, at most")
+    config.add_argument("--max-pairs", type=int, help="confident pairs kept a campaign")
+    config.add_argument("--dpo-steps", type=int, help="DPO step ceiling")
+    config.add_argument("--rerank", type=int, help="copy scorer oversampling (1: no scorer)")
+    config.add_argument("--train-from", choices=["current", "base"], help="where a round starts")
+    config.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--probe", type=int, default=PROBE, help="candidates in each probe")
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
-    parser.add_argument("--rerank", type=int, default=RERANK, help="scorer oversampling (1: off)")
-    parser.add_argument("--train-from", choices=["current", "base"], default=TRAIN_FROM)
     parser.add_argument("--plot", type=Path, default=PLOT, help="where the plot goes")
-    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="DPO learning rate")
     args = parser.parse_args()
     SCENARIO = args.scenario
-    WINNER_THRESHOLD = args.winner_threshold
-    MAX_EPOCHS = args.max_epochs
-    MAX_PAIRS = args.max_pairs
-    DPO_STEPS = args.dpo_steps
     PROBE = args.probe
-    RERANK = args.rerank
-    TRAIN_FROM = args.train_from
     PLOT = args.plot
-    LEARNING_RATE = args.lr
+    flags = {
+        "winner_threshold": args.winner_threshold,
+        "max_epochs": args.max_epochs,
+        "max_pairs_per_campaign": args.max_pairs,
+        "dpo_steps": args.dpo_steps,
+        "rerank_oversample": args.rerank,
+        "train_from": args.train_from,
+        "learning_rate": args.lr,
+    }
+    OVERRIDES.update({key: value for key, value in flags.items() if value is not None})
     if args.combine:
         combine(args.combine, args.out)
     else:

@@ -89,14 +89,14 @@ def main(
     if unknown:
         raise SystemExit(f"unknown setting(s) {unknown}; known: {sorted(known)}")
     wanted = set(only) | {RERANKED[name] for name in only if name in RERANKED}
-    config = closed_loop.experiment_config()
+    scenario = load_scenario(SCENARIO)
+    config = closed_loop.experiment_config(scenario.retraining.config)
     config = dataclasses.replace(
         config,
         rerank_oversample=6,  # for the reranked rows
         max_pairs_per_campaign=48,
         training=dataclasses.replace(config.training, dpo_steps=36),
     )
-    scenario = load_scenario(SCENARIO)
     world = scenario.build_world(seed)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="adloop-retrain-configs-") as tmp:

@@ -52,7 +52,7 @@ import hashlib
 import json
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -1148,22 +1148,26 @@ def _pool_model_dir(pool: Any) -> Path | None:
 
 
 def make_retrain_hook(
-    config: RetrainConfig | None = None,
+    config: RetrainConfig | Mapping[str, Any] | None = None,
 ) -> Callable[[Any, int], dict[str, Any]]:
     """A retraining hook for the simulator (``on_retrain(engine, round_index)``).
 
     Each call runs :func:`retrain_round` on the engine's store and, after a promotion,
-    switches the engine's generator pool to the new version. Unless ``config`` says
-    otherwise, the first version starts from the pool's own language model and versions
-    are written next to the database file (``<db folder>/models``), so a simulation never
-    fills the user's model cache.
+    switches the engine's generator pool to the new version. ``config`` may be plain
+    settings (a scenario's ``retraining.config``; checked here, so a bad key fails before
+    the simulation starts). Unless ``config`` says otherwise, the first version starts from
+    the pool's own language model and versions are written next to the database file
+    (``<db folder>/models``), so a simulation never fills the user's model cache.
 
     Example::
 
         from sim import load_scenario, run_scenario
-        run_scenario(load_scenario("examples/scenario_retraining.yaml"),
-                     on_retrain=make_retrain_hook())
+        scenario = load_scenario("examples/scenario_retraining_refresh.yaml")
+        run_scenario(scenario, on_retrain=make_retrain_hook(scenario.retraining.config))
     """
+
+    if config is not None and not isinstance(config, RetrainConfig):
+        config = RetrainConfig.from_dict(dict(config))
 
     def hook(engine: Any, round_index: int) -> dict[str, Any]:
         settings = config or RetrainConfig()
@@ -1199,5 +1203,5 @@ def make_retrain_hook(
     return hook
 
 
-#: The default hook ``adloop sim run`` and ``adloop demo`` use when retraining is enabled.
+#: The hook with the library's settings (a scenario without ``retraining.config``).
 on_retrain = make_retrain_hook()

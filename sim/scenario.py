@@ -249,6 +249,13 @@ class RetrainingSettings(_Strict):
         "(measurement only, never served); default: the pool size. More candidates, less "
         "noise in the round's mean true CTR.",
     )
+    config: dict[str, Any] | None = Field(
+        None,
+        description="How the rounds retrain: the fields of optimizer.retrain.RetrainConfig "
+        "(training settings nested under 'training'), as in a scheduler config's 'retraining:' "
+        "section. `adloop sim run` and the closed-loop benchmark use them; default: the "
+        "library's settings.",
+    )
 
 
 class Scenario(_Strict):

@@ -543,6 +543,19 @@ def test_config_rejects_bad_values() -> None:
     assert np.isclose(config.winner_threshold, 0.95)
 
 
+@pytest.mark.parametrize(
+    "name", ["scenario_retraining", "scenario_retraining_busy", "scenario_retraining_refresh"]
+)
+def test_the_example_scenarios_retraining_settings_are_valid(name: str) -> None:
+    """`adloop sim run` builds its rounds' settings from these; a typo would fail at run time."""
+    from sim import load_scenario
+
+    scenario = load_scenario(Path(__file__).parent.parent / "examples" / f"{name}.yaml")
+    config = RetrainConfig.from_dict(scenario.retraining.config)
+    assert config.training.sft_steps == 0 and config.training.dpo_steps == 12
+    assert config.train_from == ("base" if name.endswith("refresh") else "current")
+
+
 def test_promotion_switches_a_generator_pool(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
     from generators import GeneratorPool
     from optimizer.retrain import switch_pool_model

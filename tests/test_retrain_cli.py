@@ -129,3 +129,82 @@ def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_pat
     with Store(db_path) as store:
         runs = store.job_runs("refresh")
     assert len(runs) >= 2 and all(run["outcome"] == "ok" for run in runs)
+
+
+def _sim_scenario(tmp_path: Path, config: dict) -> Path:
+    """A short fixed-variant campaign whose rounds retrain with ``config``."""
+    from test_retrain import BRIEF
+
+    scenario = {
+        "brief": BRIEF,
+        "variants": [
+            "Bespoke rings, made to measure — book today!",
+            "Aurelle rings",
+            "Luxury custom rings: 20% off — shop now",
+            "Rings",
+        ],
+        "traffic": {"hours": 4, "impressions_per_hour": 6000},
+        "lifecycle": {"retire_refill_every_hours": None, "declare_winner": False},
+        "generators": {"names": ["template"], "pool_size": 4},
+        "retraining": {
+            "enabled": True,
+            "every_hours": 2,
+            "measure_candidates": True,
+            "config": config,
+        },
+    }
+    path = tmp_path / "scenario.yaml"
+    path.write_text(json.dumps(scenario))  # JSON is YAML
+    return path
+
+
+def test_sim_run_retrains_with_the_scenarios_settings(tmp_path: Path) -> None:
+    """`adloop sim run` takes a round's settings from the scenario's retraining.config, and
+    --no-retraining runs the same scenario as the control arm."""
+    base = save_tiny_model(tmp_path / "tiny")
+    versions = tmp_path / "versions"
+    config = {
+        "base_model": str(base),
+        "models_root": str(versions),
+        "min_impressions": 100,
+        "min_pair_impressions": 100,
+        "winner_threshold": 0.6,
+        "accuracy_tolerance": 1.0,
+        "gate_candidates": 2,
+        "gate_briefs": 1,
+        "training": {"sft_steps": 3, "dpo_steps": 2, "batch_size": 2, "max_length": 160,
+                     "learning_rate": 0.01, "threads": 1},
+    }  # fmt: skip
+    scenario = _sim_scenario(tmp_path, config)
+    runner = CliRunner()
+    common = ["sim", "run", "--scenario", str(scenario), "--seed", "3", "--quiet", "--json", "-"]
+
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "on")])
+    assert result.exit_code == 0, result.output
+    rounds = json.loads(result.stdout)["retraining_rounds"]
+    assert [(r["round"], r["retrained"]) for r in rounds] == [(0, False), (1, True)]
+    trained = [r["detail"] for r in rounds if r["detail"].get("version", "").startswith("v0")]
+    assert trained, rounds
+    # The version was written where the scenario said, with the scenario's step counts.
+    record = json.loads((versions / trained[0]["version"] / "training.json").read_text())
+    assert (record["config"]["sft_steps"], record["config"]["dpo_steps"]) == (3, 2)
+    outcome = f"round 1 ({trained[0]['outcome']} {trained[0]['version']}): new candidates'"
+    assert outcome in result.stderr.replace("\n", " ")
+
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "off"), "--no-retraining"])
+    assert result.exit_code == 0, result.output
+    control = json.loads(result.stdout)["retraining_rounds"]
+    assert [(r["round"], r["retrained"]) for r in control] == [(0, False), (1, False)]
+    assert control[0]["mean_true_ctr"] == rounds[0]["mean_true_ctr"]  # same audience and probe
+    assert "round 1 (no retraining)" in result.stderr
+    assert len(list(versions.iterdir())) == len(trained)
+
+
+def test_sim_run_rejects_bad_retraining_settings_before_it_starts(tmp_path: Path) -> None:
+    scenario = _sim_scenario(tmp_path, {"min_impresions": 3})
+    result = CliRunner().invoke(
+        app, ["sim", "run", "--scenario", str(scenario), "--quiet", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "retraining.config" in result.output and "min_impresions" in result.output
+    assert not (tmp_path / "o").exists()

@@ -27,13 +27,33 @@ def _write_json(payload: dict, target: Path) -> None:
     target.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _retrain_hook() -> Callable[..., Any] | None:
-    """The retraining round hook, when the optimizer provides one (``optimizer.retrain``)."""
+def _retrain_hook(config: dict[str, Any] | None) -> Callable[..., Any] | None:
+    """The retraining round hook with the scenario's settings, when the optimizer provides one.
+
+    Raises ValueError for a bad ``retraining.config``."""
     try:
-        from optimizer import retrain
+        from optimizer.retrain import make_retrain_hook
     except ImportError:
         return None
-    return getattr(retrain, "on_retrain", None)
+    return make_retrain_hook(config)
+
+
+def _round_line(round_: dict[str, Any]) -> str:
+    detail = round_.get("detail") or {}
+    if round_["round"] == 0:
+        what = "before any retraining"
+    elif not round_.get("retrained"):
+        what = "no retraining"
+    else:
+        what = f"{detail.get('outcome', '?')} {detail.get('version') or ''}".rstrip()
+    ctr = round_.get("mean_true_ctr")
+    measured = (
+        f"new candidates' mean true CTR {100 * ctr:.2f} % (diversity "
+        f"{round_['distinct_trigrams']:.2f}, {round_['n_candidates']} candidates)"
+        if ctr is not None
+        else "no candidates measured"
+    )
+    return f"round {round_['round']} ({what}): {measured}"
 
 
 @app.command("run")
@@ -57,8 +77,20 @@ def run(
         typer.Option(help="DuckDB file to keep the run's store in (default: a temporary file)."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    retraining: Annotated[
+        bool | None,
+        typer.Option(
+            "--retraining/--no-retraining",
+            help="Override the scenario's retraining.enabled: run the same scenario and seed "
+            "with and without retraining to compare the arms (with measure_candidates, the "
+            "rounds are still measured without it).",
+        ),
+    ] = None,
 ) -> None:
-    """Run a scenario through the real engine on a simulated clock, and write a report."""
+    """Run a scenario through the real engine on a simulated clock, and write a report.
+
+    With retraining, each round prints the outcome and the mean true CTR and diversity of a
+    fresh batch of new candidates (the probe), as the report's retraining plot shows."""
     from rich.console import Console
 
     from sim import ScenarioError, SimError, load_scenario
@@ -69,9 +101,15 @@ def run(
         loaded = load_scenario(scenario, seed=seed)
     except ScenarioError as error:
         fail(f"{scenario}: {error}", code=2)
+    if retraining is not None:
+        settings = loaded.retraining.model_copy(update={"enabled": retraining})
+        loaded = loaded.model_copy(update={"retraining": settings})
     hook = None
     if loaded.retraining.enabled:
-        hook = _retrain_hook()
+        try:
+            hook = _retrain_hook(loaded.retraining.config)
+        except (TypeError, ValueError) as error:
+            fail(f"{scenario}: retraining.config: {error}", code=2)
         if hook is None:
             console.print(
                 "retraining is enabled but this installation has no retraining hook; "
@@ -91,6 +129,8 @@ def run(
         f"{summary['conversions']:,} conversions; regret {summary['regret']:.1f} expected clicks; "
         f"winner: {winner.get('text', 'none declared')}"
     )
+    for round_ in summary.get("retraining_rounds") or []:
+        console.print(_round_line(round_))
     console.print(f"report: {target / 'report.html'}")
     if json_file is not None:
         _write_json(summary, json_file)
