@@ -50,6 +50,19 @@ ARMS = [
     ("Aurelle rings", "Visit us.", 3000, 30),
 ]
 T0 = datetime(2026, 1, 5, 9, 0, 0)
+#: A short simulated campaign of fixed variants with a retraining round every 2 hours.
+SIM_SCENARIO = {
+    "brief": BRIEF,
+    "variants": [
+        "Bespoke rings, made to measure — book today!",
+        "Aurelle rings",
+        "Luxury custom rings: 20% off — shop now",
+        "Rings",
+    ],
+    "traffic": {"hours": 4, "impressions_per_hour": 6000},
+    "lifecycle": {"retire_refill_every_hours": None, "declare_winner": False},
+    "retraining": {"enabled": True, "every_hours": 2},
+}
 
 
 def fill_store(store: Store, campaign_id: str = "c_000000000001", arms=ARMS) -> list[str]:
@@ -579,20 +592,7 @@ def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir:
     from optimizer.retrain import make_retrain_hook
     from sim import load_scenario, run_scenario
 
-    scenario = load_scenario(
-        {
-            "brief": BRIEF,
-            "variants": [
-                "Bespoke rings, made to measure — book today!",
-                "Aurelle rings",
-                "Luxury custom rings: 20% off — shop now",
-                "Rings",
-            ],
-            "traffic": {"hours": 4, "impressions_per_hour": 6000},
-            "lifecycle": {"retire_refill_every_hours": None, "declare_winner": False},
-            "retraining": {"enabled": True, "every_hours": 2},
-        }
-    )
+    scenario = load_scenario(SIM_SCENARIO)
     hook = make_retrain_hook(
         tiny_config(
             tmp_path,

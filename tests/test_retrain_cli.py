@@ -133,25 +133,12 @@ def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_pat
 
 def _sim_scenario(tmp_path: Path, config: dict) -> Path:
     """A short fixed-variant campaign whose rounds retrain with ``config``."""
-    from test_retrain import BRIEF
+    from test_retrain import SIM_SCENARIO
 
     scenario = {
-        "brief": BRIEF,
-        "variants": [
-            "Bespoke rings, made to measure — book today!",
-            "Aurelle rings",
-            "Luxury custom rings: 20% off — shop now",
-            "Rings",
-        ],
-        "traffic": {"hours": 4, "impressions_per_hour": 6000},
-        "lifecycle": {"retire_refill_every_hours": None, "declare_winner": False},
+        **SIM_SCENARIO,
         "generators": {"names": ["template"], "pool_size": 4},
-        "retraining": {
-            "enabled": True,
-            "every_hours": 2,
-            "measure_candidates": True,
-            "config": config,
-        },
+        "retraining": {**SIM_SCENARIO["retraining"], "measure_candidates": True, "config": config},
     }
     path = tmp_path / "scenario.yaml"
     path.write_text(json.dumps(scenario))  # JSON is YAML
