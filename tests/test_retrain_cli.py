@@ -176,7 +176,7 @@ def test_sim_run_retrains_with_the_scenarios_settings(tmp_path: Path) -> None:
     record = json.loads((versions / trained[0]["version"] / "training.json").read_text())
     assert (record["config"]["sft_steps"], record["config"]["dpo_steps"]) == (3, 2)
     outcome = f"round 1 ({trained[0]['outcome']} {trained[0]['version']}): new candidates'"
-    assert outcome in result.stderr.replace("\n", " ")
+    assert outcome in result.stderr
 
     result = runner.invoke(app, [*common, "--out", str(tmp_path / "off"), "--no-retraining"])
     assert result.exit_code == 0, result.output

@@ -96,7 +96,7 @@ def run(
     from sim import ScenarioError, SimError, load_scenario
     from sim.engine_run import run_scenario
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         loaded = load_scenario(scenario, seed=seed)
     except ScenarioError as error:
