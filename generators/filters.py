@@ -8,6 +8,9 @@ Reasons (the keys of ``PoolResult.drop_counts``):
 ``banned_term``              contains a banned term (case-insensitive substring)
 ``missing_required_term``    lacks a required term
 ``wrong_language``           ``zh`` without enough CJK ideographs, ``en`` not mostly Latin letters
+``repetitive``               a word twice in a row, or one word ``max_word_repeats`` times or
+                             more ("Aurelle bespoke, bespoke — bespoke"); for Chinese, a
+                             two-character word
 ``near_duplicate``           too similar to a candidate already accepted in this run
 ``near_duplicate_existing``  too similar to one of the campaign's existing variants
 
@@ -18,6 +21,7 @@ works the same for both languages.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ __all__ = [
     "NearDuplicateIndex",
     "check_candidate",
     "complete_required_terms",
+    "is_repetitive",
     "ngrams",
 ]
 
@@ -41,6 +46,7 @@ DROP_REASONS = (
     "banned_term",
     "missing_required_term",
     "wrong_language",
+    "repetitive",
     "near_duplicate",
     "near_duplicate_existing",
 )
@@ -57,17 +63,24 @@ class FilterSettings:
         a word or two swapped does not).
     min_cjk_share: least share of letters that are CJK ideographs in a ``zh`` ad.
     min_latin_share: least share of letters that are Latin in an ``en`` ad.
+    max_word_repeats: an ad that uses one word (three letters or more; for Chinese, a pair of
+        ideographs) this many times is repetitive. A fine-tuned model that learns a word pays
+        can write it over and over ("The bespoke bespoke — Aurelle: It's bespoke."); no
+        advertiser would run that copy.
     """
 
     max_similarity: float = 0.75
     min_cjk_share: float = 0.4
     min_latin_share: float = 0.9
+    max_word_repeats: int = 4
 
     def __post_init__(self) -> None:
         for name in ("max_similarity", "min_cjk_share", "min_latin_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.max_word_repeats < 2:
+            raise ValueError(f"max_word_repeats must be at least 2, got {self.max_word_repeats!r}")
 
 
 def _normalise(text: str) -> str:
@@ -123,6 +136,35 @@ class NearDuplicateIndex:
         return self.max_similarity_to(text) > self.max_similarity
 
 
+_TOKEN = re.compile(r"\w+")
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def is_repetitive(text: str, max_repeats: int = 4) -> bool:
+    """True when one word comes twice in a row or ``max_repeats`` times in ``text``.
+
+    Words are runs of three or more letters, case-insensitive; in a run of CJK ideographs,
+    every pair of neighbouring ideographs counts as a word (no tokenizer needed).
+
+    >>> is_repetitive("Bespoke rings — book a bespoke fitting"), is_repetitive("rings rings")
+    (False, True)
+    """
+    tokens = [t for t in _TOKEN.findall(text.lower()) if not _CJK_RUN.fullmatch(t)]
+    words = [t for t in tokens if len(t) >= 3 and not any(c.isdigit() for c in t)]
+    if any(a == b and len(a) >= 3 for a, b in zip(tokens, tokens[1:], strict=False)):
+        return True
+    counts: dict[str, int] = {}
+    for word in words:
+        counts[word] = counts.get(word, 0) + 1
+    for run in _CJK_RUN.findall(text):
+        pairs = [run[i : i + 2] for i in range(len(run) - 1)]
+        if any(run[i : i + 2] == run[i + 2 : i + 4] for i in range(len(run) - 3)):
+            return True
+        for pair in pairs:
+            counts[pair] = counts.get(pair, 0) + 1
+    return any(n >= max_repeats for n in counts.values())
+
+
 def _contains(text: str, term: str) -> bool:
     return term.lower() in text.lower()
 
@@ -164,6 +206,8 @@ def check_candidate(
             return "wrong_language"
     elif latin_share(text) < settings.min_latin_share:
         return "wrong_language"
+    if is_repetitive(text, settings.max_word_repeats):
+        return "repetitive"
     if existing is not None and existing.is_near_duplicate(text):
         return "near_duplicate_existing"
     if accepted is not None and accepted.is_near_duplicate(text):
