@@ -140,8 +140,9 @@ _TOKEN = re.compile(r"\w+")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
-def is_repetitive(text: str, max_repeats: int = 4) -> bool:
-    """True when one word comes twice in a row or ``max_repeats`` times in ``text``.
+def is_repetitive(*parts: str, max_repeats: int = 4) -> bool:
+    """True when one word comes twice in a row within a part (a headline, a description), or
+    ``max_repeats`` times in all the parts together.
 
     Words are runs of three or more letters, case-insensitive; in a run of CJK ideographs,
     every pair of neighbouring ideographs counts as a word (no tokenizer needed).
@@ -149,19 +150,19 @@ def is_repetitive(text: str, max_repeats: int = 4) -> bool:
     >>> is_repetitive("Bespoke rings — book a bespoke fitting"), is_repetitive("rings rings")
     (False, True)
     """
-    tokens = [t for t in _TOKEN.findall(text.lower()) if not _CJK_RUN.fullmatch(t)]
-    words = [t for t in tokens if len(t) >= 3 and not any(c.isdigit() for c in t)]
-    if any(a == b and len(a) >= 3 for a, b in zip(tokens, tokens[1:], strict=False)):
-        return True
     counts: dict[str, int] = {}
-    for word in words:
-        counts[word] = counts.get(word, 0) + 1
-    for run in _CJK_RUN.findall(text):
-        pairs = [run[i : i + 2] for i in range(len(run) - 1)]
-        if any(run[i : i + 2] == run[i + 2 : i + 4] for i in range(len(run) - 3)):
+    for part in parts:
+        tokens = [t for t in _TOKEN.findall(part.lower()) if not _CJK_RUN.fullmatch(t)]
+        if any(a == b and len(a) >= 3 for a, b in zip(tokens, tokens[1:], strict=False)):
             return True
-        for pair in pairs:
-            counts[pair] = counts.get(pair, 0) + 1
+        for word in tokens:
+            if len(word) >= 3 and not any(c.isdigit() for c in word):
+                counts[word] = counts.get(word, 0) + 1
+        for run in _CJK_RUN.findall(part):
+            if any(run[i : i + 2] == run[i + 2 : i + 4] for i in range(len(run) - 3)):
+                return True
+            for i in range(len(run) - 1):
+                counts[run[i : i + 2]] = counts.get(run[i : i + 2], 0) + 1
     return any(n >= max_repeats for n in counts.values())
 
 
@@ -206,7 +207,7 @@ def check_candidate(
             return "wrong_language"
     elif latin_share(text) < settings.min_latin_share:
         return "wrong_language"
-    if is_repetitive(text, settings.max_word_repeats):
+    if is_repetitive(headline, description, max_repeats=settings.max_word_repeats):
         return "repetitive"
     if existing is not None and existing.is_near_duplicate(text):
         return "near_duplicate_existing"

@@ -23,6 +23,7 @@ from generators import (
     check_candidate,
     load_brief,
 )
+from generators.filters import is_repetitive
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BRIEFS = {"en": EXAMPLES / "brief_jewelry_en.yaml", "zh": EXAMPLES / "brief_jewelry_zh.yaml"}
@@ -172,12 +173,46 @@ def test_each_filter_names_its_reason() -> None:
     assert reason("Cheap Aurelle Rings") == "banned_term"
     assert reason("Gold Rings", "Made for you.") == "missing_required_term"
     assert reason("Aurelle 定制婚戒", "奥蕾尔定制婚戒") == "wrong_language"
+    assert reason("Aurelle bespoke", "Bespoke bespoke rings.") == "repetitive"
+    assert reason("Rings by Aurelle", "Aurelle rings, made to fit.") is None  # not in a row
     accepted = NearDuplicateIndex("en")
     accepted.add("Aurelle Rings — Aurelle rings.")
     candidate = Candidate("Aurelle Rings!", "Aurelle rings", "en", "template")
     assert check_candidate(candidate, brief, accepted=accepted) == "near_duplicate"
     assert check_candidate(candidate, brief, existing=accepted) == "near_duplicate_existing"
     assert set(DROP_REASONS) >= {"empty", "near_duplicate", "wrong_language"}
+
+
+@pytest.mark.parametrize(
+    ("text", "repetitive"),
+    [
+        ("The bespoke bespoke — Aurelle: It's bespoke.", True),  # twice in a row
+        ("Aurelle: gold in 18k gold, fine gold bands", False),  # three times is still copy
+        ("Bespoke — bespoke design, bespoke care, bespoke jewelry", True),  # four times
+        ("Rings that fit. Rings that last. Rings by Aurelle.", False),
+        ("The Art of Art | Aurelle", False),  # short words between do not make it a repeat
+        ("Free Custom Wedding Wedding", True),
+        ("定制定制戒指", True),
+        ("定制戒指 定制项链 定制手链", False),
+        ("定制戒指，定制项链，定制手链，定制耳环", True),
+    ],
+)
+def test_repetitive_copy(text: str, repetitive: bool) -> None:
+    assert is_repetitive(text) is repetitive
+    zh = "定" in text
+    brand = "奥蕾尔" if zh else "Aurelle"
+    brief = Brief(product="rings", brand=brand, language="zh" if zh else "en")
+    candidate = Candidate(brand, text, brief.language, "lm")
+    assert (check_candidate(candidate, brief) == "repetitive") is repetitive
+
+
+def test_repetition_threshold_is_a_setting() -> None:
+    brief = Brief(product="rings", brand="Aurelle", language="en")
+    four = Candidate("Aurelle", "Bespoke look, bespoke care, bespoke fit, bespoke art", "en", "lm")
+    assert check_candidate(four, brief) == "repetitive"
+    assert check_candidate(four, brief, settings=FilterSettings(max_word_repeats=5)) is None
+    with pytest.raises(ValueError, match="max_word_repeats"):
+        FilterSettings(max_word_repeats=1)
 
 
 def test_chinese_language_and_near_duplicate_checks() -> None:
