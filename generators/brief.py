@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from generators.errors import BriefError
 
 __all__ = [
+    "CJK_RUN",
     "Brief",
     "Channel",
     "LANGUAGES",
@@ -53,6 +55,10 @@ MIN_HEADLINE_UNITS = 5
 def is_wide(char: str) -> bool:
     """True for a double-width character (CJK ideographs, kana, hangul, full-width forms)."""
     return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+#: A run of CJK ideographs (the common blocks: unified, extension A, compatibility).
+CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
 def _is_cjk(char: str) -> bool:

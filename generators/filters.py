@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from generators.brief import Brief, cjk_share, latin_share
+from generators.brief import CJK_RUN, Brief, cjk_share, latin_share
 from generators.candidate import Candidate
 
 __all__ = [
@@ -137,7 +137,6 @@ class NearDuplicateIndex:
 
 
 _TOKEN = re.compile(r"\w+")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
 def is_repetitive(*parts: str, max_repeats: int = 4) -> bool:
@@ -152,13 +151,13 @@ def is_repetitive(*parts: str, max_repeats: int = 4) -> bool:
     """
     counts: dict[str, int] = {}
     for part in parts:
-        tokens = [t for t in _TOKEN.findall(part.lower()) if not _CJK_RUN.fullmatch(t)]
+        tokens = [t for t in _TOKEN.findall(part.lower()) if not CJK_RUN.fullmatch(t)]
         if any(a == b and len(a) >= 3 for a, b in zip(tokens, tokens[1:], strict=False)):
             return True
         for word in tokens:
             if len(word) >= 3 and not any(c.isdigit() for c in word):
                 counts[word] = counts.get(word, 0) + 1
-        for run in _CJK_RUN.findall(part):
+        for run in CJK_RUN.findall(part):
             if any(run[i : i + 2] == run[i + 2 : i + 4] for i in range(len(run) - 3)):
                 return True
             for i in range(len(run) - 1):

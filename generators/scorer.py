@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from generators.brief import CJK_RUN
+
 __all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
 
 SCORER_FILE = "scorer.json"
@@ -57,14 +59,13 @@ STOP_WORDS = frozenset(
      "of", "on", "or", "our", "s", "that", "the", "this", "to", "with", "you", "your")
 )  # fmt: skip
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
 def _tokens(text: str) -> set[str]:
     """Words, CJK character pairs and punctuation flags of one text."""
     lower = text.lower()
     tokens = {f"w:{w}" for w in _WORD.findall(lower) if w not in STOP_WORDS}
-    for run in _CJK_RUN.findall(text):
+    for run in CJK_RUN.findall(text):
         tokens.update(f"c:{run[i : i + 2]}" for i in range(max(len(run) - 1, 1)))
     if re.search(r"[0-9０-９%％]", text):
         tokens.add("f:digit")
