@@ -74,7 +74,6 @@ __all__ = [
     "distinct_n",
     "evaluate_gate",
     "make_retrain_hook",
-    "on_retrain",
     "retrain_round",
     "switch_pool_model",
     "train_and_gate",
@@ -1201,7 +1200,3 @@ def make_retrain_hook(
         }
 
     return hook
-
-
-#: The hook with the library's settings (a scenario without ``retraining.config``).
-on_retrain = make_retrain_hook()

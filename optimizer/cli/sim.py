@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,17 +24,6 @@ def _write_json(payload: dict, target: Path) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def _retrain_hook(config: dict[str, Any] | None) -> Callable[..., Any] | None:
-    """The retraining round hook with the scenario's settings, when the optimizer provides one.
-
-    Raises ValueError for a bad ``retraining.config``."""
-    try:
-        from optimizer.retrain import make_retrain_hook
-    except ImportError:
-        return None
-    return make_retrain_hook(config)
 
 
 def _round_line(round_: dict[str, Any]) -> str:
@@ -106,15 +94,12 @@ def run(
         loaded = loaded.model_copy(update={"retraining": settings})
     hook = None
     if loaded.retraining.enabled:
+        from optimizer.retrain import make_retrain_hook
+
         try:
-            hook = _retrain_hook(loaded.retraining.config)
+            hook = make_retrain_hook(loaded.retraining.config)
         except (TypeError, ValueError) as error:
             fail(f"{scenario}: retraining.config: {error}", code=2)
-        if hook is None:
-            console.print(
-                "retraining is enabled but this installation has no retraining hook; "
-                "rounds measure new candidates without retraining"
-            )
     target = out or Path("out") / "sim" / loaded.name
     try:
         result = run_scenario(loaded, db_path=db, out=target, on_retrain=hook, progress=not quiet)
