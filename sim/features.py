@@ -11,10 +11,15 @@ Feature names (all numeric):
 ``has_number``         1 when the text contains a digit (``0-9``) or a percent sign
 ``question``           1 when the text contains ``?`` or ``？``
 ``exclamation``        1 when the text contains ``!`` or ``！``
-``cta``                number of call-to-action verbs (``shop``, ``discover``, ``立即`` ...)
-``urgency``            number of urgency words (``today``, ``limited``, ``限时`` ...)
+``cta``                call-to-action verbs present (``shop``, ``discover``, ``立即`` ...)
+``urgency``            urgency words present (``today``, ``limited``, ``限时`` ...)
 ``zh``                 1 when the text is mostly Chinese (see :func:`language_of`), else 0
-``kw_<category>``      matches of each keyword category of the lexicon (``kw_luxury`` ...)
+``kw_<category>``      words of each keyword category of the lexicon present (``kw_luxury`` ...)
+
+The word features count *distinct* words of their list, at most :data:`KEYWORD_CAP` (2): a
+second, different luxury word adds a little, a repeated one nothing. A real audience does not
+click twice as often on "bespoke bespoke"; an audience that paid per repetition would teach a
+learning generator to stuff keywords.
 
 The lexicon is configurable; :data:`DEFAULT_LEXICON` covers the high-end jewellery campaign
 of the examples.
@@ -29,6 +34,7 @@ from types import MappingProxyType
 __all__ = [
     "CTA_WORDS",
     "DEFAULT_LEXICON",
+    "KEYWORD_CAP",
     "URGENCY_WORDS",
     "feature_names",
     "features",
@@ -64,6 +70,9 @@ DEFAULT_LEXICON: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )  # fmt: skip
 
+KEYWORD_CAP = 2
+"""Most distinct words of one list (call to action, urgency, a keyword category) that count."""
+
 _IDEAL_CHARS = {"en": 40.0, "zh": 16.0}
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -71,19 +80,26 @@ _NUMBER = re.compile(r"[0-9０-９%％]")
 _WORD_BOUNDARY_CACHE: dict[str, re.Pattern[str]] = {}
 
 
-def _count(text_lower: str, phrases: Sequence[str]) -> int:
-    """Occurrences of phrases; ASCII phrases match whole words, CJK phrases match anywhere."""
-    total = 0
+def _present(text_lower: str, phrases: Sequence[str]) -> int:
+    """Distinct phrases found, at most :data:`KEYWORD_CAP`.
+
+    ASCII phrases match whole words; CJK phrases (and ones starting with a symbol) match anywhere.
+    """
+    found = 0
     for phrase in phrases:
         if _CJK.search(phrase) or not phrase[:1].isalnum():
-            total += text_lower.count(phrase)
-            continue
-        pattern = _WORD_BOUNDARY_CACHE.get(phrase)
-        if pattern is None:
-            pattern = re.compile(r"(?<![a-z0-9])" + re.escape(phrase) + r"(?![a-z0-9])")
-            _WORD_BOUNDARY_CACHE[phrase] = pattern
-        total += len(pattern.findall(text_lower))
-    return total
+            hit = phrase in text_lower
+        else:
+            pattern = _WORD_BOUNDARY_CACHE.get(phrase)
+            if pattern is None:
+                pattern = re.compile(r"(?<![a-z0-9])" + re.escape(phrase) + r"(?![a-z0-9])")
+                _WORD_BOUNDARY_CACHE[phrase] = pattern
+            hit = pattern.search(text_lower) is not None
+        if hit:
+            found += 1
+            if found == KEYWORD_CAP:
+                break
+    return found
 
 
 def language_of(text: str) -> str:
@@ -147,10 +163,10 @@ def features(text: str, lexicon: Mapping[str, Sequence[str]] | None = None) -> d
         "has_number": 1.0 if _NUMBER.search(text) else 0.0,
         "question": 1.0 if ("?" in text or "？" in text) else 0.0,
         "exclamation": 1.0 if ("!" in text or "！" in text) else 0.0,
-        "cta": float(_count(lower, CTA_WORDS)),
-        "urgency": float(_count(lower, URGENCY_WORDS)),
+        "cta": float(_present(lower, CTA_WORDS)),
+        "urgency": float(_present(lower, URGENCY_WORDS)),
         "zh": 1.0 if language == "zh" else 0.0,
     }
     for category, phrases in lexicon.items():
-        result[f"kw_{category}"] = float(_count(lower, [p.lower() for p in phrases]))
+        result[f"kw_{category}"] = float(_present(lower, [p.lower() for p in phrases]))
     return result

@@ -26,6 +26,7 @@ from sim import (
     simulate,
     simulate_batched,
 )
+from sim.features import KEYWORD_CAP
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEXTS = [
@@ -51,6 +52,19 @@ def test_features_are_interpretable_in_english_and_chinese() -> None:
     assert features("window shopping")["cta"] == 0
     custom = features("Platinum rings", lexicon={"metal": ["platinum", "rings"]})
     assert custom["kw_metal"] == 2 and "kw_luxury" not in custom
+
+
+def test_word_features_saturate_so_stuffing_earns_nothing() -> None:
+    one = features("Bespoke rings by Aurelle")
+    assert one["kw_custom"] == 1
+    # a repeated word counts once
+    assert features("Bespoke bespoke rings, bespoke — Aurelle")["kw_custom"] == 1
+    assert features("限时定制 定制 定制 定制")["kw_custom"] == 1
+    # a second, different word counts; a third does not
+    assert features("Bespoke, engraved rings by Aurelle")["kw_custom"] == 2
+    assert features("Bespoke, engraved, personalised, tailored rings")["kw_custom"] == KEYWORD_CAP
+    assert features("Shop now, shop today, order now")["cta"] == 2
+    assert features("Shop now, shop today, order now")["urgency"] == 2
 
 
 # ---------------------------------------------------------------- world
