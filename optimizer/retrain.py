@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from generators.brief import CJK_RUN
 from generators.training import PreferencePair, SFTExample, TrainingConfig, dataset_hash
 
 __all__ = [
@@ -622,8 +624,28 @@ def build_dataset(
 # ----------------------------------------------------------------------------- gate
 
 
+_CJK_PIECES = re.compile(f"({CJK_RUN.pattern})")
+
+
+def _gram_tokens(text: str) -> list[str]:
+    """Whitespace-separated words, with every CJK ideograph a token of its own.
+
+    Chinese puts no spaces between words, so its runs of ideographs count character by
+    character, whether or not the copy spaces its phrases; Latin words stay whole.
+    """
+    tokens: list[str] = []
+    for word in text.lower().split():
+        # split with a capturing group: odd pieces are CJK runs, even ones the rest
+        for i, piece in enumerate(_CJK_PIECES.split(word)):
+            if i % 2:
+                tokens.extend(piece)
+            elif piece:
+                tokens.append(piece)
+    return tokens
+
+
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
-    """Distinct-n: unique word n-grams / all word n-grams over ``texts`` (characters for CJK).
+    """Distinct-n: unique n-grams / all n-grams over ``texts``, of words (characters for CJK).
 
     1.0 means no n-gram repeats anywhere; a model that writes the same line again and
     again tends to 0. Returns 0.0 for no n-grams at all.
@@ -635,9 +657,7 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     """
     grams: list[tuple[str, ...]] = []
     for text in texts:
-        tokens = text.lower().split()
-        if len(tokens) <= 1 and len(text) > 1:  # Chinese: no spaces, so characters
-            tokens = [c for c in text if not c.isspace()]
+        tokens = _gram_tokens(text)
         grams.extend(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return len(set(grams)) / len(grams) if grams else 0.0
 

@@ -535,6 +535,10 @@ def test_distinct_n() -> None:
     assert distinct_n(["a b c", "a b c"], 2) == 0.5
     assert distinct_n(["a b", "c d"], 2) == 1.0
     assert distinct_n(["臻品钻戒", "臻品项链"], 2) == pytest.approx(5 / 6)
+    # Chinese counts by character even when the copy spaces its phrases; Latin words stay whole
+    spaced = ["臻品钻戒 限时礼遇", "臻品项链 限时礼遇"]
+    assert distinct_n(spaced, 2) == pytest.approx(10 / 14)
+    assert distinct_n(["Aurelle臻品", "Aurelle臻品"], 2) == pytest.approx(2 / 4)
     assert distinct_n([], 2) == 0.0
 
 
