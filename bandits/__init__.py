@@ -13,7 +13,7 @@ O(log K) decisions with their propensities, and :func:`decide_winner` /
 * Segments: ``ThompsonSampling.weights_by_segment`` shrinks each segment toward the campaign.
 * Fast simulation: :func:`batch_thompson_weights` computes weights for ``(n_sims, K)`` arrays.
 
->>> from bandits import ArmCounts, ThompsonSampling
+>>> from adloop.bandits import ArmCounts, ThompsonSampling
 >>> counts = ArmCounts(["v1", "v2"], impressions=[5000, 5000], clicks=[100, 160])
 >>> snapshot = ThompsonSampling(seed=1).snapshot(counts)
 >>> arm, probability = snapshot.choose(0.5)

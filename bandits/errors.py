@@ -1,4 +1,4 @@
-"""Errors raised by :mod:`bandits`.
+"""Errors raised by :mod:`adloop.bandits`.
 
 Hierarchy::
 

@@ -68,7 +68,7 @@ def bernoulli_regret(
     drawn per arm (binomial) and the counts updated: delayed, batched feedback as from an ad
     server.  One generator seeded with ``seed`` drives both the policy and the world.
 
-    >>> from bandits import ThompsonSampling
+    >>> from adloop.bandits import ThompsonSampling
     >>> run = bernoulli_regret(ThompsonSampling(), np.array([0.05, 0.04]), horizon=10_000,
     ...                        batch_size=1_000, seed=0)
     >>> run.regret.shape

@@ -129,7 +129,7 @@ class ThompsonSampling(Policy):
     Parameters
     ----------
     objective:
-        ``"ctr"``, ``"cvr"`` or ``"value"`` (see :mod:`bandits.posterior`).
+        ``"ctr"``, ``"cvr"`` or ``"value"`` (see :mod:`adloop.bandits.posterior`).
     floor:
         Minimum traffic share of every active arm (capped at ``1 / n_active``).
     top_two:
@@ -362,7 +362,7 @@ class ThompsonSampling(Policy):
 
         Each segment's prior for arm ``i`` is centred on arm ``i``'s campaign-level posterior
         mean computed *without* that segment's own data, with a strength fitted to how much
-        segments really differ (see :func:`bandits.segments.segment_priors`).  A thin segment thus
+        segments really differ (see :func:`.segments.segment_priors`).  A thin segment thus
         follows the campaign; a segment with lots of evidence follows its own data.
         """
         from .segments import segment_priors

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandits import (
+from adloop.bandits import (
     UCB1,
     ArmCounts,
     EpsilonGreedy,
@@ -359,7 +359,7 @@ def main(out: Path, quick: bool) -> None:
         "Timings are best-of-N on a 2-core machine shared with other jobs.  "
         f"Total wall time {time.perf_counter() - start:.0f} s."
     )
-    write_results("bandits", rows, out, notes)
+    write_results("adloop.bandits", rows, out, notes)
 
 
 def near_tie(first: int, stop: int, out: Path, name: str = "equal gap 0.1 pp") -> None:

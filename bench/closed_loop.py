@@ -75,9 +75,9 @@ def experiment_config(scenario_settings: dict[str, Any] | None = None) -> Any:
     held-out preferences (accuracy up to 1.0) but wrote the same copy again and again, and the
     gate refused 5 of the 6 rounds that had more than 8 pairs (distinct-2 0.23 to 0.43). With
     ``rerank_oversample`` above 1 a version also ships a copy scorer when it validates, and
-    samples that many times the candidates it needs (see :mod:`generators.scorer`).
+    samples that many times the candidates it needs (see :mod:`adloop.generators.scorer`).
     """
-    from optimizer.retrain import RetrainConfig
+    from adloop.optimizer.retrain import RetrainConfig
 
     settings = dict(scenario_settings or {})
     training = dict(settings.get("training") or {})
@@ -93,8 +93,8 @@ def experiment_config(scenario_settings: dict[str, Any] | None = None) -> Any:
 
 def run_arm(scenario: Any, *, retrain: bool, seed: int, workdir: Path) -> dict[str, Any]:
     """One simulated campaign with retraining on or off; the per-round candidate rows."""
-    from optimizer.retrain import make_retrain_hook
-    from sim import run_scenario
+    from adloop.optimizer.retrain import make_retrain_hook
+    from adloop.sim import run_scenario
 
     update: dict[str, Any] = {"enabled": retrain, "measure_candidates": True}
     if PROBE is not None:
@@ -238,8 +238,8 @@ def main(
     arms: tuple[str, ...] = ("off", "on"),
 ) -> dict[str, Any]:
     """Run both arms for each seed; write JSON, markdown and the plot (``PLOT``)."""
+    from adloop.sim import load_scenario
     from bench._common import write_results
-    from sim import load_scenario
 
     scenario = load_scenario(SCENARIO)
     if quick:

@@ -29,7 +29,7 @@ BRIEFS = {"en": EXAMPLES / "brief_jewelry_en.yaml", "zh": EXAMPLES / "brief_jewe
 
 def _run_cli(brief: Path, n: int, generators: str) -> dict:
     script = Path(sys.executable).with_name("adloop")
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "optimizer.cli"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "adloop.cli"]
     command = [
         *launcher,
         "generate",
@@ -70,7 +70,7 @@ def _run_cli(brief: Path, n: int, generators: str) -> dict:
 
 def main(out: Path, quick: bool) -> None:
     """Measure and write ``<out>/generate.json`` and ``<out>/generate.md``."""
-    from generators import GeneratorPool, ModelNotFoundError, load_brief, resolve_model
+    from adloop.generators import GeneratorPool, ModelNotFoundError, load_brief, resolve_model
 
     n = 5 if quick else 20
     notes: list[str] = []

@@ -2,7 +2,7 @@
 
 A real DuckDB store gets one campaign (the English jewellery brief) with six variants and
 simulated impressions and clicks whose CTRs differ clearly, so the round has a winner and
-confident pairs. Then :func:`optimizer.retrain.retrain_round` runs with the default settings
+confident pairs. Then :func:`adloop.optimizer.retrain.retrain_round` runs with the default settings
 (LoRA on SmolLM2-135M-Instruct, CPU): collect data, fine-tune (SFT + DPO), gate (held-out
 pairs + a validity check that generates candidates with both versions; a version that ships
 a copy scorer samples ``rerank_oversample`` times as many), register, promote.
@@ -81,9 +81,9 @@ def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
     """Time one round; write ``retrain.json`` and ``retrain.md``."""
     import yaml
 
+    from adloop.optimizer.retrain import RetrainConfig, retrain_round
+    from adloop.storage import Store
     from bench._common import max_rss_mb, measure, write_results
-    from optimizer.retrain import RetrainConfig, retrain_round
-    from storage import Store
 
     root = Path(__file__).resolve().parent.parent
     brief = yaml.safe_load((root / "examples" / "brief_jewelry_en.yaml").read_text())

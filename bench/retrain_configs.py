@@ -13,7 +13,7 @@ clicks), builds the retraining dataset from the final store as a round would, tr
 Same data, same probe seed, one line per setting: differences are the training's alone. The
 settings are the closed-loop experiment's (48 pairs kept, up to 36 DPO steps) with one change
 each, named in the row. Rows marked "reranked" take an earlier row's model and add the copy
-scorer a round fits on the same store (:mod:`generators.scorer`): the generator samples
+scorer a round fits on the same store (:mod:`adloop.generators.scorer`): the generator samples
 ``rerank_oversample`` times as many candidates and keeps the best-scored.
 
 Run: ``python -m bench.retrain_configs [--seed 32] [--probe 48] [--only NAME ...]`` (about five
@@ -55,8 +55,8 @@ def _probe(model_dir: Path, brief: Any, world: Any, *, n: int, seed: int, pool_s
     """True CTR (segment mix) and diversity of ``n`` new candidates from one model."""
     import numpy as np
 
-    from generators import GeneratorPool
-    from sim.engine_run import diversity
+    from adloop.generators import GeneratorPool
+    from adloop.sim.engine_run import diversity
 
     pool = GeneratorPool(["lm"], model_dir=str(model_dir))
     texts = [c.text for c in pool.generate(brief, n, seed=seed).candidates]
@@ -77,12 +77,12 @@ def main(
 ) -> list[dict[str, Any]]:
     """Simulate once, then train and score each setting; write JSON and markdown."""
     import bench.closed_loop as closed_loop
+    from adloop.generators import load_brief, load_causal_lm
+    from adloop.generators.training import preference_accuracy, train_version
+    from adloop.optimizer.retrain import build_dataset, fit_version_scorer, validity
+    from adloop.sim import load_scenario
+    from adloop.storage import Store
     from bench._common import write_results
-    from generators import load_brief, load_causal_lm
-    from generators.training import preference_accuracy, train_version
-    from optimizer.retrain import build_dataset, fit_version_scorer, validity
-    from sim import load_scenario
-    from storage import Store
 
     known = set(SETTINGS) | set(RERANKED)
     unknown = sorted(set(only) - known)

@@ -62,8 +62,8 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def _setup(db: Path) -> tuple[str, str]:
     """A campaign with 10 variants and an API key in a fresh database."""
-    from optimizer import Engine, EngineConfig
-    from optimizer.auth import create_key
+    from adloop.optimizer import Engine, EngineConfig
+    from adloop.optimizer.auth import create_key
 
     with Engine(db, config=EngineConfig(background=False)) as engine:
         brief = {
@@ -78,7 +78,7 @@ def _setup(db: Path) -> tuple[str, str]:
 
 def in_process(quick: bool) -> list[dict[str, Any]]:
     """Single-call ``choose`` latency with the engine's background work running."""
-    from optimizer import Engine
+    from adloop.optimizer import Engine
 
     n = 20_000 if quick else 200_000
     with tempfile.TemporaryDirectory() as folder:
@@ -123,8 +123,8 @@ def serve(db: str, port: int) -> None:
     """Child-process entry: the service app (plus the bare endpoint) under uvicorn."""
     import uvicorn
 
-    from optimizer import Engine, EngineConfig
-    from optimizer.service import create_app
+    from adloop.optimizer import Engine, EngineConfig
+    from adloop.optimizer.service import create_app
 
     overrides = json.loads(os.environ.get("ADLOOP_BENCH_ENGINE", "{}"))
     engine = Engine(Path(db), config=EngineConfig(**overrides))

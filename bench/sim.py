@@ -28,7 +28,7 @@ ARMS_10 = [0.05, 0.049, 0.049, 0.048, 0.047, 0.046, 0.045, 0.045, 0.044, 0.04]
 
 
 def _fast_rows(quick: bool) -> list[dict[str, Any]]:
-    from sim import simulate
+    from adloop.sim import simulate
 
     rows = []
     n_runs = 20 if quick else 100
@@ -57,8 +57,8 @@ def _fast_rows(quick: bool) -> list[dict[str, Any]]:
 
 
 def _engine_rows(quick: bool) -> list[dict[str, Any]]:
-    from sim import load_scenario
-    from sim.engine_run import run_scenario
+    from adloop.sim import load_scenario
+    from adloop.sim.engine_run import run_scenario
 
     hours, per_hour = (6, 2_000) if quick else (24, 10_000)
     scenario = load_scenario(
@@ -97,7 +97,7 @@ def _engine_rows(quick: bool) -> list[dict[str, Any]]:
 
 
 def _replay_rows(quick: bool) -> list[dict[str, Any]]:
-    from sim import replay
+    from adloop.sim import replay
 
     if not UPWORTHY.exists():
         return []
@@ -145,4 +145,4 @@ def main(out: Path, quick: bool) -> None:
     )
     if quick:
         notes += " (--quick: smaller sizes; replay on the first 300 tests.)"
-    write_results("sim", rows, out, notes)
+    write_results("adloop.sim", rows, out, notes)

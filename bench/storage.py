@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from adloop.storage import Store
 from bench._common import best_of, max_rss_mb, write_results
-from storage import Store
 
 START = datetime(2026, 1, 1)
 N_VARIANTS = 10
@@ -165,7 +165,7 @@ def main(out: Path, quick: bool) -> None:
         "event that wall time hides. 1-minute load average at start / end: "
         f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}."
     )
-    write_results("storage", rows, out, notes)
+    write_results("adloop.storage", rows, out, notes)
 
 
 def _timed(fn, *args):

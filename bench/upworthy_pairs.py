@@ -123,8 +123,8 @@ def cluster_bootstrap(
 def _scores(
     model: Any, tokenizer: Any, pairs: list[dict], max_length: int
 ) -> dict[str, np.ndarray]:
-    from generators import format_completion
-    from generators.training import completion_logprobs
+    from adloop.generators import format_completion
+    from adloop.generators.training import completion_logprobs
 
     prompts = [p["prompt"] for p in pairs]
     out = {}
@@ -183,8 +183,8 @@ def run(
     """
     import torch
 
-    from generators import format_completion, load_causal_lm
-    from generators.training import PreferencePair, SFTExample, TrainingConfig, fine_tune
+    from adloop.generators import format_completion, load_causal_lm
+    from adloop.generators.training import PreferencePair, SFTExample, TrainingConfig, fine_tune
 
     if threads:
         torch.set_num_threads(threads)
@@ -287,8 +287,8 @@ def run(
 
 def main(out: Path = Path("bench/results"), quick: bool = False, **sizes: int) -> None:
     """Run the experiment and write ``upworthy_pairs.json`` and ``.md`` under ``out``."""
+    from adloop.generators import default_model_dir
     from bench._common import write_results
-    from generators import default_model_dir
 
     if not DATA.exists():
         raise SystemExit(f"real data not found at {DATA}")

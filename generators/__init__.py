@@ -6,18 +6,23 @@ first used.
 
 Example
 -------
->>> from generators import GeneratorPool, load_brief
+>>> from adloop.generators import GeneratorPool, load_brief
 >>> brief = load_brief({"product": "bespoke rings", "brand": "Aurelle", "language": "en"})
 >>> result = GeneratorPool(["template"]).generate(brief, 3, seed=0)
 >>> len(result.candidates)
 3
 """
 
-from generators.brief import Brief, Channel, load_brief
-from generators.candidate import Candidate
-from generators.errors import BriefError, GeneratorError, ModelNotFoundError, ModelPullError
-from generators.filters import DROP_REASONS, FilterSettings, NearDuplicateIndex, check_candidate
-from generators.lm import (
+from adloop.generators.brief import Brief, Channel, load_brief
+from adloop.generators.candidate import Candidate
+from adloop.generators.errors import BriefError, GeneratorError, ModelNotFoundError, ModelPullError
+from adloop.generators.filters import (
+    DROP_REASONS,
+    FilterSettings,
+    NearDuplicateIndex,
+    check_candidate,
+)
+from adloop.generators.lm import (
     COMPLETION_PREFIX,
     LMGenerator,
     build_model_input,
@@ -26,17 +31,17 @@ from generators.lm import (
     model_version,
     parse_completion,
 )
-from generators.models import (
+from adloop.generators.models import (
     DEFAULT_MODEL_NAME,
     default_model_dir,
     installed_models,
     pull_smollm2,
     resolve_model,
 )
-from generators.pool import GENERATOR_NAMES, GeneratorPool, PoolResult
-from generators.recombine import RecombinationGenerator
-from generators.scorer import CopyScorer, fit_scorer, load_scorer
-from generators.templates import TemplateGenerator
+from adloop.generators.pool import GENERATOR_NAMES, GeneratorPool, PoolResult
+from adloop.generators.recombine import RecombinationGenerator
+from adloop.generators.scorer import CopyScorer, fit_scorer, load_scorer
+from adloop.generators.templates import TemplateGenerator
 
 __all__ = [
     "COMPLETION_PREFIX",

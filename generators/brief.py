@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from generators.errors import BriefError
+from adloop.generators.errors import BriefError
 
 __all__ = [
     "CJK_RUN",
@@ -212,7 +212,7 @@ class Brief(BaseModel):
         """The instruction the language model completes; stable and deterministic.
 
         The LM generator wraps it in the model's chat template and lets the model write
-        ``Headline: ...`` / ``Description: ...`` (see :func:`generators.lm.format_completion`);
+        ``Headline: ...`` / ``Description: ...`` (see :func:`.lm.format_completion`);
         retraining uses exactly this text as the prompt for winning copy.
         """
         channel = self.channel
@@ -281,7 +281,7 @@ def _error_field(error: Mapping[str, Any]) -> str:
 def load_brief(source: str | Path | Mapping[str, Any] | Brief) -> Brief:
     """Load and check a brief from a YAML/JSON file, a mapping, or pass a :class:`Brief` through.
 
-    Raises :class:`~generators.errors.BriefError` naming the bad field (``product``,
+    Raises :class:`~adloop.generators.errors.BriefError` naming the bad field (``product``,
     ``language``, ``channel.headline_max``, ...) and what is wrong with it.
 
     Example

@@ -17,7 +17,7 @@ __all__ = ["BriefError", "GeneratorError", "ModelNotFoundError", "ModelPullError
 
 
 class GeneratorError(Exception):
-    """Base class for every error raised by :mod:`generators`."""
+    """Base class for every error raised by :mod:`adloop.generators`."""
 
 
 class BriefError(GeneratorError, ValueError):

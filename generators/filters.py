@@ -26,8 +26,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from generators.brief import CJK_RUN, Brief, cjk_share, latin_share
-from generators.candidate import Candidate
+from adloop.generators.brief import CJK_RUN, Brief, cjk_share, latin_share
+from adloop.generators.candidate import Candidate
 
 __all__ = [
     "DROP_REASONS",

@@ -32,11 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from generators.brief import Brief
-from generators.candidate import Candidate
-from generators.errors import ModelNotFoundError
-from generators.filters import check_candidate, complete_required_terms
-from generators.scorer import CopyScorer, load_scorer
+from adloop.generators.brief import Brief
+from adloop.generators.candidate import Candidate
+from adloop.generators.errors import ModelNotFoundError
+from adloop.generators.filters import check_candidate, complete_required_terms
+from adloop.generators.scorer import CopyScorer, load_scorer
 
 __all__ = [
     "COMPLETION_PREFIX",
@@ -142,7 +142,7 @@ def _adapter_base(adapter_dir: Path) -> Path:
         if candidate.is_dir():
             return candidate
     # A bare name such as "smollm2-135m-instruct": look in the model cache.
-    from generators.models import resolve_model
+    from adloop.generators.models import resolve_model
 
     try:
         return resolve_model(recorded)
@@ -361,7 +361,7 @@ class LMGenerator:
         cores, ran a decoding step 5x faster than two threads contending for them. None keeps
         torch's setting.
     rerank: when the directory holds a copy scorer (``scorer.json``, written by retraining;
-        see :mod:`generators.scorer`), sample ``oversample`` times as many completions and
+        see :mod:`adloop.generators.scorer`), sample ``oversample`` times as many completions and
         keep well-scored ones that differ from each other. False samples plainly.
 
     The model is loaded on the first :meth:`generate` and kept. Raises

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from generators.errors import ModelNotFoundError, ModelPullError
+from adloop.generators.errors import ModelNotFoundError, ModelPullError
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -120,8 +120,8 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
     ``created_at``, ``size_mb`` and ``rerank`` (the oversampling factor of the copy scorer
     the version ships, None without one).
     """
-    from generators.lm import model_version
-    from generators.scorer import load_scorer
+    from adloop.generators.lm import model_version
+    from adloop.generators.scorer import load_scorer
 
     cache = cache or default_model_dir()
     if not cache.is_dir():

@@ -2,7 +2,7 @@
 
 :meth:`GeneratorPool.generate` works in rounds. In each, every usable generator gets a quota
 (its share of what is still needed) and is asked for ``oversample`` times that many, since
-the filters drop some; each candidate goes through :func:`generators.filters.check_candidate`
+the filters drop some; each candidate goes through :func:`adloop.generators.filters.check_candidate`
 and at most the quota is accepted from each generator. When a generator falls short of its
 quota, candidates that passed beyond other generators' quotas fill the gap. The next round
 asks for what is still missing, with shares shifted towards the generators whose candidates
@@ -23,14 +23,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from generators.brief import Brief, load_brief
-from generators.candidate import Candidate
-from generators.errors import ModelNotFoundError
-from generators.filters import FilterSettings, NearDuplicateIndex, check_candidate, drop_reasons_in
-from generators.lm import LMGenerator
-from generators.models import resolve_model
-from generators.recombine import RecombinationGenerator
-from generators.templates import TemplateGenerator
+from adloop.generators.brief import Brief, load_brief
+from adloop.generators.candidate import Candidate
+from adloop.generators.errors import ModelNotFoundError
+from adloop.generators.filters import (
+    FilterSettings,
+    NearDuplicateIndex,
+    check_candidate,
+    drop_reasons_in,
+)
+from adloop.generators.lm import LMGenerator
+from adloop.generators.models import resolve_model
+from adloop.generators.recombine import RecombinationGenerator
+from adloop.generators.templates import TemplateGenerator
 
 __all__ = ["GENERATOR_NAMES", "Generator", "GeneratorPool", "PoolResult"]
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from generators.brief import Brief
-from generators.candidate import TEXT_SEPARATOR, Candidate
-from generators.filters import complete_required_terms
-from generators.templates import headline_options
+from adloop.generators.brief import Brief
+from adloop.generators.candidate import TEXT_SEPARATOR, Candidate
+from adloop.generators.filters import complete_required_terms
+from adloop.generators.templates import headline_options
 
 __all__ = ["RecombinationGenerator", "split_winner"]
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from generators.brief import CJK_RUN
+from adloop.generators.brief import CJK_RUN
 
 __all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
 

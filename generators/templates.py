@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from generators.brief import Brief
-from generators.candidate import Candidate
-from generators.filters import complete_required_terms
+from adloop.generators.brief import Brief
+from adloop.generators.candidate import Candidate
+from adloop.generators.filters import complete_required_terms
 
 __all__ = ["TemplateGenerator", "headline_options", "description_options"]
 

@@ -27,7 +27,7 @@ stays cheap.
 
 Example::
 
-    from generators.training import SFTExample, TrainingConfig, train_version
+    from adloop.generators.training import SFTExample, TrainingConfig, train_version
     result = train_version(
         "~/.cache/adloop/models/smollm2-135m-instruct", "/tmp/models/v2",
         sft_examples=[SFTExample(prompt="Write an ad for rings.", completion="Rings, made to fit")],
@@ -52,7 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from generators.errors import TrainingError
+from adloop.generators.errors import TrainingError
 
 __all__ = [
     "SFTExample",
@@ -243,7 +243,7 @@ def format_prompt(tokenizer: Any, prompt: str) -> str:
     ending at the assistant's turn; without one: ``prompt`` and a blank line. Training on
     this text teaches the same conditional distribution that generation samples from.
     """
-    from generators.lm import SYSTEM_MESSAGE
+    from adloop.generators.lm import SYSTEM_MESSAGE
 
     if getattr(tokenizer, "chat_template", None):
         messages = [

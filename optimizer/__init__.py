@@ -2,7 +2,7 @@
 
 The in-process API an ad server (or the simulator) uses::
 
-    from optimizer import Engine
+    from adloop.optimizer import Engine
     with Engine("adloop.duckdb") as engine:
         campaign = engine.create_campaign(brief, n_candidates=8)
         choice = engine.choose(campaign["campaign_id"], segment="mobile")
@@ -14,9 +14,9 @@ FastAPI), so ``import optimizer`` -- and ``adloop --help`` -- stay light.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
-from optimizer.errors import (
+from adloop.optimizer.errors import (
     AuthError,
     CampaignNotFound,
     InvalidRequest,
@@ -44,27 +44,27 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Choice": ("optimizer.engine", "Choice"),
-    "Engine": ("optimizer.engine", "Engine"),
-    "EngineConfig": ("optimizer.engine", "EngineConfig"),
-    "srm_check": ("optimizer.engine", "srm_check"),
-    "create_app": ("optimizer.service", "create_app"),
-    "ThompsonSampling": ("bandits", "ThompsonSampling"),
-    "Uniform": ("bandits", "Uniform"),
-    "EpsilonGreedy": ("bandits", "EpsilonGreedy"),
-    "UCB1": ("bandits", "UCB1"),
+    "Choice": ("adloop.optimizer.engine", "Choice"),
+    "Engine": ("adloop.optimizer.engine", "Engine"),
+    "EngineConfig": ("adloop.optimizer.engine", "EngineConfig"),
+    "srm_check": ("adloop.optimizer.engine", "srm_check"),
+    "create_app": ("adloop.optimizer.service", "create_app"),
+    "ThompsonSampling": ("adloop.bandits", "ThompsonSampling"),
+    "Uniform": ("adloop.bandits", "Uniform"),
+    "EpsilonGreedy": ("adloop.bandits", "EpsilonGreedy"),
+    "UCB1": ("adloop.bandits", "UCB1"),
 }
 
 
-if TYPE_CHECKING:
-    from optimizer.engine import Choice, Engine, EngineConfig, srm_check
-    from optimizer.service import create_app
+if typing.TYPE_CHECKING:
+    from adloop.optimizer.engine import Choice, Engine, EngineConfig, srm_check
+    from adloop.optimizer.service import create_app
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     if name in _LAZY:
         import importlib
 
         module, attribute = _LAZY[name]
         return getattr(importlib.import_module(module), attribute)
-    raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
+    raise AttributeError(f"module 'adloop.optimizer' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimizer.errors import InvalidRequest
+from adloop.optimizer.errors import InvalidRequest
 
 __all__ = [
     "KeyRing",

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from optimizer.errors import (
+from adloop.optimizer.errors import (
     CampaignNotFound,
     InvalidRequest,
     NoActiveVariants,
@@ -302,8 +302,8 @@ class Engine:
         pool: Any = None,
     ) -> None:
         # Import the bandit maths (scipy) now, so the first request does not pay for it.
-        import bandits  # noqa: F401
-        from storage import Store
+        from adloop import bandits  # noqa: F401
+        from adloop.storage import Store
 
         self.config = config or EngineConfig()
         self.seed = seed
@@ -362,7 +362,7 @@ class Engine:
     def pool(self) -> Any:
         """The generator pool (built on first use, on the promoted model version if any)."""
         if self._pool is None:
-            from generators import GeneratorPool
+            from adloop.generators import GeneratorPool
 
             self._pool = GeneratorPool(model_dir=self.promoted_model_dir())
         return self._pool
@@ -482,7 +482,7 @@ class Engine:
 
     def campaign(self, campaign_id: str, *, tenant: str | None = None) -> dict[str, Any]:
         """The campaign with per-variant counts, posteriors, winner and data quality."""
-        from bandits import ArmCounts, ThompsonSampling, posterior_summary
+        from adloop.bandits import ArmCounts, ThompsonSampling, posterior_summary
 
         row = self._campaign_row(campaign_id, tenant)
         self._flush_decisions()
@@ -711,7 +711,7 @@ class Engine:
         a thread (``await asyncio.wrap_future(engine.submit_record(rows))``), which is how
         the HTTP service acknowledges a batch only once it is durable.
         """
-        from storage import AppendResult, RowError
+        from adloop.storage import AppendResult, RowError
 
         rows, counts = _campaign_counts(events)
         hidden_ids: set[str] = set()
@@ -813,7 +813,7 @@ class Engine:
         New candidates are written with the campaign's existing texts (so near-duplicates
         are filtered out) and its current leaders as parents for recombination.
         """
-        from bandits import ArmCounts, ThompsonSampling, retire_candidates
+        from adloop.bandits import ArmCounts, ThompsonSampling, retire_candidates
 
         row = self._campaign_row(campaign_id, None)
         objective = row.get("objective") or "ctr"
@@ -882,7 +882,7 @@ class Engine:
 
         A declared winner then gets all traffic and the campaign is marked completed.
         """
-        from bandits import ArmCounts, decide_winner
+        from adloop.bandits import ArmCounts, decide_winner
 
         row = self._campaign_row(campaign_id, tenant)
         if row.get("winner_variant_id"):
@@ -965,7 +965,7 @@ class Engine:
 
     def _rebuild(self, campaign_id: str, *, flushed: bool = False) -> None:
         """Build the campaign's snapshot from the store (callers hold the lock or are init)."""
-        from bandits import UCB1, ArmCounts, EpsilonGreedy, ThompsonSampling, Uniform
+        from adloop.bandits import UCB1, ArmCounts, EpsilonGreedy, ThompsonSampling, Uniform
 
         row = self._store.campaign(campaign_id)
         if row is None:
@@ -1256,9 +1256,9 @@ def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _load_brief(source: Any) -> Any:
     try:
-        from generators import load_brief
+        from adloop.generators import load_brief
     except ImportError:  # pragma: no cover - older generators without the re-export
-        from generators.brief import load_brief
+        from adloop.generators.brief import load_brief
 
     return load_brief(source)
 

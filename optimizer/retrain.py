@@ -19,10 +19,10 @@ One round (:func:`retrain_round`) does, top to bottom:
      weighted by A's lift over B times that probability. A pair that one segment orders
      A > B and another B > A is dropped (the prompt does not name the segment).
 
-   The dataset is hashed (:func:`generators.training.dataset_hash`) and the hash recorded
+   The dataset is hashed (:func:`adloop.generators.training.dataset_hash`) and the hash recorded
    with the model version.
 2. **Split**: a seeded share of the pairs is held out for the gate and never trained on.
-3. **Train** (:func:`generators.training.train_version`) from the current version: SFT on
+3. **Train** (:func:`adloop.generators.training.train_version`) from the current version: SFT on
    winners, DPO on the training pairs, LoRA by default. Runs in the caller's process or in
    an executor (the scheduler passes a process pool so serving never stalls).
 4. **Gate** (:func:`evaluate_gate`): the candidate must rank held-out winners above losers
@@ -39,8 +39,8 @@ version promoted and is reported with ``outcome="failed"``.
 
 Example::
 
-    from storage import Store
-    from optimizer.retrain import RetrainConfig, retrain_round
+    from adloop.storage import Store
+    from adloop.optimizer.retrain import RetrainConfig, retrain_round
     with Store("adloop.duckdb") as store:
         report = retrain_round(store, config=RetrainConfig())
         print(report.outcome, report.version)
@@ -62,8 +62,8 @@ from typing import Any
 
 import numpy as np
 
-from generators.brief import CJK_RUN
-from generators.training import PreferencePair, SFTExample, TrainingConfig, dataset_hash
+from adloop.generators.brief import CJK_RUN
+from adloop.generators.training import PreferencePair, SFTExample, TrainingConfig, dataset_hash
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -151,7 +151,8 @@ class RetrainConfig:
     """Held-out accuracy may be this much below the current version's and still pass."""
     rerank_oversample: int = 1
     """Above 1, each round also fits a copy scorer on the campaigns' proven variants (see
-    :mod:`generators.scorer`) and saves it with the new version: the LM generator then samples
+    :mod:`adloop.generators.scorer`) and saves it with the new version: the LM generator then
+    samples
     this many times the candidates it is asked for and keeps a well-scored, varied selection.
     Off by default: it needs many tested variants. In the simulated closed loop it helped some
     campaigns and hurt others when a round had 6 to 13 variants (round-3 lift -13 % to +27 % per
@@ -167,7 +168,7 @@ class RetrainConfig:
     evidence so far). From the base, a round's narrowing of the copy cannot add to the last
     one's: every version is one round's training away from the base model."""
     training: TrainingConfig = field(default_factory=_default_training)
-    """How to fine-tune (see :class:`generators.training.TrainingConfig`)."""
+    """How to fine-tune (see :class:`adloop.generators.training.TrainingConfig`)."""
     seed: int = 0
     """Seeds posterior draws, the hold-out split and generation in the gate."""
 
@@ -237,7 +238,7 @@ class RetrainConfig:
         """The base model directory (resolved against the model cache)."""
         if self.base_model:
             return Path(self.base_model).expanduser()
-        from generators import default_model_dir
+        from adloop.generators import default_model_dir
 
         return Path(default_model_dir()) / DEFAULT_BASE_MODEL
 
@@ -245,7 +246,7 @@ class RetrainConfig:
         """Where versions are written."""
         if self.models_root:
             return Path(self.models_root).expanduser()
-        from generators import default_model_dir
+        from adloop.generators import default_model_dir
 
         return Path(default_model_dir()) / "versions"
 
@@ -307,7 +308,7 @@ class RetrainReport:
 
 def completion_text(headline: str, description: str) -> str:
     """The copy written the way the LM generator writes (and parses) it."""
-    from generators import format_completion
+    from adloop.generators import format_completion
 
     return format_completion(headline, description)
 
@@ -337,7 +338,7 @@ def _probability_best(
 
     Flat priors on purpose: a winner for training must win on its own evidence.
     """
-    from bandits import ArmCounts, ThompsonSampling
+    from adloop.bandits import ArmCounts, ThompsonSampling
 
     zeros = np.zeros(len(ids))
     if objective == "ctr":
@@ -395,7 +396,7 @@ def build_dataset(
         data = build_dataset(store, config=RetrainConfig(min_impressions=100))
         print(data.summary())
     """
-    from generators import load_brief
+    from adloop.generators import load_brief
 
     config = config or RetrainConfig()
     rng = np.random.default_rng(config.seed)
@@ -663,7 +664,7 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 def _load_for_scoring(model_dir: Path) -> tuple[Any, Any]:
-    from generators import load_causal_lm
+    from adloop.generators import load_causal_lm
 
     return load_causal_lm(model_dir)
 
@@ -677,8 +678,8 @@ def validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> di
     plain one's on raw samples, and a version without a scorer would look collapsed next to
     one with.
     """
-    from generators import LMGenerator
-    from generators.filters import NearDuplicateIndex, check_candidate
+    from adloop.generators import LMGenerator
+    from adloop.generators.filters import NearDuplicateIndex, check_candidate
 
     generator = LMGenerator(model_dir, rerank=False)
     produced = passed = 0
@@ -724,7 +725,7 @@ def evaluate_gate(
                              briefs=data.briefs)
         print(gate.passed, gate.reasons)
     """
-    from generators.training import preference_accuracy
+    from adloop.generators.training import preference_accuracy
 
     config = config or RetrainConfig()
     max_length = config.training.max_length
@@ -796,7 +797,7 @@ def fit_version_scorer(
     version's record. A scorer that does not rank left-out variants better than
     ``scorer_min_spearman`` is not saved: the version then samples plainly.
     """
-    from generators.scorer import fit_scorer
+    from adloop.generators.scorer import fit_scorer
 
     if config.rerank_oversample <= 1:
         return {"shipped": False, "reason": "reranking is off (rerank_oversample 1)"}
@@ -832,7 +833,7 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
     ``job`` holds plain data (paths, examples as dicts, config as dicts) so it pickles
     cheaply; the store is never touched here (DuckDB allows one writer process).
     """
-    from generators.training import train_version
+    from adloop.generators.training import train_version
 
     config = RetrainConfig.from_dict(job["config"])
     if config.training.threads:
@@ -842,7 +843,7 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
     winners = [SFTExample(**e) for e in job["winners"]]
     pairs = [PreferencePair(**p) for p in job["pairs"]]
     heldout = [PreferencePair(**p) for p in job["heldout_pairs"]]
-    from generators import load_brief
+    from adloop.generators import load_brief
 
     briefs = [load_brief(b) for b in job["briefs"]]
     started = time.perf_counter()
@@ -896,7 +897,7 @@ def _ensure_current(store: Any, config: RetrainConfig, clock: Callable[[], datet
         return current
     base_dir = config.base_model_dir()
     if not (base_dir / "config.json").exists():
-        from generators.errors import ModelNotFoundError
+        from adloop.generators.errors import ModelNotFoundError
 
         raise ModelNotFoundError(
             f"no model at {base_dir}; install the default with `adloop models pull smollm2` "
@@ -1113,7 +1114,7 @@ class ServingModel:
             return False
         loader = self.loader
         if loader is None:
-            from generators import LMGenerator
+            from adloop.generators import LMGenerator
 
             loader = LMGenerator
         generator = loader(record["path"])
@@ -1132,7 +1133,7 @@ def switch_pool_model(pool: Any, model_dir: str | Path) -> bool:
 
         retrain_round(engine.store, on_promote=lambda m: switch_pool_model(engine.pool, m["path"]))
     """
-    from generators import LMGenerator
+    from adloop.generators import LMGenerator
 
     generators = getattr(pool, "generators", None)
     if generators is None:
@@ -1158,7 +1159,7 @@ def switch_pool_model(pool: Any, model_dir: str | Path) -> bool:
 
 
 def _pool_model_dir(pool: Any) -> Path | None:
-    from generators import LMGenerator
+    from adloop.generators import LMGenerator
 
     for generator in getattr(pool, "generators", None) or ():
         if isinstance(generator, LMGenerator):
@@ -1180,7 +1181,7 @@ def make_retrain_hook(
 
     Example::
 
-        from sim import load_scenario, run_scenario
+        from adloop.sim import load_scenario, run_scenario
         scenario = load_scenario("examples/scenario_retraining_refresh.yaml")
         run_scenario(scenario, on_retrain=make_retrain_hook(scenario.retraining.config))
     """

@@ -15,8 +15,8 @@ or inside the serving process. It wraps an APScheduler 3.11 ``BackgroundSchedule
 
 Example::
 
-    from optimizer import Engine
-    from optimizer.scheduler import Scheduler, SchedulerConfig
+    from adloop.optimizer import Engine
+    from adloop.optimizer.scheduler import Scheduler, SchedulerConfig
     engine = Engine("adloop.duckdb")
     scheduler = Scheduler(engine, SchedulerConfig.load("scheduler.yaml"))
     scheduler.start()
@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from optimizer.retrain import RetrainConfig, retrain_round
+from adloop.optimizer.retrain import RetrainConfig, retrain_round
 
 __all__ = ["JOB_NAMES", "JobSchedule", "Scheduler", "SchedulerConfig"]
 
@@ -89,7 +89,7 @@ class SchedulerConfig:
     )
     """Retire clear losers and refill every active campaign's pool."""
     retrain: JobSchedule | None = field(default_factory=lambda: JobSchedule(cron="0 3 * * *"))
-    """One retraining round (see :mod:`optimizer.retrain`)."""
+    """One retraining round (see :mod:`adloop.optimizer.retrain`)."""
     misfire_grace_seconds: int = 300
     """A run that could not start within this many seconds of its time is skipped."""
     retraining: RetrainConfig = field(default_factory=RetrainConfig)
@@ -260,7 +260,7 @@ class Scheduler:
         return {}
 
     def _switch_serving_model(self, model: dict[str, Any]) -> None:
-        from optimizer.retrain import switch_pool_model
+        from adloop.optimizer.retrain import switch_pool_model
 
         switch_pool_model(self.engine.pool, model["path"])
 

@@ -21,8 +21,8 @@ while keeping the good rows, exactly like ``adloop events import``.
 
 Example::
 
-    from optimizer import Engine
-    from optimizer.service import create_app
+    from adloop.optimizer import Engine
+    from adloop.optimizer.service import create_app
     app = create_app(Engine("adloop.duckdb"))
     # uvicorn.run(app, host="127.0.0.1", port=8000)
 """
@@ -45,9 +45,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from optimizer.auth import KeyRing, Principal, validate_tenant
-from optimizer.engine import Engine
-from optimizer.errors import (
+from adloop.optimizer.auth import KeyRing, Principal, validate_tenant
+from adloop.optimizer.engine import Engine
+from adloop.optimizer.errors import (
     AuthError,
     CampaignNotFound,
     InvalidRequest,
@@ -55,7 +55,7 @@ from optimizer.errors import (
     OptimizerError,
     VariantNotFound,
 )
-from optimizer.metrics import Registry
+from adloop.optimizer.metrics import Registry
 
 __all__ = ["MAX_BODY_BYTES", "MAX_EVENTS_PER_BATCH", "create_app"]
 
@@ -651,7 +651,7 @@ def create_app(
         return _error_response(400, "bad_request", str(exc))
 
     try:
-        from generators import GeneratorError
+        from adloop.generators import GeneratorError
 
         @app.exception_handler(GeneratorError)
         async def _on_generator(request: Request, exc: Exception) -> JSONResponse:

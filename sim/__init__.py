@@ -1,5 +1,5 @@
 """Simulated campaigns: a text-aware audience, fast policy sweeps, replay of real tests, and
-engine-mode runs that drive :class:`optimizer.Engine` on a simulated clock.
+engine-mode runs that drive :class:`adloop.optimizer.Engine` on a simulated clock.
 
 Public surface:
 
@@ -12,14 +12,20 @@ Public surface:
 * :func:`write_report` — ``summary.json``, PNG plots and ``report.html``.
 """
 
-from sim.engine_run import EngineRunResult, RetrainHook, SimClock, run_scenario
-from sim.errors import ReplayError, ScenarioError, SimError, WorldError
-from sim.fast import POLICIES, BatchedRun, FastResult, simulate, simulate_batched
-from sim.features import DEFAULT_LEXICON, feature_names, features, language_of
-from sim.replay import REPLAY_POLICIES, ReplayResult, empirical_bayes_prior, load_tests, replay
-from sim.report import write_report
-from sim.scenario import Scenario, load_scenario
-from sim.world import Segment, StepResult, TrueRates, World, check_world, default_segments
+from adloop.sim.engine_run import EngineRunResult, RetrainHook, SimClock, run_scenario
+from adloop.sim.errors import ReplayError, ScenarioError, SimError, WorldError
+from adloop.sim.fast import POLICIES, BatchedRun, FastResult, simulate, simulate_batched
+from adloop.sim.features import DEFAULT_LEXICON, feature_names, features, language_of
+from adloop.sim.replay import (
+    REPLAY_POLICIES,
+    ReplayResult,
+    empirical_bayes_prior,
+    load_tests,
+    replay,
+)
+from adloop.sim.report import write_report
+from adloop.sim.scenario import Scenario, load_scenario
+from adloop.sim.world import Segment, StepResult, TrueRates, World, check_world, default_segments
 
 __all__ = [
     "DEFAULT_LEXICON",

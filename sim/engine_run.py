@@ -1,10 +1,10 @@
-"""Engine mode: a scenario played through the real :class:`optimizer.Engine` on a simulated clock.
+"""Engine mode: a scenario played through the real engine on a simulated clock.
 
 The run does what an ad server and its audience would do, hour by simulated hour:
 
 1. the engine chooses a variant for every impression (``choose_many`` per segment, from its
    in-memory snapshot; each decision and its impression are logged to the DuckDB store);
-2. the :class:`sim.World` decides who clicks (true CTR per segment, with fatigue and a
+2. the :class:`adloop.sim.World` decides who clicks (true CTR per segment, with fatigue and a
    preference shift when the scenario asks for them) and who converts, after an exponential
    delay, inside the attribution window;
 3. clicks and due conversions are sent with ``engine.record`` — with duplicate deliveries and
@@ -14,7 +14,7 @@ The run does what an ad server and its audience would do, hour by simulated hour
    finally ``declare_winner``.
 
 Every hour yields plain rows (impressions, clicks, expected and oracle clicks per variant) that
-the report (:mod:`sim.report`) draws from.
+the report (:mod:`adloop.sim.report`) draws from.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from sim.features import language_of
-from sim.scenario import Scenario
-from sim.world import World
+from adloop.sim.features import language_of
+from adloop.sim.scenario import Scenario
+from adloop.sim.world import World
 
 __all__ = ["EngineRunResult", "RetrainHook", "SimClock", "diversity", "run_scenario"]
 
@@ -167,7 +167,7 @@ def _brief_for(scenario: Scenario) -> dict[str, Any]:
 def _make_pool(scenario: Scenario) -> Any:
     if scenario.variants is not None and scenario.lifecycle.retire_refill_every_hours is None:
         return None  # fixed variants, never refilled: the engine needs no generators
-    from generators import GeneratorPool
+    from adloop.generators import GeneratorPool
 
     return GeneratorPool(list(scenario.generators.names), model_dir=scenario.generators.model_dir)
 
@@ -430,7 +430,7 @@ def run_scenario(
     Parameters
     ----------
     scenario:
-        A validated :class:`sim.Scenario` (see :func:`sim.load_scenario`).
+        A validated :class:`adloop.sim.Scenario` (see :func:`adloop.sim.load_scenario`).
     seed:
         Overrides the scenario's seed (traffic, engine choices, and the world's scorer unless
         ``world.seed`` fixes it).
@@ -443,11 +443,12 @@ def run_scenario(
     progress:
         Show a progress bar on stderr.
     engine_config:
-        Extra :class:`optimizer.EngineConfig` fields (e.g. ``{"segment_allocation": False}``).
+        Extra :class:`~adloop.optimizer.EngineConfig` fields
+        (e.g. ``{"segment_allocation": False}``).
 
     Example
     -------
-    >>> from sim import load_scenario
+    >>> from adloop.sim import load_scenario
     >>> scenario = load_scenario({"variants": ["Bespoke rings", "Shop rings today — 20% off!"],
     ...     "traffic": {"hours": 3, "impressions_per_hour": 200}, "lifecycle":
     ...     {"retire_refill_every_hours": None, "declare_winner": False}})
@@ -455,7 +456,7 @@ def run_scenario(
     >>> result.summary["impressions"] > 0
     True
     """
-    from optimizer import Engine, EngineConfig
+    from adloop.optimizer import Engine, EngineConfig
 
     seed = scenario.seed if seed is None else seed
     world = scenario.build_world(seed)
@@ -541,7 +542,7 @@ def run_scenario(
     if temporary is not None:
         temporary.cleanup()
     if out is not None:
-        from sim.report import write_report
+        from adloop.sim.report import write_report
 
         write_report(result, out)
     return result

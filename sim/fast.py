@@ -9,11 +9,12 @@ integer-rounded allocation. Reported clicks are *expected* clicks given the allo
 (``sum impressions * true CTR``): the same quantity the regret is measured in, with the
 click-level noise removed so that policy differences show with fewer runs.
 
-Policies (same names and meaning as in :mod:`bandits`):
+Policies (same names and meaning as in :mod:`adloop.bandits`):
 
 ``ts``       Thompson sampling in distribution: each arm's weight is its posterior probability
              of being best (Beta-Bernoulli, Monte Carlo with ``n_draws`` draws), computed for
-             all problems at once by :func:`bandits.batch_thompson_weights`; optional ``floor``.
+             all problems at once by :func:`~adloop.bandits.batch_thompson_weights`; optional
+             ``floor``.
 ``uniform``  equal split for the whole horizon (a fixed-horizon A/B test).
 ``ucb1``     all of the batch to the arm with the highest UCB1 index (ties split).
 ``egreedy``  ``1 - epsilon`` to the best empirical mean, ``epsilon`` spread evenly.
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from bandits import batch_thompson_weights
-from sim.errors import SimError
+from adloop.bandits import batch_thompson_weights
+from adloop.sim.errors import SimError
 
 __all__ = ["POLICIES", "BatchedRun", "FastResult", "simulate", "simulate_batched"]
 

@@ -1,6 +1,6 @@
 """Interpretable text features that the simulated audience reacts to.
 
-The hidden scorer of :class:`sim.World` is a logistic model over these features, so every
+The hidden scorer of :class:`adloop.sim.World` is a logistic model over these features, so every
 effect in a simulation can be explained in words ("this segment clicks more on ads with a
 number in them"). Features are deliberately simple and work for English and Chinese.
 

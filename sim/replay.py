@@ -4,7 +4,7 @@ Input: a Parquet file with one row per (test, variant) and at least the columns 
 ``headline``, ``impressions`` and ``clicks`` (the schema of the Upworthy Research Archive;
 other columns are ignored). Each test becomes a Bernoulli bandit whose arms are its rows, with
 true CTR ``clicks / impressions`` and horizon the test's total impressions. Each policy runs
-with ``n_updates`` batched posterior updates per test (see :mod:`sim.fast`), and is scored in
+with ``n_updates`` batched posterior updates per test (see :mod:`adloop.sim.fast`), and is scored in
 expected clicks against the oracle that shows the best arm to everyone:
 
 * ``regret = oracle_clicks - clicks``
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sim.errors import ReplayError
-from sim.fast import simulate_batched
+from adloop.sim.errors import ReplayError
+from adloop.sim.fast import simulate_batched
 
 __all__ = [
     "REPLAY_POLICIES",

@@ -196,7 +196,7 @@ def write_report(result: Any, out: str | Path) -> dict[str, Path]:
     Parameters
     ----------
     result:
-        A :class:`sim.engine_run.EngineRunResult`.
+        A :class:`adloop.sim.engine_run.EngineRunResult`.
     out:
         Folder to write into (created when missing).
 

@@ -7,7 +7,7 @@ window, optional drift (ad fatigue, a mid-campaign preference shift), optional i
 posterior refresh cadence, the variant lifecycle (retire/refill, winner declaration), the
 generators and pool size, the retraining cadence and the seed.
 
-Unknown keys and bad values are rejected with :class:`sim.errors.ScenarioError`, whose
+Unknown keys and bad values are rejected with :class:`adloop.sim.errors.ScenarioError`, whose
 ``key_path`` names the offending key (``"traffic.impressions_per_hour"``,
 ``"world.segments[1].share"``). See ``examples/scenario_jewelry_en.yaml`` for a full example.
 
@@ -29,9 +29,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sim.errors import ScenarioError
-from sim.features import DEFAULT_LEXICON, feature_names
-from sim.world import Segment, World, default_segments
+from adloop.sim.errors import ScenarioError
+from adloop.sim.features import DEFAULT_LEXICON, feature_names
+from adloop.sim.world import Segment, World, default_segments
 
 __all__ = [
     "ConversionSettings",
@@ -57,7 +57,7 @@ class _Strict(BaseModel):
 
 
 class SegmentSettings(_Strict):
-    """One audience segment (see :class:`sim.Segment`)."""
+    """One audience segment (see :class:`adloop.sim.Segment`)."""
 
     name: str = Field(min_length=1, description="Segment name passed to choose(segment=...).")
     share: float = Field(gt=0, le=1, description="Fraction of impressions from this segment.")
@@ -111,7 +111,7 @@ class WorldSettings(_Strict):
         return self
 
     def segment_list(self) -> list[Segment]:
-        """The segments as :class:`sim.Segment` objects."""
+        """The segments as :class:`adloop.sim.Segment` objects."""
         if self.segments is None:
             return default_segments()
         return [Segment(**segment.model_dump()) for segment in self.segments]
@@ -303,7 +303,7 @@ class Scenario(_Strict):
         return self
 
     def build_world(self, seed: int | None = None) -> World:
-        """The :class:`sim.World` this scenario describes.
+        """The :class:`adloop.sim.World` this scenario describes.
 
         The scorer is seeded by ``world.seed`` when the scenario fixes it, else by ``seed``
         (default: the scenario's seed); traffic draws are re-seeded by :meth:`World.reset`.

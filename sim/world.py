@@ -12,7 +12,7 @@ The scorer, per segment ``s`` and text ``t``::
     logit CVR(s, t) = logit(base_cvr) + cvr_offset[s] + sum_f cvr_weights[s][f] * x_f(t)
                       + idiosyncratic_sd * z_cvr(t)
 
-where ``x_f`` are :func:`sim.features` and ``z(t)`` is a standard normal value derived from a
+where ``x_f`` are :func:`adloop.sim.features` and ``z(t)`` is a standard normal value derived from a
 hash of the text and the world seed: deterministic, and different for two different texts, so
 no two texts tie exactly. CVR is the probability that a click converts.
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.errors import WorldError
-from sim.features import DEFAULT_LEXICON, feature_names, features
+from adloop.sim.errors import WorldError
+from adloop.sim.features import DEFAULT_LEXICON, feature_names, features
 
 __all__ = ["Segment", "StepResult", "TrueRates", "World", "check_world", "default_segments"]
 
@@ -57,7 +57,7 @@ class Segment:
     share:
         Fraction of impressions from this segment (all shares sum to 1).
     ctr_weights:
-        Log-odds weight per feature name (see :mod:`sim.features`) on the click rate.
+        Log-odds weight per feature name (see :mod:`adloop.sim.features`) on the click rate.
     cvr_weights:
         Log-odds weight per feature name on the conversion rate of a click.
     ctr_offset, cvr_offset:
@@ -355,7 +355,7 @@ class World:
 
 
 def check_world(world: World, texts: Sequence[str] | None = None) -> None:
-    """Check the environment contract; raise :class:`sim.errors.WorldError` on a breach.
+    """Check the environment contract; raise :class:`adloop.sim.errors.WorldError` on a breach.
 
     Checks: true rates are finite and inside (0, 0.5]; different texts never tie exactly;
     the scorer is deterministic; :meth:`World.reset` with one seed replays the same traffic

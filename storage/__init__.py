@@ -1,12 +1,12 @@
 """adloop's event store: one DuckDB file with campaigns, variants and an append-only event log.
 
 Example:
-    >>> from storage import Store
+    >>> from adloop.storage import Store
     >>> with Store("adloop.duckdb") as store:  # doctest: +SKIP
     ...     result = store.append_events(read_events_file("events.csv"))
 """
 
-from storage.errors import (
+from adloop.storage.errors import (
     ConflictError,
     InvalidRecordError,
     NotFoundError,
@@ -16,9 +16,9 @@ from storage.errors import (
     StoreLockedError,
     UnreadableFileError,
 )
-from storage.io import read_events_file
-from storage.result import AppendResult, RowError
-from storage.store import Store, utc_now
+from adloop.storage.io import read_events_file
+from adloop.storage.result import AppendResult, RowError
+from adloop.storage.store import Store, utc_now
 
 __all__ = [
     "AppendResult",

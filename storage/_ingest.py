@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage._keys import SMALL_GROUP_ROWS, KeyIndex
-from storage.result import AppendResult, RowError
+from adloop.storage._keys import SMALL_GROUP_ROWS, KeyIndex
+from adloop.storage.result import AppendResult, RowError
 
 if TYPE_CHECKING:
-    from storage._writer import IngestJob
+    from adloop.storage._writer import IngestJob
 
 AGGREGATE_TABLES = ("event_aggregates", "decision_aggregates")
 

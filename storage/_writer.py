@@ -23,8 +23,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from storage import _ingest
-from storage._keys import KeyIndex
+from adloop.storage import _ingest
+from adloop.storage._keys import KeyIndex
 
 log = logging.getLogger("storage")
 

@@ -1,4 +1,4 @@
-"""Errors raised by :mod:`storage`.
+"""Errors raised by :mod:`adloop.storage`.
 
 Hierarchy::
 
@@ -12,7 +12,7 @@ Hierarchy::
     └── UnreadableFileError      an events file is none of CSV, Parquet or NDJSON
 
 Rejected *event rows* are not exceptions: ``Store.append_events`` ingests the good rows and
-reports each bad one as a :class:`storage.RowError`.
+reports each bad one as a :class:`adloop.storage.RowError`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = [
 
 
 class StorageError(Exception):
-    """Base class of every error raised by :mod:`storage`."""
+    """Base class of every error raised by :mod:`adloop.storage`."""
 
 
 class StoreLockedError(StorageError):
@@ -59,7 +59,7 @@ class StoreLockedError(StorageError):
 
 
 class StoreClosedError(StorageError):
-    """The store was used after :meth:`storage.Store.close`."""
+    """The store was used after :meth:`adloop.storage.Store.close`."""
 
 
 class SchemaError(StorageError):

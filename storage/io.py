@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.errors import UnreadableFileError
+from adloop.storage.errors import UnreadableFileError
 
 __all__ = ["EVENT_COLUMNS", "read_events_file", "to_canonical"]
 

@@ -1,4 +1,4 @@
-"""What :meth:`storage.Store.append_events` returns."""
+"""What :meth:`adloop.storage.Store.append_events` returns."""
 
 from __future__ import annotations
 

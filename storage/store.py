@@ -17,9 +17,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from storage import io as _io
-from storage._writer import CallJob, IngestJob, Writer
-from storage.errors import (
+from adloop.storage import io as _io
+from adloop.storage._writer import CallJob, IngestJob, Writer
+from adloop.storage.errors import (
     ConflictError,
     InvalidRecordError,
     NotFoundError,
@@ -28,8 +28,8 @@ from storage.errors import (
     StoreClosedError,
     StoreLockedError,
 )
-from storage.result import AppendResult
-from storage.schema import LATEST_VERSION, MIGRATIONS
+from adloop.storage.result import AppendResult
+from adloop.storage.schema import LATEST_VERSION, MIGRATIONS
 
 __all__ = ["Store"]
 

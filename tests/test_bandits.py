@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bandits
-from bandits import (
+from adloop import bandits
+from adloop.bandits import (
     UCB1,
     ArmCounts,
     BanditError,
@@ -52,7 +52,7 @@ def test_docstring_examples_run():
         "snapshot",
         "stopping",
     ):
-        module = importlib.import_module(f"bandits.{name}")
+        module = importlib.import_module(f"adloop.bandits.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name
     assert doctest.testmod(bandits).failed == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bandits import (
+from adloop.bandits import (
     UCB1,
     ArmCounts,
     EpsilonGreedy,

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from optimizer.cli import app
+from adloop.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()

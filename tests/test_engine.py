@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimizer import (
+from adloop.optimizer import (
     CampaignNotFound,
     Engine,
     EngineConfig,
@@ -65,7 +65,7 @@ def clock() -> FakeClock:
 
 
 def _pool():
-    from generators import GeneratorPool
+    from adloop.generators import GeneratorPool
 
     # no language model in the default tests: template + recombination only
     return GeneratorPool(["template", "recombine"])
@@ -98,7 +98,7 @@ def test_create_campaign_generates_pool_without_a_language_model(engine: Engine)
 
 
 def test_bad_brief_and_arguments_name_the_field(engine: Engine) -> None:
-    from generators import BriefError
+    from adloop.generators import BriefError
 
     with pytest.raises(BriefError) as error:
         engine.create_campaign({"language": "en", "variants": [{"text": "x"}]})

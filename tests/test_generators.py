@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import generators
-from generators import (
+from adloop import generators
+from adloop.generators import (
     DROP_REASONS,
     Brief,
     BriefError,
@@ -23,7 +23,7 @@ from generators import (
     check_candidate,
     load_brief,
 )
-from generators.filters import is_repetitive
+from adloop.generators.filters import is_repetitive
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BRIEFS = {"en": EXAMPLES / "brief_jewelry_en.yaml", "zh": EXAMPLES / "brief_jewelry_zh.yaml"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from generators.scorer import CopyScorer
-from optimizer.cli import app
+from adloop.cli import app
+from adloop.generators.scorer import CopyScorer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 runner = CliRunner()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from generators import (
+from adloop.generators import (
     COMPLETION_PREFIX,
     DROP_REASONS,
     GeneratorPool,
@@ -24,8 +24,8 @@ from generators import (
     parse_completion,
     resolve_model,
 )
-from generators.candidate import Candidate
-from generators.filters import check_candidate
+from adloop.generators.candidate import Candidate
+from adloop.generators.filters import check_candidate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHAT_TEMPLATE = (
@@ -145,7 +145,7 @@ def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
     """With scorer.json beside the weights the generator samples n x oversample and keeps the
     scorer's selection of n; the same seed without reranking samples the same completions, so
     the choice can be checked exactly."""
-    from generators.scorer import CopyScorer
+    from adloop.generators.scorer import CopyScorer
 
     model_dir = tmp_path / "with-scorer"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -174,8 +174,8 @@ def test_reranking_prefers_copy_the_filters_keep_over_a_better_score(brief_en) -
     """A scorer that likes short copy must not fill the selection with short copy the pool
     then drops (no brand name, an over-long headline): valid candidates are picked first,
     and invalid ones only when too few valid ones remain."""
-    from generators.lm import _rerank
-    from generators.scorer import CopyScorer
+    from adloop.generators.lm import _rerank
+    from adloop.generators.scorer import CopyScorer
 
     def ad(headline: str, description: str) -> Candidate:
         return Candidate(headline, description, "en", "lm")
@@ -319,8 +319,8 @@ def test_real_smollm2_writes_english_and_chinese_candidates(brief_en, brief_zh) 
 
 
 def test_parsed_copy_drops_labels_the_model_writes_mid_line() -> None:
-    from generators import Brief
-    from generators.lm import parse_completion
+    from adloop.generators import Brief
+    from adloop.generators.lm import parse_completion
 
     brief = Brief(product="rings", language="en")
     headline, description = parse_completion(

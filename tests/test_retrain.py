@@ -14,15 +14,15 @@ pytest.importorskip("peft")
 
 from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
 
-from generators import LMGenerator  # noqa: E402
-from generators.training import (  # noqa: E402
+from adloop.generators import LMGenerator  # noqa: E402
+from adloop.generators.training import (  # noqa: E402
     TRAINING_RECORD,
     PreferencePair,
     SFTExample,
     TrainingConfig,
     train_version,
 )
-from optimizer.retrain import (  # noqa: E402
+from adloop.optimizer.retrain import (  # noqa: E402
     RetrainConfig,
     ServingModel,
     build_dataset,
@@ -33,7 +33,7 @@ from optimizer.retrain import (  # noqa: E402
     retrain_round,
     validity,
 )
-from storage import Store  # noqa: E402
+from adloop.storage import Store  # noqa: E402
 
 BRIEF = {
     "product": "made-to-measure rings",
@@ -242,7 +242,7 @@ def test_round_trains_gates_and_promotes(db_path: Path, tmp_path: Path, base_dir
     # The new version is a model the generator can load and sample from.
     generator = LMGenerator(current["path"])
     assert generator.model_version == "v0001"
-    from generators import load_brief
+    from adloop.generators import load_brief
 
     assert len(generator.generate(load_brief(BRIEF), 2, seed=0)) == 2
 
@@ -287,7 +287,7 @@ def test_gate_refuses_a_slow_collapse_measured_against_the_base(
 ) -> None:
     """Each round compares with the current version, so a lineage that lost its diversity
     one small step at a time would pass that check; the base model is the fixed reference."""
-    from generators import load_brief
+    from adloop.generators import load_brief
 
     brief = load_brief(BRIEF)
     repeat = SFTExample(prompt=brief.prompt(), completion=completion_text("Aurelle rings", ""))
@@ -455,7 +455,7 @@ def test_a_round_ships_a_copy_scorer_with_the_version(
 ) -> None:
     """The scorer is fitted on the proven variants, validated, saved in the version directory,
     recorded with the version, and the promoted version's generator reranks with it."""
-    from generators.scorer import load_scorer
+    from adloop.generators.scorer import load_scorer
 
     with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
         fill_store(store, arms=SCORED_ARMS)
@@ -518,8 +518,8 @@ def test_the_validity_check_samples_a_version_plainly_even_when_it_ships_a_score
     scorer would beat one without on pass rate whatever its weights. The gate compares models."""
     import shutil
 
-    from generators import load_brief
-    from generators.scorer import CopyScorer
+    from adloop.generators import load_brief
+    from adloop.generators.scorer import CopyScorer
 
     with_scorer = tmp_path / "with-scorer"
     shutil.copytree(base_dir, with_scorer)
@@ -565,7 +565,7 @@ def test_config_rejects_bad_values() -> None:
 )
 def test_the_example_scenarios_retraining_settings_are_valid(name: str) -> None:
     """`adloop sim run` builds its rounds' settings from these; a typo would fail at run time."""
-    from sim import load_scenario
+    from adloop.sim import load_scenario
 
     scenario = load_scenario(Path(__file__).parent.parent / "examples" / f"{name}.yaml")
     config = RetrainConfig.from_dict(scenario.retraining.config)
@@ -574,8 +574,8 @@ def test_the_example_scenarios_retraining_settings_are_valid(name: str) -> None:
 
 
 def test_promotion_switches_a_generator_pool(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
-    from generators import GeneratorPool
-    from optimizer.retrain import switch_pool_model
+    from adloop.generators import GeneratorPool
+    from adloop.optimizer.retrain import switch_pool_model
 
     pool = GeneratorPool(["template", "lm"], model_dir=base_dir)
     before = pool.model_version
@@ -593,8 +593,8 @@ def test_promotion_switches_a_generator_pool(db_path: Path, tmp_path: Path, base
 
 def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir: Path) -> None:
     """The hook the simulator calls: rounds on the engine's store, from the real event log."""
-    from optimizer.retrain import make_retrain_hook
-    from sim import load_scenario, run_scenario
+    from adloop.optimizer.retrain import make_retrain_hook
+    from adloop.sim import load_scenario, run_scenario
 
     scenario = load_scenario(SIM_SCENARIO)
     hook = make_retrain_hook(
@@ -619,7 +619,7 @@ def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir:
 @pytest.mark.slow
 def test_round_with_the_default_model(db_path: Path, tmp_path: Path) -> None:
     """One real round on SmolLM2-135M-Instruct (skipped when it is not installed)."""
-    from generators import default_model_dir
+    from adloop.generators import default_model_dir
 
     base = Path(default_model_dir()) / "smollm2-135m-instruct"
     if not (base / "config.json").exists():

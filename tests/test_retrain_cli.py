@@ -15,8 +15,8 @@ from test_retrain import T0, fill_store  # noqa: E402
 from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
 from typer.testing import CliRunner  # noqa: E402
 
-from optimizer.cli import app  # noqa: E402
-from storage import Store  # noqa: E402
+from adloop.cli import app  # noqa: E402
+from adloop.storage import Store  # noqa: E402
 
 CONFIG = """
 retraining:
@@ -98,7 +98,7 @@ def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_pat
         [
             sys.executable,
             "-m",
-            "optimizer.cli",
+            "adloop.cli",
             "scheduler",
             "--db",
             str(db_path),

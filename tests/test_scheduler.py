@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import Engine, EngineConfig
-from optimizer.retrain import RetrainConfig
-from optimizer.scheduler import JobSchedule, Scheduler, SchedulerConfig
+from adloop.optimizer import Engine, EngineConfig
+from adloop.optimizer.retrain import RetrainConfig
+from adloop.optimizer.scheduler import JobSchedule, Scheduler, SchedulerConfig
 
 BRIEF = {"product": "made-to-measure rings", "brand": "Aurelle", "language": "en"}
 
@@ -176,7 +176,7 @@ def test_a_promotion_switches_serving_now_and_after_a_restart(
     from test_retrain import fill_store, tiny_config
     from test_training import save_tiny_model
 
-    from generators import GeneratorPool, LMGenerator
+    from adloop.generators import GeneratorPool, LMGenerator
 
     base = save_tiny_model(tmp_path / "tiny")
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from generators.scorer import (
+from adloop.generators.scorer import (
     DEFAULT_REDUNDANCY_PENALTY,
     SCORER_FILE,
     CopyScorer,

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from test_service_support import free_port, start_serve_process
 
-from storage import Store
+from adloop.storage import Store
 
 
 def test_serve_runs_scheduled_jobs_beside_requests_and_records_them(

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from test_service_support import ThreadServer
 
-from optimizer import Engine
-from optimizer.auth import KeyRing, Principal, create_key
-from optimizer.service import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH, create_app
+from adloop.optimizer import Engine
+from adloop.optimizer.auth import KeyRing, Principal, create_key
+from adloop.optimizer.service import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH, create_app
 
 BRIEF = {
     "product": "bespoke engagement rings",
@@ -26,7 +26,7 @@ TEXTS = ["Rings made for you", "Bespoke rings in gold", "Your ring, your story"]
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from generators import GeneratorPool
+    from adloop.generators import GeneratorPool
 
     db = tmp_path_factory.mktemp("service") / "adloop.duckdb"
     engine = Engine(db, pool=GeneratorPool(["template", "recombine"]))
@@ -426,9 +426,9 @@ def test_srm_is_flagged_when_a_client_skews_impressions(service) -> None:
 def test_keys_create_prints_the_key_once_and_stores_only_its_hash(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from optimizer.auth import hash_key
-    from optimizer.cli import app
-    from storage import Store
+    from adloop.cli import app
+    from adloop.optimizer.auth import hash_key
+    from adloop.storage import Store
 
     db = tmp_path / "keys.duckdb"
     result = CliRunner().invoke(

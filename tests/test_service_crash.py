@@ -14,8 +14,8 @@ import httpx
 import pytest
 from test_service_support import free_port, start_serve_process
 
-from optimizer.auth import create_key
-from storage import Store
+from adloop.optimizer.auth import create_key
+from adloop.storage import Store
 
 BATCH = 200
 BRIEF = {"product": "bespoke engagement rings", "language": "en"}

@@ -58,7 +58,7 @@ def start_serve_process(db: Path, port: int, *extra: str) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "optimizer.cli",
+            "adloop.cli",
             "serve",
             "--db",
             str(db),

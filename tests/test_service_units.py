@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from optimizer.auth import Principal, hash_key, load_keys_file
-from optimizer.errors import InvalidRequest
-from optimizer.metrics import Registry
-from optimizer.service import (
+from adloop.optimizer.auth import Principal, hash_key, load_keys_file
+from adloop.optimizer.errors import InvalidRequest
+from adloop.optimizer.metrics import Registry
+from adloop.optimizer.service import (
     ChooseBody,
     EventsBody,
     _events_table,

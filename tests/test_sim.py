@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from optimizer.cli import app
-from sim import (
+from adloop.cli import app
+from adloop.sim import (
     ReplayError,
     ScenarioError,
     Segment,
@@ -26,7 +26,7 @@ from sim import (
     simulate,
     simulate_batched,
 )
-from sim.features import KEYWORD_CAP
+from adloop.sim.features import KEYWORD_CAP
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEXTS = [

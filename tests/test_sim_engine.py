@@ -12,9 +12,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from optimizer.cli import app
-from sim import ScenarioError, load_scenario, simulate
-from sim.engine_run import diversity, run_scenario
+from adloop.cli import app
+from adloop.sim import ScenarioError, load_scenario, simulate
+from adloop.sim.engine_run import diversity, run_scenario
 
 # One segment that likes numbers and exclamation marks: three texts with CTRs far apart, so a
 # bandit has something to learn within a small run.
@@ -202,7 +202,7 @@ def test_simulated_runs_have_no_wall_clock_generation_budget(
     """The serving engine stops generating after 60 s of wall time; in the simulator that cap
     would make the variants a refill gets, and so the run, depend on how busy the machine is.
     The simulator's engine has none unless the caller asks for one."""
-    import optimizer
+    from adloop import optimizer
 
     seen: list[Any] = []
 

@@ -12,8 +12,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import storage
-from storage import (
+from adloop import storage
+from adloop.storage import (
     AppendResult,
     ConflictError,
     InvalidRecordError,

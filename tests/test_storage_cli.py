@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from optimizer.cli import app
-from storage import Store, UnreadableFileError, read_events_file
+from adloop.cli import app
+from adloop.storage import Store, UnreadableFileError, read_events_file
 
 TS = datetime(2026, 1, 5, 10, 0, 0)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from storage import Store, StoreLockedError
+from adloop.storage import Store, StoreLockedError
 
 BATCH = 500
 
@@ -23,7 +23,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from datetime import datetime, timedelta
-    from storage import Store
+    from adloop.storage import Store
 
     path, start, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     store = Store(path)
@@ -116,7 +116,7 @@ def test_sigkill_loses_no_acknowledged_event_and_leaves_no_partial_batch(db_path
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from storage import Store
+    from adloop.storage import Store
     store = Store(sys.argv[1])
     print("open", flush=True)
     time.sleep(60)

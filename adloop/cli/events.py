@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 app = typer.Typer(
     help="Load ad events (impressions, clicks, conversions) into the store.", no_args_is_help=True
@@ -36,7 +36,7 @@ def import_events(
     Bad rows are reported by row (0-based, header excluded) and field; the rest still lands.
     Exits non-zero only when the file cannot be read at all or the database cannot be opened.
     """
-    from storage import StorageError, Store, read_events_file
+    from adloop.storage import StorageError, Store, read_events_file
 
     try:
         table = read_events_file(file)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 
 def generate(
@@ -37,7 +37,7 @@ def generate(
     """Generate candidate ads from a brief; notes and drop reasons go to stderr."""
     from rich.console import Console
 
-    from generators import GeneratorError, GeneratorPool, load_brief
+    from adloop.generators import GeneratorError, GeneratorPool, load_brief
 
     console = Console(stderr=True)
     names = [name.strip() for name in generators.split(",") if name.strip()]
@@ -45,7 +45,7 @@ def generate(
         loaded = load_brief(brief)
         winner_rows = _read_winners(winners) if winners else []
         if names == ["lm"] and model is None:
-            from generators import resolve_model
+            from adloop.generators import resolve_model
 
             resolve_model(None)  # only the LM was asked for: a missing model is an error
         pool = GeneratorPool(names, model_dir=model)
@@ -68,7 +68,7 @@ def generate(
 
 
 def _read_winners(path: Path) -> list[dict]:
-    from generators import BriefError
+    from adloop.generators import BriefError
 
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))

@@ -7,18 +7,18 @@ from typing import Any
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 app = typer.Typer(help="Create, list and show campaigns.", no_args_is_help=True)
 
 
 def _open_engine(db: Path, *, seed: int | None = None, generators: str | None = None) -> Any:
-    from optimizer.engine import Engine, EngineConfig
-    from storage import StorageError
+    from adloop.optimizer.engine import Engine, EngineConfig
+    from adloop.storage import StorageError
 
     pool = None
     if generators:
-        from generators import GeneratorError, GeneratorPool
+        from adloop.generators import GeneratorError, GeneratorPool
 
         names = [name.strip() for name in generators.split(",") if name.strip()]
         try:
@@ -64,8 +64,8 @@ def create(
     json_output: bool = typer.Option(False, "--json", help="Print the campaign as JSON."),
 ) -> None:
     """Create a campaign from a brief and write its first variants."""
-    from generators import GeneratorError
-    from optimizer.errors import OptimizerError
+    from adloop.generators import GeneratorError
+    from adloop.optimizer.errors import OptimizerError
 
     data = _read_brief(brief)
     engine = _open_engine(db, generators=generators)
@@ -158,7 +158,7 @@ def show(
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a campaign: variants with counts and posteriors, winner, data quality."""
-    from optimizer.errors import CampaignNotFound
+    from adloop.optimizer.errors import CampaignNotFound
 
     engine = _open_engine(db)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from optimizer.cli._common import fail
+from adloop.cli._common import fail
 
 # Used when the example brief is not next to the installed package (e.g. a wheel install).
 BUILT_IN_BRIEF: dict[str, Any] = {
@@ -92,7 +92,7 @@ def _scenario(hours: int, impressions_per_hour: int, seed: int, with_lm: bool) -
 
 def _lm_installed() -> bool:
     try:
-        from generators import resolve_model
+        from adloop.generators import resolve_model
 
         resolve_model(None)
         return True
@@ -103,7 +103,7 @@ def _lm_installed() -> bool:
 def _retrain_hook() -> Any:
     """A retraining round per the simulator's hook protocol (None if retraining is absent)."""
     try:
-        from optimizer.retrain import retrain_round
+        from adloop.optimizer.retrain import retrain_round
     except ImportError:
         return None
 
@@ -129,8 +129,8 @@ def demo(
 
     console = Console(stderr=True)
     try:
-        from sim import load_scenario
-        from sim.engine_run import run_scenario
+        from adloop.sim import load_scenario
+        from adloop.sim.engine_run import run_scenario
     except ImportError as exc:
         fail(f"the simulator is not available in this installation ({exc})")
     with_lm = use_lm and _lm_installed()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 app = typer.Typer(
     help="Simulate campaigns: through the real engine (run), policy-only (fast), or by "
@@ -81,8 +81,8 @@ def run(
     fresh batch of new candidates (the probe), as the report's retraining plot shows."""
     from rich.console import Console
 
-    from sim import ScenarioError, SimError, load_scenario
-    from sim.engine_run import run_scenario
+    from adloop.sim import ScenarioError, SimError, load_scenario
+    from adloop.sim.engine_run import run_scenario
 
     console = Console(stderr=True, soft_wrap=True)
     try:
@@ -94,7 +94,7 @@ def run(
         loaded = loaded.model_copy(update={"retraining": settings})
     hook = None
     if loaded.retraining.enabled:
-        from optimizer.retrain import make_retrain_hook
+        from adloop.optimizer.retrain import make_retrain_hook
 
         try:
             hook = make_retrain_hook(loaded.retraining.config)
@@ -145,8 +145,8 @@ def replay(
     from rich.console import Console
     from rich.table import Table
 
-    from sim import ReplayError
-    from sim import replay as run_replay
+    from adloop.sim import ReplayError
+    from adloop.sim import replay as run_replay
 
     names = [name.strip() for name in policies.split(",") if name.strip()]
     try:
@@ -186,7 +186,7 @@ def fast(
     ] = None,
 ) -> None:
     """Policy-only simulation of many seeded runs (no storage, no text)."""
-    from sim import SimError, simulate
+    from adloop.sim import SimError, simulate
 
     try:
         arm_ctr = [float(x) for x in arms.split(",") if x.strip()]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 app = typer.Typer(help="Manage API keys for the HTTP service.", no_args_is_help=True)
 
@@ -19,9 +19,9 @@ def create(
     json_output: bool = typer.Option(False, "--json", help='Print {"tenant", "api_key"} as JSON.'),
 ) -> None:
     """Create an API key for TENANT and print it once (only its SHA-256 hash is stored)."""
-    from optimizer.auth import create_key
-    from optimizer.errors import InvalidRequest
-    from storage import StorageError, Store
+    from adloop.optimizer.auth import create_key
+    from adloop.optimizer.errors import InvalidRequest
+    from adloop.storage import StorageError, Store
 
     try:
         with Store(db) as store:

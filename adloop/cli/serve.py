@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from optimizer.cli._common import fail
+from adloop.cli._common import fail
 
 
 def serve(
@@ -36,11 +36,11 @@ def serve(
     """
     import uvicorn
 
-    from optimizer.auth import KeyRing, load_keys_file
-    from optimizer.engine import Engine
-    from optimizer.errors import OptimizerError
-    from optimizer.service import create_app
-    from storage import StorageError
+    from adloop.optimizer.auth import KeyRing, load_keys_file
+    from adloop.optimizer.engine import Engine
+    from adloop.optimizer.errors import OptimizerError
+    from adloop.optimizer.service import create_app
+    from adloop.storage import StorageError
 
     extra = []
     if api_keys is not None:
@@ -52,7 +52,7 @@ def serve(
             fail(str(exc))
     pool = None
     if generators:
-        from generators import GeneratorError, GeneratorPool
+        from adloop.generators import GeneratorError, GeneratorPool
 
         try:
             pool = GeneratorPool([g.strip() for g in generators.split(",") if g.strip()])
@@ -64,13 +64,13 @@ def serve(
         fail(str(exc))
     promoted = engine.promoted_model_dir()
     if pool is not None and promoted is not None:
-        from optimizer.retrain import switch_pool_model
+        from adloop.optimizer.retrain import switch_pool_model
 
         switch_pool_model(pool, promoted)  # serve the version retraining promoted last
     on_startup = on_shutdown = None
     if scheduler or scheduler_config is not None:
         try:
-            from optimizer.scheduler import Scheduler, SchedulerConfig
+            from adloop.optimizer.scheduler import Scheduler, SchedulerConfig
 
             settings = (
                 SchedulerConfig.load(scheduler_config) if scheduler_config else SchedulerConfig()

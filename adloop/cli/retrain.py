@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from optimizer.cli._common import fail, print_json
+from adloop.cli._common import fail, print_json
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _read_config(path: Path | None) -> dict[str, Any]:
 
 
 def _retrain_config(data: dict[str, Any], base: Path | None, models_root: Path | None) -> Any:
-    from optimizer.retrain import RetrainConfig
+    from adloop.optimizer.retrain import RetrainConfig
 
     section = data.get("retraining")
     if section is None and isinstance(data.get("scheduler"), dict):
@@ -79,9 +79,9 @@ def retrain(
     """Run one retraining round now: winners and pairs -> fine-tune -> gate -> promote."""
     from rich.console import Console
 
-    from generators.errors import GeneratorError
-    from optimizer.retrain import retrain_round
-    from storage import StorageError, Store
+    from adloop.generators.errors import GeneratorError
+    from adloop.optimizer.retrain import retrain_round
+    from adloop.storage import StorageError, Store
 
     console = Console(stderr=True)
     settings = _retrain_config(_read_config(config), base, models_root)
@@ -141,10 +141,10 @@ def scheduler(
 
     from rich.console import Console
 
-    from optimizer import Engine
-    from optimizer.scheduler import Scheduler as JobScheduler
-    from optimizer.scheduler import SchedulerConfig
-    from storage import StorageError
+    from adloop.optimizer import Engine
+    from adloop.optimizer.scheduler import Scheduler as JobScheduler
+    from adloop.optimizer.scheduler import SchedulerConfig
+    from adloop.storage import StorageError
 
     console = Console(stderr=True)
     data = _read_config(config)

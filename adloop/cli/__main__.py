@@ -1,0 +1,5 @@
+"""``python -m adloop.cli`` is the same as ``adloop``."""
+
+from adloop.cli import main
+
+main()
