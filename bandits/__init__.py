@@ -11,7 +11,10 @@ O(log K) decisions with their propensities, and :func:`decide_winner` /
 * Non-stationary traffic: :class:`DiscountedCounts`, :class:`SlidingWindowCounts`,
   :func:`discounted_sums`, :func:`sliding_window_sums` (float counts are fine everywhere).
 * Segments: ``ThompsonSampling.weights_by_segment`` shrinks each segment toward the campaign.
-* Fast simulation: :func:`batch_thompson_weights` computes weights for ``(n_sims, K)`` arrays.
+* Many problems at once: every policy's ``batch_weights(impressions, successes)`` computes the
+  same allocation as ``weights`` for ``(n_problems, K)`` arrays (the simulator's fast mode and
+  replay use it); :func:`batch_thompson_weights` is bare probability-best of Beta posteriors.
+* Names: :data:`POLICIES` maps ``"ts"``, ``"uniform"``, ``"egreedy"``, ``"ucb1"`` to the classes.
 
 >>> from adloop.bandits import ArmCounts, ThompsonSampling
 >>> counts = ArmCounts(["v1", "v2"], impressions=[5000, 5000], clicks=[100, 160])
@@ -32,16 +35,7 @@ from .counts import (
 )
 from .errors import BanditError, InvalidConfigError, InvalidCountsError, NoActiveArmsError
 from .evaluation import RegretRun, bernoulli_kl, bernoulli_regret, lai_robbins_bound
-from .policies import (
-    UCB1,
-    EpsilonGreedy,
-    Policy,
-    ThompsonSampling,
-    Uniform,
-    ZTestResult,
-    planned_sample_size,
-    two_proportion_z_test,
-)
+from .policies import POLICIES, UCB1, EpsilonGreedy, Policy, ThompsonSampling, Uniform
 from .posterior import (
     OBJECTIVES,
     Posterior,
@@ -51,10 +45,18 @@ from .posterior import (
 )
 from .segments import segment_priors
 from .snapshot import Snapshot
-from .stopping import WinnerDecision, decide_winner, retire_candidates
+from .stopping import (
+    WinnerDecision,
+    ZTestResult,
+    decide_winner,
+    planned_sample_size,
+    retire_candidates,
+    two_proportion_z_test,
+)
 
 __all__ = [
     "OBJECTIVES",
+    "POLICIES",
     "ArmCounts",
     "BanditError",
     "DiscountedCounts",

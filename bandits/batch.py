@@ -1,29 +1,132 @@
-"""Vectorized Thompson weights for many independent bandits at once (fast simulation).
+"""Vectorised allocation for many independent bandits at once (fast simulation and replay).
 
-A policy-only simulator running ``n_sims`` campaigns side by side keeps Beta parameters as
-``(n_sims, K)`` arrays and, at each batched update, asks for all the traffic weights in one call::
+Arrays here have one row per problem: ``(n_problems, n_arms)`` counts, ``(n_problems, n_draws,
+n_arms)`` posterior draws.  The policies' ``batch_weights`` (see :mod:`.policies`) build on the
+row helpers below, and so does :func:`batch_thompson_weights`, the bare probability-best
+allocation of given Beta posteriors::
 
     alpha = 1 + clicks                       # (n_sims, K)
     beta = 1 + impressions - clicks
     weights = batch_thompson_weights(alpha, beta, n_draws=128, rng=rng)   # (n_sims, K)
     shown = rng.multinomial(batch_size, weights)                          # (n_sims, K)
 
+For the engine's own policy (empirical-Bayes prior, practically-tied rule) use
+``ThompsonSampling(...).batch_weights(impressions, clicks)`` instead.
+
 Cost is ``n_sims * n_draws * K`` posterior draws per update; with ``approximation="auto"`` arms
 whose ``alpha`` and ``beta`` both exceed ``normal_above`` are drawn from the moment-matched
 normal in float32 (about 4x cheaper than a Beta draw and indistinguishable at that size), the
-rest exactly.  Measured on a shared 2-core machine: 1,000 simulations x 10 arms, batches of 1,000
-impressions, ``n_draws=64`` run a whole policy-only simulation step (weights, multinomial
-allocation, binomial clicks) at roughly 10-20 M impressions/s; the weights are ~90 % of it, so
-``n_draws`` is the knob (its resolution, ``1 / n_draws``, is the price).
+rest exactly.  ``n_draws`` is the knob (its resolution, ``1 / n_draws``, is the price).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, InvalidCountsError, NoActiveArmsError
+from .posterior import beta_draws
 
 __all__ = ["batch_thompson_weights"]
+
+#: Largest number of posterior draws alive at once; problems are drawn in chunks below it.
+MAX_DRAW_ELEMENTS = 8_000_000
+
+
+def _floored_rows(share: np.ndarray, active: np.ndarray, floor: float) -> np.ndarray:
+    """Normalise each row over its active arms, then give every active arm ``floor`` at least.
+
+    The floor is capped at ``1 / n_active`` per row so it can always be honoured; inactive arms
+    get exactly zero.
+    """
+    share = np.where(active, share, 0.0)
+    share = share / share.sum(axis=1, keepdims=True)
+    n_active = active.sum(axis=1, keepdims=True)
+    effective = np.minimum(floor, 1.0 / n_active)
+    share = np.where(active, effective + (1.0 - n_active * effective) * share, 0.0)
+    return share / share.sum(axis=1, keepdims=True)
+
+
+def _argmax_split_rows(scores: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """All of each row's mass on its highest active score, split evenly among exact ties."""
+    scores = np.where(active, scores, -np.inf)
+    best = (scores == scores.max(axis=1, keepdims=True)) & active
+    return best / best.sum(axis=1, keepdims=True)
+
+
+def _argmax_counts(draws: np.ndarray) -> np.ndarray:
+    """``(n_problems, n_arms)``: in how many draws (axis 1) each arm (axis 2) is the largest."""
+    n_problems, _, n_arms = draws.shape
+    best = draws.argmax(axis=2) + (np.arange(n_problems) * n_arms)[:, None]
+    counts = np.bincount(best.ravel(), minlength=n_problems * n_arms)
+    return counts.reshape(n_problems, n_arms).astype(np.float64)
+
+
+def _row_chunks(n_problems: int, n_draws: int, n_arms: int, max_elements: int):
+    """Row slices small enough that one chunk's draws hold at most ``max_elements`` floats."""
+    chunk = max(1, int(max_elements // (n_draws * n_arms)))
+    return [slice(start, min(start + chunk, n_problems)) for start in range(0, n_problems, chunk)]
+
+
+def _empirical_means(impressions: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """Reward per impression, ``inf`` for untried arms (so each is tried first)."""
+    # Tiny discounted impressions overflow the ratio; such arms are as good as untried.
+    with np.errstate(all="ignore"):
+        return np.where(
+            impressions > 0, rewards / np.where(impressions > 0, impressions, 1.0), np.inf
+        )
+
+
+def _check_rows(
+    impressions: np.ndarray, successes: np.ndarray, active: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of many problems as float ``(n_problems, n_arms)`` arrays and a boolean mask."""
+    impressions = np.asarray(impressions, dtype=np.float64)
+    successes = np.asarray(successes, dtype=np.float64)
+    if impressions.ndim != 2 or impressions.shape != successes.shape:
+        raise InvalidCountsError(
+            f"impressions {impressions.shape} and successes {successes.shape} must share a "
+            f"(n_problems, n_arms) shape"
+        )
+    for name, values in (("impressions", impressions), ("successes", successes)):
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise InvalidCountsError(f"{name} must be finite and >= 0 everywhere")
+    mask = np.ones(impressions.shape, dtype=bool) if active is None else np.asarray(active)
+    if mask.shape != impressions.shape or mask.dtype != bool:
+        raise InvalidCountsError(
+            f"active must be a boolean array of shape {impressions.shape}, got "
+            f"{mask.dtype} {mask.shape}"
+        )
+    if not mask.any(axis=1).all():
+        raise NoActiveArmsError(
+            f"problem {int(np.argmin(mask.any(axis=1)))} has no active arm; every row needs one"
+        )
+    return impressions, successes, mask
+
+
+def _prior_rows_from(
+    prior: tuple[np.ndarray | float, np.ndarray | float], shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """An explicit ``(alpha, beta)`` prior broadcast to ``(n_problems, n_arms)``, checked."""
+    try:
+        alpha, beta = prior
+    except (TypeError, ValueError):
+        raise InvalidConfigError(f"prior must be (alpha, beta), got {prior!r}") from None
+    out = []
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+            if array.ndim == 1 and len(shape) == 2:  # one value per problem
+                array = array[:, None]
+            array = np.broadcast_to(array, shape)
+        except (TypeError, ValueError):
+            raise InvalidConfigError(
+                f"prior {name} must be a number or an array fitting counts of shape {shape}, "
+                f"got {value!r}"
+            ) from None
+        if not (np.all(array > 0) and np.all(np.isfinite(array))):
+            raise InvalidConfigError(f"prior {name} must be finite and > 0 everywhere")
+        out.append(array)
+    return out[0], out[1]
 
 
 def batch_thompson_weights(
@@ -36,7 +139,7 @@ def batch_thompson_weights(
     active: np.ndarray | None = None,
     approximation: str = "auto",
     normal_above: float = 30.0,
-    max_elements: int = 8_000_000,
+    max_elements: int = MAX_DRAW_ELEMENTS,
 ) -> np.ndarray:
     """Probability-best traffic weights for a batch of independent Beta-Bernoulli bandits.
 
@@ -51,7 +154,7 @@ def batch_thompson_weights(
     active:
         Optional boolean mask, same shape; inactive arms get exactly zero weight.
     approximation:
-        ``"auto"`` (normal draws for large parameters), ``"exact"`` (always Beta draws).
+        ``"auto"`` (float32 normal draws for large parameters), ``"exact"`` (always Beta draws).
     max_elements:
         Draw in chunks of simulations so at most this many floats are alive at once.
 
@@ -88,40 +191,17 @@ def batch_thompson_weights(
     if not mask.any(axis=1).all():
         raise InvalidConfigError("every simulation needs at least one active arm")
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    # float32 normals are ~30 % cheaper; a 1e-7 relative error cannot flip an argmax that
+    # matters at these sizes.
+    threshold, dtype = (
+        (normal_above, np.float32) if approximation == "auto" else (np.inf, np.float64)
+    )
     counts = np.empty((n_sims, n_arms))
-    chunk = max(1, int(max_elements // (n_draws * n_arms)))
-    for start in range(0, n_sims, chunk):
-        stop = min(start + chunk, n_sims)
-        a, b, m = alpha[start:stop], beta[start:stop], mask[start:stop]
-        rows = stop - start
-        if approximation == "auto":
-            total = a + b
-            mean = a / total
-            sd = np.sqrt(a * b / (total * total * (total + 1.0)))
-            # float32 normals are ~30 % cheaper; a 1e-7 relative error cannot flip an argmax
-            # that matters at these sizes.
-            draws = generator.standard_normal((rows, n_draws, n_arms), dtype=np.float32)
-            draws *= sd[:, None, :].astype(np.float32)
-            draws += mean[:, None, :].astype(np.float32)
-            small = (a < normal_above) | (b < normal_above)
-            if small.any():
-                sim_index, arm_index = np.nonzero(small)
-                exact = generator.beta(
-                    a[small][:, None], b[small][:, None], size=(len(sim_index), n_draws)
-                )
-                draws[sim_index, :, arm_index] = exact
-        else:
-            draws = generator.beta(a[:, None, :], b[:, None, :], size=(rows, n_draws, n_arms))
-        if not m.all():
-            draws[np.broadcast_to(~m[:, None, :], draws.shape)] = -np.inf
-        best = draws.argmax(axis=2) + (np.arange(rows) * n_arms)[:, None]
-        counts[start:stop] = np.bincount(best.ravel(), minlength=rows * n_arms).reshape(
-            rows, n_arms
+    for rows in _row_chunks(n_sims, n_draws, n_arms, max_elements):
+        draws = beta_draws(
+            alpha[rows], beta[rows], n_draws, generator, normal_above=threshold, dtype=dtype
         )
-    weights = counts / n_draws
-    if floor > 0:
-        n_active = mask.sum(axis=1, keepdims=True)
-        effective = np.minimum(floor, 1.0 / n_active)
-        weights = np.where(mask, effective + (1.0 - n_active * effective) * weights, 0.0)
-        weights /= weights.sum(axis=1, keepdims=True)
+        draws[np.broadcast_to(~mask[rows, None, :], draws.shape)] = -np.inf
+        counts[rows] = _argmax_counts(draws)
+    weights = _floored_rows(counts, mask, floor)
     return weights[0] if single else weights

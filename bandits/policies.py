@@ -5,7 +5,14 @@ Every policy has the same small surface (public verb, private hook):
 * ``weights(counts, rng=None) -> np.ndarray`` — traffic share per arm, summing to 1, zero for
   inactive (retired) arms, at least ``floor`` for every active arm;
 * ``snapshot(counts, rng=None) -> Snapshot`` — the same weights frozen for O(log K) decisions;
-* subclasses fill in ``_weights(counts, active_index, rng)`` for the active arms only.
+* ``batch_weights(impressions, successes, active=None, rng=None)`` — the same allocation for
+  many independent problems at once, arrays shaped ``(n_problems, n_arms)`` (the fast simulator
+  and the replay of archived tests run the engine's policy through it);
+* subclasses fill in one vectorised hook, ``_batch_shares``; :class:`ThompsonSampling` also
+  overrides ``_weights`` (one campaign's posterior may hold conversion values, segment priors).
+
+:data:`POLICIES` maps the names a configuration uses (``"ts"``, ``"uniform"``, ``"egreedy"``,
+``"ucb1"``) to these classes.
 
 Policies hold no evidence: state is rebuilt from aggregated counts each time (storage is the
 source of truth), so a restart or a replay gives the same allocation.  Constructor arguments
@@ -15,30 +22,38 @@ are the configuration and are checked at construction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
+from .batch import (
+    MAX_DRAW_ELEMENTS,
+    _argmax_counts,
+    _argmax_split_rows,
+    _check_rows,
+    _empirical_means,
+    _floored_rows,
+    _prior_rows_from,
+    _row_chunks,
+)
 from .counts import ArmCounts
 from .errors import InvalidConfigError, NoActiveArmsError
 from .posterior import (
     Posterior,
+    beta_draws,
     check_objective,
     empirical_bayes_prior,
     posterior,
 )
 from .snapshot import Snapshot
+from .stopping import ZTestResult, two_proportion_z_test
 
 __all__ = [
+    "POLICIES",
     "Policy",
     "ThompsonSampling",
     "Uniform",
     "EpsilonGreedy",
     "UCB1",
-    "ZTestResult",
-    "two_proportion_z_test",
-    "planned_sample_size",
 ]
 
 
@@ -56,23 +71,8 @@ def _check_fraction(name: str, value: float, *, upper: float = 1.0) -> float:
     return float(value)
 
 
-def _argmax_split(scores: np.ndarray) -> np.ndarray:
-    """All mass on the arg-max, split evenly among exact ties."""
-    best = scores == scores.max()
-    return best / best.sum()
-
-
-def _empirical_means(counts: ArmCounts, objective: str) -> tuple[np.ndarray, np.ndarray]:
-    trials = counts.impressions
-    reward = counts.value if objective == "value" else counts.successes(objective)
-    # Tiny discounted impressions overflow the ratio; such arms are as good as untried.
-    with np.errstate(all="ignore"):
-        means = np.where(trials > 0, reward / np.where(trials > 0, trials, 1.0), np.inf)
-    return means, trials
-
-
 class Policy:
-    """Base class: validation, active mask, floors and snapshots around one ``_weights`` hook."""
+    """Base class: validation, active mask, floors, snapshots and batches around one hook."""
 
     def __init__(self, *, objective: str, floor: float, seed: int | None) -> None:
         self.objective = check_objective(objective)
@@ -94,28 +94,78 @@ class Policy:
         The floor is capped at ``1 / n_active`` so it can always be honoured.
         """
         active_index = np.flatnonzero(counts.active)
-        n_active = len(active_index)
-        if n_active == 0:
+        if len(active_index) == 0:
             raise NoActiveArmsError(
                 f"all {counts.n_arms} arms are inactive; add a variant or reactivate one"
             )
         generator = _resolve_rng(rng, self._rng)
-        share = np.asarray(self._weights(counts, active_index, generator), dtype=np.float64)
-        share = share / share.sum()
-        floor = min(self.floor, 1.0 / n_active)
-        if floor > 0:
-            share = floor + (1.0 - n_active * floor) * share
-        out = np.zeros(counts.n_arms)
-        out[active_index] = share
-        return out / out.sum()
+        share = np.zeros(counts.n_arms)
+        share[active_index] = self._weights(counts, active_index, generator)
+        return _floored_rows(share[None], counts.active[None], self.floor)[0]
+
+    def batch_weights(
+        self,
+        impressions: np.ndarray,
+        successes: np.ndarray,
+        *,
+        active: np.ndarray | None = None,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray:
+        """:meth:`weights` for many independent problems at once, vectorised.
+
+        Row ``i`` of the result is what :meth:`weights` gives for problem ``i``'s counts
+        (exactly for the deterministic policies; for Thompson sampling in distribution, and
+        exactly when one problem is drawn from the same generator state).
+
+        Parameters
+        ----------
+        impressions, successes:
+            ``(n_problems, n_arms)`` counts; ``successes`` are the objective's rewards (clicks
+            for ``"ctr"``, conversions for ``"cvr"``, conversion value for ``"value"``).
+        active:
+            Boolean mask of the same shape (default: all active); inactive arms, e.g. the
+            padding of problems with fewer arms, get exactly zero.
+        rng:
+            Generator or seed for the random policies (default: the policy's own).
+
+        Example
+        -------
+        >>> EpsilonGreedy(epsilon=0.2).batch_weights(
+        ...     np.array([[100, 100], [100, 0]]), np.array([[1, 5], [5, 0]])).tolist()
+        [[0.1, 0.9], [0.1, 0.9]]
+        """
+        return self._batch(impressions, successes, active, rng)
+
+    def _batch(self, impressions, successes, active, rng, **hook_options) -> np.ndarray:
+        """Check the rows, run the ``_batch_shares`` hook, apply the floor."""
+        impressions, successes, active = _check_rows(impressions, successes, active)
+        generator = _resolve_rng(rng, self._rng)
+        share = self._batch_shares(impressions, successes, active, generator, **hook_options)
+        return _floored_rows(share, active, self.floor)
 
     def snapshot(self, counts: ArmCounts, rng: np.random.Generator | int | None = None) -> Snapshot:
         """Current weights frozen in a :class:`Snapshot` for the hot path."""
         return Snapshot(counts.arm_ids, self.weights(counts, rng))
 
+    def _rewards(self, counts: ArmCounts) -> np.ndarray:
+        return counts.value if self.objective == "value" else counts.successes(self.objective)
+
     def _weights(
         self, counts: ArmCounts, active_index: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
+        """Unnormalised shares of the active arms of one campaign: its batch row, alone."""
+        impressions = counts.impressions[active_index][None]
+        rewards = self._rewards(counts)[active_index][None]
+        return self._batch_shares(impressions, rewards, np.ones_like(impressions, bool), rng)[0]
+
+    def _batch_shares(
+        self,
+        impressions: np.ndarray,
+        successes: np.ndarray,
+        active: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Unnormalised ``(n_problems, n_arms)`` shares; inactive entries are ignored."""
         raise NotImplementedError
 
 
@@ -124,7 +174,11 @@ class ThompsonSampling(Policy):
 
     With batched, delayed updates (the ad-server setting) sampling one posterior draw per
     impression is equivalent in distribution to allocating the batch by probability-best; this
-    computes probability-best by vectorized Monte Carlo (``n_draws`` joint draws).
+    computes probability-best by vectorized Monte Carlo (``n_draws`` joint draws).  By default
+    arms *practically tied* with the leader (posterior mean within ``loss_threshold`` of it,
+    once the leader's expected loss is below that threshold) keep only ``min_thompson_share``
+    of their probability-matching traffic: the design and the measurements behind the
+    defaults are in ``docs/thompson_sampling_tuning.md``.
 
     Parameters
     ----------
@@ -144,73 +198,19 @@ class ThompsonSampling(Policy):
     empirical_bayes:
         Give arms that are new relative to the others a prior fitted (method of moments) to the
         arms with at least ``eb_min_impressions`` impressions, so a variant added mid-flight
-        starts at the campaign's typical rate with the campaign's spread instead of the flat
-        prior's 50 % (which floods it with traffic).  The fitted prior applies in full to an arm
-        with no impressions and fades linearly to the flat prior as the arm's own impressions
-        reach ``eb_fade_impressions``: established arms are judged on their own data exactly as
-        flat-prior Thompson sampling would (shrinking them all toward a common mean would slow
-        separation of near-tied arms and cost regret).  ``eb_max_strength`` caps the fitted
-        prior's weight in impressions.
+        starts at the campaign's typical rate instead of the flat prior's 50 %.  The fitted
+        prior applies in full to an arm with no impressions and fades linearly to the flat
+        prior as the arm's own impressions reach ``eb_fade_impressions``; ``eb_max_strength``
+        caps its weight in impressions.
     loss_threshold:
         "Threshold of caring", relative to the leader's posterior mean: arms closer than this to
-        the leader are practically tied with it (see below).  ``0`` gives classic probability
-        matching.
+        the leader are practically tied with it.  ``0`` gives classic probability matching.
     min_thompson_share:
         Share of their probability-matching traffic that practically tied arms keep once the
         tie is established; the leader takes the rest.  ``1`` gives classic probability
-        matching.  The default, ``0.05``, is measured (see "Practically tied arms").
+        matching.
     seed:
         Seed of the policy's own generator, used when a call passes no ``rng``.
-
-    Practically tied arms
-    ---------------------
-    Probability matching explores in proportion to each arm's chance of being best, whatever
-    a distinction is worth.  When arms differ by less than the traffic can resolve (ten arms
-    0.1 pp apart at 5 %), probability-best stays spread out for a million impressions:
-    Thompson sampling keeps paying for a distinction it cannot afford to learn, while
-    follow-the-leader policies concentrate traffic and lose less.  So, from the same posterior
-    draws, the policy finds the leader (the highest posterior mean, which minimises expected
-    loss) and the arms *practically tied* with it: posterior mean within ``loss_threshold``
-    (relative) of the leader's.  Once the tie is established, i.e. the expected loss of
-    committing to the leader is itself below the threshold (the leader is practically best)::
-
-        E[max_j theta_j - theta_leader] < loss_threshold * E[theta_leader]
-
-    (Scott's 2015 "value remaining", the "threshold of caring" of Bayesian A/B testing), the
-    tied arms keep only ``min_thompson_share`` of their probability-matching traffic and the
-    leader takes the rest.  Arms clearly worse than the leader, uncertain arms whose chance of
-    a large gain keeps the expected loss high, and arms whose own impressions do not yet
-    outweigh their prior (a new arm's empirical-Bayes prior, a thin segment's) are explored
-    exactly as before, so the stopping rule still sees the evidence it needs.  Among tied
-    arms this is epsilon-exploring Thompson sampling (Jin, Yang, Xiao and Xu, ICML 2023: greedy with
-    probability ``1 - epsilon``, a posterior sample otherwise; minimax and asymptotically
-    optimal), so exploration never stops: every tied arm keeps traffic in proportion to its
-    chance of being best, the leader is re-read at every refresh, and a tied arm that proves
-    better takes the lead.
-
-    Why a twentieth.  Among arms closer than the traffic can resolve, regret is decided by
-    whether the true best arm ends up leading and stays there; exploration of the other tied
-    arms is mostly paid for a distinction that will not be learnt.  On the regret benchmark
-    (10 arms, best 5 %, horizon 1e6, batches of 1,000) keeping a twentieth instead of a tenth
-    lowered mean regret on all four problems (nine arms 0.1 pp below the best: ~690 to ~590
-    clicks over 100 seeds, below epsilon-greedy's ~630; the others by 5 to 50 clicks over 20
-    seeds), while a thirtieth starved an unlucky best arm on the 0.5 pp problem (one seed at
-    ~4,900 clicks): the best arm's own share, about
-    ``min_thompson_share * P(best)`` while it trails, must stay large enough for it to recover.
-    Committing earlier instead (a larger ``loss_threshold``, or judging each tied arm by its
-    own expected gain over the leader rather than by the leader's expected loss against all
-    arms) gained as much on the near-tie but had the same heavy tail on the 0.5 pp problem:
-    it cuts arms back before 10 % gaps are resolved.
-
-    Alternatives measured on the regret benchmark and rejected: a tempered posterior (counts
-    scaled by 2 to 10) and weights ``P(best) ** gamma`` gave heavy-tailed regret, a best arm
-    that starts unlucky being starved (the linear-regret failure of under-exploring
-    approximate posteriors, Phan, Abbasi-Yadkori and Domke 2019); satisficing Thompson
-    sampling (Russo and Van Roy 2022) and variance-based information-directed sampling
-    (Russo and Van Roy 2018) gained less on the tied problem, the latter at O(K^2) cost;
-    cutting exploration of *all* arms once the leader's expected loss is small slowed the
-    stopping rule on easy problems.  The extra cost is a mean and a max over draws already
-    taken.
 
     Example
     -------
@@ -244,14 +244,9 @@ class ThompsonSampling(Policy):
         if not isinstance(n_draws, int | np.integer) or n_draws < 1:
             raise InvalidConfigError(f"n_draws must be a positive integer, got {n_draws!r}")
         self.n_draws = int(n_draws)
-        if prior is not None:
-            try:
-                alpha, beta = (float(x) for x in prior)
-            except (TypeError, ValueError):
-                raise InvalidConfigError(f"prior must be (alpha, beta), got {prior!r}") from None
-            if not (alpha > 0 and beta > 0 and np.isfinite(alpha + beta)):
-                raise InvalidConfigError(f"prior alpha and beta must be > 0, got {prior!r}")
-            prior = (alpha, beta)
+        if prior is not None:  # one (alpha, beta) for every arm, checked like a batch's
+            alpha, beta = _prior_rows_from(prior, ())
+            prior = (float(alpha), float(beta))
         self.prior = prior
         self.empirical_bayes = bool(empirical_bayes)
         if not eb_min_impressions >= 0:
@@ -275,20 +270,32 @@ class ThompsonSampling(Policy):
 
     def prior_for(self, counts: ArmCounts) -> tuple[np.ndarray, np.ndarray]:
         """Per-arm Beta prior ``(alpha, beta)``: explicit, empirical Bayes (fading), or flat."""
-        n_arms = counts.n_arms
+        alpha, beta = self._prior_rows(
+            counts.impressions[None], counts.successes(self.objective)[None]
+        )
+        return alpha[0], beta[0]
+
+    def _prior_rows(
+        self, impressions: np.ndarray, successes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`prior_for` of each row of ``(n_problems, n_arms)`` counts."""
+        shape = impressions.shape
         if self.prior is not None:
-            return np.full(n_arms, self.prior[0]), np.full(n_arms, self.prior[1])
-        flat = np.ones(n_arms)
+            return np.full(shape, self.prior[0]), np.full(shape, self.prior[1])
+        flat = np.ones(shape)
         if not self.empirical_bayes:
             return flat, flat.copy()
         alpha, beta = empirical_bayes_prior(
-            counts.successes(self.objective),
-            counts.impressions,
+            successes,
+            impressions,
             min_trials=self.eb_min_impressions,
             max_strength=self.eb_max_strength,
         )
-        newness = np.clip(1.0 - counts.impressions / self.eb_fade_impressions, 0.0, 1.0)
-        return newness * alpha + (1.0 - newness), newness * beta + (1.0 - newness)
+        newness = np.clip(1.0 - impressions / self.eb_fade_impressions, 0.0, 1.0)
+        return (
+            newness * alpha[:, None] + (1.0 - newness),
+            newness * beta[:, None] + (1.0 - newness),
+        )
 
     def posterior(self, counts: ArmCounts, *, prior: object = None) -> Posterior:
         """Posterior of every arm under this policy's prior (or ``prior`` if given)."""
@@ -308,49 +315,107 @@ class ThompsonSampling(Policy):
         out[active_index] = np.bincount(draws.argmax(axis=1), minlength=len(active_index))
         return out / self.n_draws
 
+    def batch_weights(
+        self,
+        impressions: np.ndarray,
+        successes: np.ndarray,
+        *,
+        prior: tuple[np.ndarray | float, np.ndarray | float] | None = None,
+        active: np.ndarray | None = None,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray:
+        """:meth:`Policy.batch_weights`, optionally under an explicit prior per problem.
+
+        ``prior`` is ``(alpha, beta)``, each a scalar, an ``(n_problems,)`` or an
+        ``(n_problems, n_arms)`` array (e.g. a prior fitted to *other* tests); it replaces the
+        policy's own prior, as a segment's prior does in :meth:`weights_by_segment`.  Only the
+        Beta-Bernoulli objectives (``"ctr"``, ``"cvr"``) are vectorised.
+
+        >>> policy = ThompsonSampling(n_draws=1000)
+        >>> weights = policy.batch_weights(np.array([[1000, 1000]] * 3), np.array([[20, 40]] * 3),
+        ...                                rng=0)
+        >>> weights.shape, bool((weights[:, 1] > 0.9).all())
+        ((3, 2), True)
+        """
+        if self.objective == "value":
+            raise InvalidConfigError(
+                "batch_weights supports objective 'ctr' or 'cvr'; the 'value' posterior needs "
+                "per-arm conversion values: call weights(counts) per campaign instead"
+            )
+        explicit = None if prior is None else _prior_rows_from(prior, np.shape(impressions))
+        return self._batch(impressions, successes, active, rng, prior=explicit)
+
+    def _batch_shares(self, impressions, successes, active, rng, prior=None):
+        alpha0, beta0 = self._prior_rows(impressions, successes) if prior is None else prior
+        alpha = alpha0 + successes
+        beta = beta0 + np.maximum(impressions - successes, 0.0)
+        # an arm whose posterior is mostly borrowed prior (a new arm's empirical-Bayes prior, a
+        # thin segment's) is not yet tied with anything: it is explored as before
+        established = active & (impressions >= alpha0 + beta0)
+        n_problems, n_arms = impressions.shape
+        share = np.empty((n_problems, n_arms))
+        for rows in _row_chunks(n_problems, self.n_draws, n_arms, MAX_DRAW_ELEMENTS):
+            draws = beta_draws(alpha[rows], beta[rows], self.n_draws, rng)
+            if not active[rows].all():
+                draws[np.broadcast_to(~active[rows, None, :], draws.shape)] = -np.inf
+            share[rows] = self._share_from_draws(draws, established[rows])
+        return share
+
     def _weights(self, counts, active_index, rng, prior=None):
         prior = self.prior_for(counts) if prior is None else prior
         draws = self.posterior(counts, prior=prior).subset(active_index).sample(self.n_draws, rng)
-        n_active = len(active_index)
-        best = draws.argmax(axis=1)
-        share = np.bincount(best, minlength=n_active).astype(np.float64)
-        # an arm whose posterior is mostly borrowed prior (a new arm's empirical-Bayes prior, a
-        # thin segment's) is not yet tied with anything: it is explored as before
         strength = np.broadcast_to(np.add(*prior), (counts.n_arms,))[active_index]
         established = counts.impressions[active_index] >= strength
-        tied = self._practically_tied(draws, established)
-        if self.top_two and n_active > 1:
-            draws[np.arange(self.n_draws), best] = -np.inf
-            runner_up = np.bincount(draws.argmax(axis=1), minlength=n_active)
-            share = self.top_two_beta * share + (1.0 - self.top_two_beta) * runner_up
-        if tied is not None:
-            leader, others = tied
-            share = share / share.sum()
-            moved = (1.0 - self.min_thompson_share) * share[others]
-            share[others] -= moved
-            share[leader] += moved.sum()
+        return self._share_from_draws(draws[None], established[None])[0]
+
+    def _share_from_draws(self, draws: np.ndarray, established: np.ndarray) -> np.ndarray:
+        """Shares from ``(n_problems, n_draws, n_arms)`` draws (``-inf`` for inactive arms).
+
+        Probability matching (or top-two), then the practically-tied rule.  The one place the
+        allocation is computed: :meth:`weights` passes one problem, :meth:`batch_weights` many.
+        """
+        share = _argmax_counts(draws)
+        leader, tied = self._practically_tied(draws, established)
+        if self.top_two:
+            # a problem with a single active arm has no runner-up
+            several = np.isfinite(draws[:, 0, :]).sum(axis=1) > 1
+            np.put_along_axis(draws, draws.argmax(axis=2)[:, :, None], -np.inf, axis=2)
+            runner_up = _argmax_counts(draws)
+            mixed = self.top_two_beta * share + (1.0 - self.top_two_beta) * runner_up
+            share = np.where(several[:, None], mixed, share)
+        rows = np.flatnonzero(tied.any(axis=1))
+        if len(rows):
+            part = share[rows] / share[rows].sum(axis=1, keepdims=True)
+            moved = np.where(tied[rows], (1.0 - self.min_thompson_share) * part, 0.0)
+            part -= moved
+            part[np.arange(len(rows)), leader[rows]] += moved.sum(axis=1)
+            share[rows] = part
         return share
 
     def _practically_tied(
         self, draws: np.ndarray, established: np.ndarray
-    ) -> tuple[int, np.ndarray] | None:
-        """``(leader, other tied arms)`` when the leader's tie is established, else ``None``."""
-        if self.loss_threshold == 0.0 or self.min_thompson_share == 1.0 or draws.shape[1] < 2:
-            return None
-        means = draws.mean(axis=0)
-        leader = int(np.argmax(means))
-        if not (means[leader] > 0.0 and established[leader]):
-            return None
-        tied = established & (means >= (1.0 - self.loss_threshold) * means[leader])
-        others = np.flatnonzero(tied)
-        others = others[others != leader]
-        if len(others) == 0:
-            return None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per problem, the leader and a mask of the other arms practically tied with it.
+
+        The mask is all ``False`` where the leader's tie is not established.
+        """
+        n_problems, _, n_arms = draws.shape
+        leader = np.zeros(n_problems, dtype=np.int64)
+        tied = np.zeros((n_problems, n_arms), dtype=bool)
+        if self.loss_threshold == 0.0 or self.min_thompson_share == 1.0 or n_arms < 2:
+            return leader, tied
+        means = draws.mean(axis=1)
+        leader = means.argmax(axis=1)
+        rows = np.arange(n_problems)
+        lead = means[rows, leader]
+        tied = established & (means >= ((1.0 - self.loss_threshold) * lead)[:, None])
+        tied[rows, leader] = False
         # the loss over *all* arms: an uncertain arm that might be much better keeps it high
-        expected_loss = draws.max(axis=1).mean() - means[leader]
-        if expected_loss >= self.loss_threshold * means[leader]:
-            return None
-        return leader, others
+        expected_loss = draws.max(axis=2).mean(axis=1) - lead
+        tie_holds = (
+            (lead > 0.0) & established[rows, leader] & (expected_loss < self.loss_threshold * lead)
+        )
+        return leader, tied & tie_holds[:, None]
 
     def weights_by_segment(
         self,
@@ -376,84 +441,10 @@ class ThompsonSampling(Policy):
             active_index = np.flatnonzero(counts.active)
             if len(active_index) == 0:
                 raise NoActiveArmsError(f"segment {name!r} has no active arm")
-            share = self._weights(counts, active_index, generator, prior=priors[name])
-            share = share / share.sum()
-            floor = min(self.floor, 1.0 / len(active_index))
-            if floor > 0:
-                share = floor + (1.0 - len(active_index) * floor) * share
-            weights = np.zeros(counts.n_arms)
-            weights[active_index] = share
-            out[name] = weights / weights.sum()
+            share = np.zeros(counts.n_arms)
+            share[active_index] = self._weights(counts, active_index, generator, prior=priors[name])
+            out[name] = _floored_rows(share[None], counts.active[None], self.floor)[0]
         return out
-
-
-@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
-class ZTestResult:
-    """Outcome of a fixed-horizon test: best observed arm against every other active arm.
-
-    ``winner`` is the best arm's index when every comparison is significant at the
-    Bonferroni-corrected level ``alpha / (n_active - 1)``, else ``None``.
-    ``z`` and ``p_values`` are per arm (NaN for the best arm itself and inactive arms).
-    """
-
-    winner: int | None
-    best: int
-    z: np.ndarray
-    p_values: np.ndarray
-    alpha: float
-
-
-def two_proportion_z_test(
-    successes_a: float, trials_a: float, successes_b: float, trials_b: float
-) -> tuple[float, float]:
-    """Pooled two-proportion z-test of ``rate_a == rate_b``; returns ``(z, two-sided p)``.
-
-    >>> z, p = two_proportion_z_test(60, 1000, 30, 1000)
-    >>> round(z, 2), p < 0.01
-    (3.24, True)
-    """
-    if trials_a <= 0 or trials_b <= 0:
-        return 0.0, 1.0
-    pooled = (successes_a + successes_b) / (trials_a + trials_b)
-    variance = pooled * (1.0 - pooled) * (1.0 / trials_a + 1.0 / trials_b)
-    if variance <= 0:
-        return 0.0, 1.0
-    z = (successes_a / trials_a - successes_b / trials_b) / np.sqrt(variance)
-    return float(z), float(2.0 * stats.norm.sf(abs(z)))
-
-
-def planned_sample_size(
-    baseline_rate: float,
-    minimum_detectable_effect: float,
-    *,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    n_arms: int = 2,
-) -> int:
-    """Impressions per arm a fixed-horizon test needs to detect an absolute lift.
-
-    Uses the usual normal approximation for two proportions, with ``alpha`` split
-    (Bonferroni) over the ``n_arms - 1`` comparisons against the best arm.
-
-    >>> planned_sample_size(0.05, 0.01)
-    8158
-    """
-    if not 0 < baseline_rate < 1 or not 0 < baseline_rate + minimum_detectable_effect < 1:
-        raise InvalidConfigError(
-            f"baseline_rate and baseline_rate + minimum_detectable_effect must be in (0, 1), got "
-            f"{baseline_rate!r}, {minimum_detectable_effect!r}"
-        )
-    if minimum_detectable_effect == 0:
-        raise InvalidConfigError("minimum_detectable_effect must be non-zero")
-    comparisons = max(n_arms - 1, 1)
-    z_alpha = stats.norm.isf(alpha / comparisons / 2.0)
-    z_power = stats.norm.ppf(power)
-    p1, p2 = baseline_rate, baseline_rate + minimum_detectable_effect
-    mean = (p1 + p2) / 2.0
-    numerator = z_alpha * np.sqrt(2 * mean * (1 - mean)) + z_power * np.sqrt(
-        p1 * (1 - p1) + p2 * (1 - p2)
-    )
-    return int(np.ceil((numerator / minimum_detectable_effect) ** 2))
 
 
 class Uniform(Policy):
@@ -513,15 +504,19 @@ class Uniform(Policy):
         significant = len(others) > 0 and bool(np.all((p_values[others] < level) & (z[others] > 0)))
         return ZTestResult(best if significant else None, best, z, p_values, self.alpha)
 
-    def _weights(self, counts, active_index, rng):
-        n_active = len(active_index)
-        if self.planned_impressions is None or np.any(
-            counts.impressions[active_index] < self.planned_impressions
-        ):
-            return np.full(n_active, 1.0 / n_active)
-        result = self.test(counts)
-        chosen = result.winner if result.winner is not None else result.best
-        return (active_index == chosen).astype(np.float64)
+    def _batch_shares(self, impressions, successes, active, rng):
+        equal = active.astype(np.float64)
+        if self.planned_impressions is None:
+            return equal
+        planned = ~np.any(active & (impressions < self.planned_impressions), axis=1)
+        # After the plan the traffic goes to the best observed arm whether or not :meth:`test`
+        # finds it significant (a winner is that same arm): no test is needed to allocate.
+        with np.errstate(all="ignore"):
+            rates = np.where(impressions > 0, successes / np.maximum(impressions, 1e-300), -np.inf)
+        rates = np.where(active, rates, -np.inf)
+        best = np.zeros_like(equal)
+        best[np.arange(len(best)), rates.argmax(axis=1)] = 1.0
+        return np.where(planned[:, None], best, equal)
 
 
 class EpsilonGreedy(Policy):
@@ -546,10 +541,10 @@ class EpsilonGreedy(Policy):
         super().__init__(objective=objective, floor=floor, seed=seed)
         self.epsilon = _check_fraction("epsilon", epsilon)
 
-    def _weights(self, counts, active_index, rng):
-        means, _ = _empirical_means(counts, self.objective)
-        greedy = _argmax_split(means[active_index])
-        return self.epsilon / len(active_index) + (1.0 - self.epsilon) * greedy
+    def _batch_shares(self, impressions, successes, active, rng):
+        greedy = _argmax_split_rows(_empirical_means(impressions, successes), active)
+        n_active = active.sum(axis=1, keepdims=True)
+        return self.epsilon / n_active + (1.0 - self.epsilon) * greedy
 
 
 class UCB1(Policy):
@@ -579,13 +574,22 @@ class UCB1(Policy):
         self.exploration = float(exploration)
         self.reward_scale = float(reward_scale)
 
-    def _weights(self, counts, active_index, rng):
-        means, trials = _empirical_means(counts, self.objective)
-        means, trials = means[active_index], trials[active_index]
-        total = max(trials.sum(), 1.0)
+    def _batch_shares(self, impressions, successes, active, rng):
+        means = _empirical_means(impressions, successes)
+        total = np.maximum(np.where(active, impressions, 0.0).sum(axis=1, keepdims=True), 1.0)
         with np.errstate(all="ignore"):
             bonus = self.reward_scale * np.sqrt(
-                self.exploration * np.log(total) / np.where(trials > 0, trials, 1.0)
+                self.exploration * np.log(total) / np.where(impressions > 0, impressions, 1.0)
             )
-        index = np.where(trials > 0, means + bonus, np.inf)
-        return _argmax_split(index)
+        index = np.where(impressions > 0, means + bonus, np.inf)
+        return _argmax_split_rows(index, active)
+
+
+#: The allocation policies by the name a configuration uses (``EngineConfig.policy``,
+#: ``adloop sim fast --policies``); one source for the engine, the simulator and the replay.
+POLICIES: dict[str, type[Policy]] = {
+    "ts": ThompsonSampling,
+    "uniform": Uniform,
+    "egreedy": EpsilonGreedy,
+    "ucb1": UCB1,
+}

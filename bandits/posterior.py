@@ -36,6 +36,7 @@ __all__ = [
     "empirical_bayes_prior",
     "posterior_summary",
     "probability_best_from_draws",
+    "beta_draws",
 ]
 
 OBJECTIVES = ("ctr", "cvr", "value")
@@ -104,21 +105,9 @@ class Posterior:
         moment-matched normal (skewness below ``2 / sqrt(normal_above)``, 4x cheaper); pass
         ``normal_above=np.inf`` for exact Beta draws everywhere.
         """
-        large = (self.alpha >= normal_above) & (self.beta >= normal_above)
-        if large.any():
-            total = self.alpha + self.beta
-            mean = self.alpha / total
-            sd = np.sqrt(self.alpha * self.beta / (total * total * (total + 1.0)))
-            draws = rng.standard_normal((n_draws, self.n_arms))
-            draws *= sd
-            draws += mean
-            small = ~large
-            if small.any():
-                draws[:, small] = rng.beta(
-                    self.alpha[small], self.beta[small], size=(n_draws, int(small.sum()))
-                )
-        else:
-            draws = rng.beta(self.alpha, self.beta, size=(n_draws, self.n_arms))
+        draws = beta_draws(
+            self.alpha[None], self.beta[None], n_draws, rng, normal_above=normal_above
+        )[0]
         if self.objective == "value":
             inverse_mean = rng.gamma(self.value_shape, 1.0 / self.value_rate, size=draws.shape)
             draws /= inverse_mean
@@ -157,6 +146,46 @@ def posterior(counts: ArmCounts, objective: str = "ctr", *, prior: object = None
     return Posterior(objective, alpha0 + successes, beta0 + failures, value_shape, value_rate)
 
 
+def beta_draws(
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    n_draws: int,
+    rng: np.random.Generator,
+    *,
+    normal_above: float = NORMAL_ABOVE,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """``(n_problems, n_draws, n_arms)`` independent draws from ``Beta(alpha, beta)`` arrays.
+
+    ``alpha`` and ``beta`` have shape ``(n_problems, n_arms)``.  Entries whose ``alpha`` and
+    ``beta`` both reach ``normal_above`` are drawn from the moment-matched normal (skewness
+    below ``2 / sqrt(normal_above)``, about 4x cheaper than a Beta draw), the rest exactly.
+    :meth:`Posterior.sample` and the vectorised policies both draw here, so one problem drawn
+    alone gets the same numbers from the same generator state in either.
+
+    >>> draws = beta_draws(np.array([[2.0, 500.0]]), np.array([[8.0, 500.0]]), 1000,
+    ...                    np.random.default_rng(0))
+    >>> draws.shape, bool(abs(draws[0, :, 1].mean() - 0.5) < 0.01)
+    ((1, 1000, 2), True)
+    """
+    n_problems, n_arms = alpha.shape
+    large = (alpha >= normal_above) & (beta >= normal_above)
+    if not large.any():
+        return rng.beta(alpha[:, None, :], beta[:, None, :], size=(n_problems, n_draws, n_arms))
+    total = alpha + beta
+    mean = alpha / total
+    sd = np.sqrt(alpha * beta / (total * total * (total + 1.0)))
+    draws = rng.standard_normal((n_problems, n_draws, n_arms), dtype=dtype)
+    draws *= sd[:, None, :].astype(dtype)
+    draws += mean[:, None, :].astype(dtype)
+    small = ~large
+    if small.any():
+        problem_index, arm_index = np.nonzero(small)
+        exact = rng.beta(alpha[small], beta[small], size=(n_draws, len(problem_index)))
+        draws[problem_index, :, arm_index] = exact.T
+    return draws
+
+
 def empirical_bayes_prior(
     successes: np.ndarray,
     trials: np.ndarray,
@@ -164,14 +193,18 @@ def empirical_bayes_prior(
     min_trials: float = 100.0,
     min_strength: float = 2.0,
     max_strength: float = 1000.0,
-) -> tuple[float, float]:
+) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
     """Beta prior fitted by the method of moments (beta-binomial) to arms with evidence.
 
     Only arms with at least ``min_trials`` trials contribute, so a new arm's prior comes from the
     *other* arms.  The prior mean is the pooled rate; its strength ``alpha + beta`` is
     ``mean (1 - mean) / tau2 - 1`` where ``tau2`` is the between-arm variance of the rates after
     removing the binomial sampling noise, clipped to ``[min_strength, max_strength]`` (arms that
-    look identical give the maximum strength; fewer than two qualifying arms give the minimum).
+    look identical give the maximum strength; fewer than two qualifying arms give the minimum;
+    none gives the flat ``(1, 1)``).
+
+    ``successes`` and ``trials`` have shape ``(n_arms,)`` (returns two floats) or
+    ``(n_problems, n_arms)``: one independent fit per row (returns two ``(n_problems,)`` arrays).
 
     >>> alpha, beta = empirical_bayes_prior(np.array([20, 30, 40]), np.array([1000, 1000, 1000]))
     >>> round(alpha / (alpha + beta), 3)
@@ -183,22 +216,35 @@ def empirical_bayes_prior(
         raise InvalidConfigError(
             f"need 0 < min_strength <= max_strength, got {min_strength!r}, {max_strength!r}"
         )
+    if successes.shape != trials.shape or successes.ndim not in (1, 2):
+        raise InvalidConfigError(
+            f"successes {successes.shape} and trials {trials.shape} must share a 1-d or 2-d shape"
+        )
+    single = successes.ndim == 1
+    successes, trials = np.atleast_2d(successes), np.atleast_2d(trials)
     used = trials >= min_trials
-    if not used.any():
-        return 1.0, 1.0
-    s, n = successes[used], trials[used]
-    s = np.minimum(s, n)
-    mean = (s.sum() + 0.5) / (n.sum() + 1.0)
-    if used.sum() < 2:
-        strength = min_strength
-    else:
-        rates = s / n
-        observed = np.sum((rates - mean) ** 2) / (len(rates) - 1)
-        sampling = mean * (1.0 - mean) * np.mean(1.0 / n)
+    n_used = used.sum(axis=1)
+    s = np.where(used, np.minimum(successes, trials), 0.0)
+    n = np.where(used, trials, 0.0)
+    mean = (s.sum(axis=1) + 0.5) / (n.sum(axis=1) + 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(used, s / np.where(used, n, 1.0), 0.0)
+        deviations = np.where(used, (rates - mean[:, None]) ** 2, 0.0)
+        observed = deviations.sum(axis=1) / (n_used - 1)
+        sampling = (
+            mean
+            * (1.0 - mean)
+            * np.where(used, 1.0 / np.where(used, n, 1.0), 0.0).sum(axis=1)
+            / n_used
+        )
         between = observed - sampling
-        strength = max_strength if between <= 0 else mean * (1.0 - mean) / between - 1.0
-        strength = float(np.clip(strength, min_strength, max_strength))
-    return float(mean * strength), float((1.0 - mean) * strength)
+        fitted = np.clip(mean * (1.0 - mean) / between - 1.0, min_strength, max_strength)
+    strength = np.where(n_used < 2, min_strength, np.where(between <= 0, max_strength, fitted))
+    alpha = np.where(n_used == 0, 1.0, mean * strength)
+    beta = np.where(n_used == 0, 1.0, (1.0 - mean) * strength)
+    if single:
+        return float(alpha[0]), float(beta[0])
+    return alpha, beta
 
 
 def probability_best_from_draws(draws: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Winner declaration and retirement of clear losers.
+"""Winner declaration, retirement of clear losers, and the fixed-horizon z-test.
 
 The winner rule is the conjunction of two Bayesian criteria over the active arms:
 
@@ -23,12 +23,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from .counts import ArmCounts
 from .errors import InvalidConfigError, NoActiveArmsError
 from .posterior import posterior, probability_best_from_draws
 
-__all__ = ["WinnerDecision", "decide_winner", "retire_candidates"]
+__all__ = [
+    "WinnerDecision",
+    "ZTestResult",
+    "decide_winner",
+    "planned_sample_size",
+    "retire_candidates",
+    "two_proportion_z_test",
+]
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: identity equality
@@ -163,3 +171,72 @@ def retire_candidates(
         and share[position] < floor
         and counts.impressions[arm] >= min_impressions
     ]
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
+class ZTestResult:
+    """Outcome of a fixed-horizon test: best observed arm against every other active arm.
+
+    ``winner`` is the best arm's index when every comparison is significant at the
+    Bonferroni-corrected level ``alpha / (n_active - 1)``, else ``None``.
+    ``z`` and ``p_values`` are per arm (NaN for the best arm itself and inactive arms).
+    """
+
+    winner: int | None
+    best: int
+    z: np.ndarray
+    p_values: np.ndarray
+    alpha: float
+
+
+def two_proportion_z_test(
+    successes_a: float, trials_a: float, successes_b: float, trials_b: float
+) -> tuple[float, float]:
+    """Pooled two-proportion z-test of ``rate_a == rate_b``; returns ``(z, two-sided p)``.
+
+    >>> z, p = two_proportion_z_test(60, 1000, 30, 1000)
+    >>> round(z, 2), p < 0.01
+    (3.24, True)
+    """
+    if trials_a <= 0 or trials_b <= 0:
+        return 0.0, 1.0
+    pooled = (successes_a + successes_b) / (trials_a + trials_b)
+    variance = pooled * (1.0 - pooled) * (1.0 / trials_a + 1.0 / trials_b)
+    if variance <= 0:
+        return 0.0, 1.0
+    z = (successes_a / trials_a - successes_b / trials_b) / np.sqrt(variance)
+    return float(z), float(2.0 * stats.norm.sf(abs(z)))
+
+
+def planned_sample_size(
+    baseline_rate: float,
+    minimum_detectable_effect: float,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    n_arms: int = 2,
+) -> int:
+    """Impressions per arm a fixed-horizon test needs to detect an absolute lift.
+
+    Uses the usual normal approximation for two proportions, with ``alpha`` split
+    (Bonferroni) over the ``n_arms - 1`` comparisons against the best arm.
+
+    >>> planned_sample_size(0.05, 0.01)
+    8158
+    """
+    if not 0 < baseline_rate < 1 or not 0 < baseline_rate + minimum_detectable_effect < 1:
+        raise InvalidConfigError(
+            f"baseline_rate and baseline_rate + minimum_detectable_effect must be in (0, 1), got "
+            f"{baseline_rate!r}, {minimum_detectable_effect!r}"
+        )
+    if minimum_detectable_effect == 0:
+        raise InvalidConfigError("minimum_detectable_effect must be non-zero")
+    comparisons = max(n_arms - 1, 1)
+    z_alpha = stats.norm.isf(alpha / comparisons / 2.0)
+    z_power = stats.norm.ppf(power)
+    p1, p2 = baseline_rate, baseline_rate + minimum_detectable_effect
+    mean = (p1 + p2) / 2.0
+    numerator = z_alpha * np.sqrt(2 * mean * (1 - mean)) + z_power * np.sqrt(
+        p1 * (1 - p1) + p2 * (1 - p2)
+    )
+    return int(np.ceil((numerator / minimum_detectable_effect) ** 2))

@@ -1,19 +1,21 @@
-"""Bandits benchmark: adloop's allocation engine side by side with MABWiser.
+"""Bandits benchmark: the engine's chooser side by side with MABWiser, on the same problems.
 
-``python -m bench bandits [--quick]`` (or ``adloop bench bandits``).  Same problems, same seeds:
+``adloop bench bandits [--quick]``. Everything timed on our side is what an ad server runs:
 
-* single-decision latency at 10 and 1,000 arms (ours: ``Snapshot.choose`` on a precomputed
-  snapshot, the ad server's hot path; MABWiser: ``MAB.predict()``), plus the cost of refreshing
-  our snapshot (``ThompsonSampling.weights``), which runs off the hot path;
-* batch decisions per second (ours: ``Snapshot.choose_many``; MABWiser: ``predict(contexts)``);
-* update throughput in events per second (ours: aggregating events into per-arm counts, which is
-  all an update is when state is rebuilt from counts; MABWiser: ``partial_fit``);
+* single decisions: ``Engine.choose`` on a live campaign of 10 and 1,000 variants (a real DuckDB
+  store, background refresh and decision logging running); MABWiser: ``MAB.predict()``;
+* batch decisions: ``Engine.choose_many(campaign, 1000)`` (each decision logged); MABWiser:
+  ``predict(contexts)``;
+* ingest plus posterior refresh: ``Engine.record`` of a batch of impression and click events
+  (committed to the append-only log) followed by ``Engine.refresh`` (arm statistics re-read and
+  the allocation rebuilt); MABWiser: ``partial_fit`` on the same events;
 * regret on Bernoulli problems with 10 arms, best arm 5 %, horizon 1e6, updates every 1,000
-  impressions, 20 seeds: ours (Thompson sampling as the engine runs it, classic probability
-  matching, uniform fixed-horizon A/B, epsilon-greedy, UCB1) and MABWiser's Thompson sampling,
-  against the Lai-Robbins bound, plus a side-by-side summary.  "equal gap" problems put the
-  nine other arms all that far below the best; "spaced" ones step down by the gap
-  (5.0, 4.5, 4.0, ... %).  Regret runs are spread over the machine's cores.
+  impressions, on seeds 1000-1019, fixed before this run and never used to choose a default:
+  the engine's policies (``adloop.bandits`` objects the engine allocates with: Thompson sampling
+  as configured by default, classic probability matching, a uniform fixed-horizon A/B,
+  epsilon-greedy, UCB1) and MABWiser's Thompson sampling, against the Lai-Robbins bound.
+  "equal gap" problems put the nine other arms all that far below the best; "spaced" ones step
+  down by the gap (5.0, 4.5, 4.0, ... %). Regret runs are spread over the machine's cores.
 
 MABWiser is a benchmark-only dependency (``pip install adloop[bench]``).
 """
@@ -21,25 +23,25 @@ MABWiser is a benchmark-only dependency (``pip install adloop[bench]``).
 from __future__ import annotations
 
 import os
-import random
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from adloop.bandits import (
     UCB1,
-    ArmCounts,
     EpsilonGreedy,
     ThompsonSampling,
     Uniform,
-    batch_thompson_weights,
     bernoulli_regret,
     lai_robbins_bound,
     planned_sample_size,
 )
-from bench._common import best_of, markdown_table, write_results
+from bench._common import best_of, markdown_table, max_rss_mb, write_results
 
 PROBLEMS = {
     "equal gap 0.5 pp": np.array([0.05] + [0.045] * 9),
@@ -48,188 +50,222 @@ PROBLEMS = {
     "spaced 0.1 pp": 0.05 - 0.001 * np.arange(10),
 }
 BATCH = 1_000
+#: Regret seeds, fixed before the run; the defaults were chosen on seeds 0-399.
+REGRET_SEEDS = range(1000, 1020)
+#: Impressions per variant already in the log when decisions are timed.
+PRIOR_IMPRESSIONS = 400
+START = datetime(2026, 1, 1)
 
 
-def _ids(n_arms: int) -> tuple[str, ...]:
-    return tuple(f"v{i}" for i in range(n_arms))
+def _click_rates(n_arms: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0.01, 0.05, n_arms)
 
 
-def _counts(n_arms: int, seed: int = 0) -> ArmCounts:
-    rng = np.random.default_rng(seed)
-    impressions = np.full(n_arms, 5_000.0)
-    clicks = rng.binomial(5_000, rng.uniform(0.01, 0.05, n_arms)).astype(float)
-    return ArmCounts(_ids(n_arms), impressions, clicks)
+def _events(
+    campaign_id: str, variant_ids: list[str], shown: np.ndarray, clicked: np.ndarray, first: int
+) -> pa.Table:
+    """``shown[i]`` impressions and ``clicked[i]`` clicks of arm ``i``, with ids ``first ..``."""
+    arm_index = np.arange(len(variant_ids))
+    arms = np.concatenate([np.repeat(arm_index, shown), np.repeat(arm_index, clicked)])
+    kinds = np.repeat(["impression", "click"], [int(shown.sum()), int(clicked.sum())])
+    n = len(arms)
+    ts = np.datetime64(START, "us") + (first + np.arange(n)).astype("timedelta64[ms]")
+    return pa.table(
+        {
+            "event_id": pa.array(np.char.add("e", np.arange(first, first + n).astype(str))),
+            "type": pa.array(kinds),
+            "campaign_id": pa.array(np.full(n, campaign_id)),
+            "variant_id": pa.array(np.asarray(variant_ids)[arms]),
+            "ts": pa.array(ts),
+        }
+    )
 
 
-def _mabwiser(n_arms: int, seed: int, counts: ArmCounts | None = None):
+class _Live:
+    """A real engine over a fresh DuckDB file, with one campaign of ``n_arms`` variants."""
+
+    def __init__(self, folder: Path, n_arms: int) -> None:
+        from adloop.optimizer import Engine, EngineConfig
+
+        self.engine = Engine(
+            folder / f"arms{n_arms}.duckdb",
+            config=EngineConfig(refresh_interval=3600.0, refresh_events=10**9),
+            seed=0,
+        )
+        brief = {
+            "product": "bespoke rings",
+            "language": "en",
+            "variants": [{"text": f"Bespoke rings, design {i}"} for i in range(n_arms)],
+        }
+        view = self.engine.create_campaign(brief)
+        self.campaign_id = view["campaign_id"]
+        self.variant_ids = [variant["variant_id"] for variant in view["variants"]]
+        self.n_events = 0
+        rates = _click_rates(n_arms)
+        shown = np.full(n_arms, PRIOR_IMPRESSIONS)
+        clicked = np.random.default_rng(1).binomial(shown, rates)
+        self.record(shown, clicked)
+        self.engine.refresh(self.campaign_id)
+        self.shown, self.clicked = shown, clicked
+
+    def record(self, shown: np.ndarray, clicked: np.ndarray) -> int:
+        batch = _events(self.campaign_id, self.variant_ids, shown, clicked, self.n_events)
+        self.n_events += batch.num_rows
+        result = self.engine.record(batch)
+        assert result.accepted == batch.num_rows, result
+        return batch.num_rows
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _mabwiser(n_arms: int, seed: int, shown=None, clicked=None):
     from mabwiser.mab import MAB, LearningPolicy
 
     mab = MAB(
         arms=list(range(n_arms)), learning_policy=LearningPolicy.ThompsonSampling(), seed=seed
     )
-    if counts is None:
+    if shown is None:
         mab.fit(decisions=np.array([], dtype=int), rewards=np.array([]))
-    else:  # the same evidence as ours, as individual events
-        decisions = np.repeat(np.arange(n_arms), counts.impressions.astype(int))
+    else:  # the same evidence as the engine's log, as individual events
+        decisions = np.repeat(np.arange(n_arms), shown)
         rewards = np.concatenate(
-            [
-                np.r_[np.ones(int(c)), np.zeros(int(n - c))]
-                for n, c in zip(counts.impressions, counts.clicks, strict=True)
-            ]
-        )
+            [np.arange(s) < c for s, c in zip(shown, clicked, strict=True)]
+        ).astype(int)
         mab.fit(decisions=decisions, rewards=rewards)
     return mab
 
 
-def _latency_rows(quick: bool) -> list[dict]:
+def _row(measure: str, system: str, n_arms: int, value: float, unit: str, **extra) -> dict:
+    return {
+        "measure": measure,
+        "system": system,
+        "arms": n_arms,
+        "value": value,
+        "unit": unit,
+        **extra,
+    }
+
+
+def _engine_rows(quick: bool) -> list[dict]:
+    with tempfile.TemporaryDirectory() as folder:
+        return [
+            row for n_arms in (10, 1000) for row in _engine_rows_for(Path(folder), n_arms, quick)
+        ]
+
+
+def _engine_rows_for(folder: Path, n_arms: int, quick: bool) -> list[dict]:
     rows = []
-    for n_arms in (10, 1000):
-        counts = _counts(n_arms)
-        policy = ThompsonSampling(seed=0, n_draws=4000)
-        snapshot = policy.snapshot(counts)
-        n_calls = 20_000 if quick else 200_000
-        draws = [random.random() for _ in range(n_calls)]
-        choose = snapshot.choose
+    live = _Live(folder, n_arms)
+    engine, campaign_id = live.engine, live.campaign_id
+    mab = _mabwiser(n_arms, 0, live.shown, live.clicked)
 
-        def ours(draws=draws, choose=choose):
-            for u in draws:
-                choose(u)
+    n_calls = 20_000 if quick else 100_000
 
-        rows.append(
-            {
-                "measure": "single decision latency",
-                "system": "adloop Snapshot.choose",
-                "arms": n_arms,
-                "value": best_of(ours, 3) / n_calls * 1e6,
-                "unit": "us",
-            }
+    def choose(n=n_calls):
+        for _ in range(n):
+            engine.choose(campaign_id)
+
+    rows.append(
+        _row(
+            "single decision",
+            "adloop Engine.choose",
+            n_arms,
+            best_of(choose, 3) / n_calls * 1e6,
+            "us",
         )
-        uniform = random.random
+    )
+    n_mab = (200 if quick else 2000) if n_arms == 10 else (5 if quick else 40)
 
-        def ours_with_draw(choose=choose, uniform=uniform, n=n_calls):
-            for _ in range(n):
-                choose(uniform())
+    def predict(n=n_mab):
+        for _ in range(n):
+            mab.predict()
 
-        rows.append(
-            {
-                "measure": "single decision latency (incl. drawing u)",
-                "system": "adloop Snapshot.choose",
-                "arms": n_arms,
-                "value": best_of(ours_with_draw, 3) / n_calls * 1e6,
-                "unit": "us",
-            }
+    rows.append(
+        _row(
+            "single decision",
+            "MABWiser TS predict()",
+            n_arms,
+            best_of(predict, 3) / n_mab * 1e6,
+            "us",
         )
-        refresh = best_of(lambda counts=counts, policy=policy: policy.weights(counts), 3)
-        rows.append(
-            {
-                "measure": "snapshot refresh (TS weights, 4000 draws)",
-                "system": "adloop",
-                "arms": n_arms,
-                "value": refresh * 1e3,
-                "unit": "ms",
-            }
+    )
+
+    n_batches = 20 if quick else 100
+
+    def choose_many(n=n_batches):
+        for _ in range(n):
+            engine.choose_many(campaign_id, 1000)
+
+    rows.append(
+        _row(
+            "batch decisions",
+            "adloop Engine.choose_many(n=1000)",
+            n_arms,
+            n_batches * 1000 / best_of(choose_many, 3) / 1e6,
+            "M decisions/s",
         )
-        mab = _mabwiser(n_arms, seed=0, counts=counts)
-        n_mab = (200 if quick else 2000) if n_arms == 10 else (5 if quick else 40)
-
-        def theirs(mab=mab, n=n_mab):
-            for _ in range(n):
-                mab.predict()
-
-        rows.append(
-            {
-                "measure": "single decision latency",
-                "system": "MABWiser TS predict()",
-                "arms": n_arms,
-                "value": best_of(theirs, 3) / n_mab * 1e6,
-                "unit": "us",
-            }
+    )
+    n_mab = 10_000 if n_arms == 10 else 200
+    seconds = best_of(lambda mab=mab, n=n_mab: mab.predict(np.zeros((n, 1))), 2)
+    rows.append(
+        _row(
+            "batch decisions",
+            "MABWiser TS predict(contexts)",
+            n_arms,
+            n_mab / seconds / 1e6,
+            "M decisions/s",
         )
-    return rows
+    )
+    engine.flush()
 
-
-def _throughput_rows(quick: bool) -> list[dict]:
-    rows = []
-    rng = np.random.default_rng(0)
-    for n_arms in (10, 1000):
-        counts = _counts(n_arms)
-        snapshot = ThompsonSampling(seed=0).snapshot(counts)
-        n = 2_000_000 if quick else 10_000_000
-        seconds = best_of(lambda snapshot=snapshot, n=n: snapshot.choose_many(n, rng), 3)
-        rows.append(
-            {
-                "measure": "batch decisions",
-                "system": "adloop Snapshot.choose_many",
-                "arms": n_arms,
-                "value": n / seconds / 1e6,
-                "unit": "M decisions/s",
-            }
-        )
-        mab = _mabwiser(n_arms, seed=0, counts=counts)
-        n_mab = 10_000 if n_arms == 10 else 200
-        seconds = best_of(lambda mab=mab, n=n_mab: mab.predict(np.zeros((n, 1))), 2)
-        rows.append(
-            {
-                "measure": "batch decisions",
-                "system": "MABWiser TS predict(contexts)",
-                "arms": n_arms,
-                "value": n_mab / seconds / 1e6,
-                "unit": "M decisions/s",
-            }
-        )
-
-        n_events = 1_000_000 if n_arms == 10 else 200_000
-        arms = rng.integers(0, n_arms, n_events)
-        rewards = (rng.random(n_events) < 0.03).astype(np.int64)
-
-        def ours_update(arms=arms, rewards=rewards, counts=counts, n_arms=n_arms):
-            # an update is aggregation: state is rebuilt from per-arm counts
-            shown = np.bincount(arms, minlength=n_arms)
-            clicked = np.bincount(arms, weights=rewards, minlength=n_arms)
-            return ArmCounts(counts.arm_ids, counts.impressions + shown, counts.clicks + clicked)
-
-        seconds = best_of(ours_update, 3)
-        rows.append(
-            {
-                "measure": "update throughput",
-                "system": "adloop (aggregate to counts)",
-                "arms": n_arms,
-                "value": n_events / seconds / 1e6,
-                "unit": "M events/s",
-            }
-        )
-        seconds = best_of(lambda mab=mab, a=arms, r=rewards: mab.partial_fit(a, r), 1)
-        rows.append(
-            {
-                "measure": "update throughput",
-                "system": "MABWiser TS partial_fit",
-                "arms": n_arms,
-                "value": n_events / seconds / 1e6,
-                "unit": "M events/s",
-            }
-        )
-
-    # the vectorized helper a policy-only simulator calls: 1,000 campaigns at once
-    n_sims, n_steps = 1000, (5 if quick else 20)
-    means = PROBLEMS["equal gap 0.5 pp"]
-    impressions = np.zeros((n_sims, 10))
-    clicks = np.zeros((n_sims, 10))
+    # ingest + refresh: a batch of 10,000 impressions (and their clicks) per round
+    rng = np.random.default_rng(2)
+    rates = _click_rates(n_arms)
+    n_rounds = 3 if quick else 10
+    batches = []
+    for _ in range(n_rounds):
+        shown = rng.multinomial(10_000, np.full(n_arms, 1 / n_arms))
+        batches.append((shown, rng.binomial(shown, rates)))
+    events, refresh_seconds = 0, 0.0
     start = time.perf_counter()
-    for _ in range(n_steps):
-        weights = batch_thompson_weights(1 + clicks, 1 + impressions - clicks, rng=rng, n_draws=64)
-        shown = rng.multinomial(BATCH, weights)
-        clicks += rng.binomial(shown, means)
-        impressions += shown
+    for shown, clicked in batches:
+        events += live.record(shown, clicked)
+        refresh_start = time.perf_counter()
+        engine.refresh(campaign_id)
+        refresh_seconds += time.perf_counter() - refresh_start
     seconds = time.perf_counter() - start
     rows.append(
-        {
-            "measure": "policy-only simulation (1,000 sims, batch 1,000, 64 draws)",
-            "system": "adloop batch_thompson_weights",
-            "arms": 10,
-            "value": n_sims * n_steps * BATCH / seconds / 1e6,
-            "unit": "M impressions/s",
-        }
+        _row(
+            "ingest + posterior refresh",
+            "adloop Engine.record + refresh",
+            n_arms,
+            events / seconds / 1e6,
+            "M events/s",
+            refresh_ms=refresh_seconds / n_rounds * 1e3,
+            events_per_round=events // n_rounds,
+        )
     )
+    arms = np.concatenate([np.repeat(np.arange(n_arms), s) for s, _ in batches])
+    rewards = np.concatenate(
+        [
+            np.arange(s) < c
+            for shown, clicked in batches
+            for s, c in zip(shown, clicked, strict=True)
+        ]
+    ).astype(int)
+    n_mab_events = len(arms) if n_arms == 10 else min(len(arms), 20_000)
+    seconds = best_of(lambda: mab.partial_fit(arms[:n_mab_events], rewards[:n_mab_events]), 1)
+    rows.append(
+        _row(
+            "ingest + posterior refresh",
+            "MABWiser TS partial_fit",
+            n_arms,
+            n_mab_events / seconds / 1e6,
+            "M events/s",
+        )
+    )
+    live.close()
     return rows
 
 
@@ -287,7 +323,7 @@ def _standard_error(values: list[float]) -> float | str:
 def _regret_rows(quick: bool) -> tuple[list[dict], list[dict]]:
     """Regret rows (one per problem and system) and a side-by-side summary (one per problem)."""
     horizon = 100_000 if quick else 1_000_000
-    seeds = list(range(2) if quick else range(20))
+    seeds = list(REGRET_SEEDS)[:2] if quick else list(REGRET_SEEDS)
     problems = list(PROBLEMS)[:2] if quick else list(PROBLEMS)
     tasks = [(system, name, seed) for name in problems for system in SYSTEMS for seed in seeds]
     # MABWiser runs are the slowest: start them first so the pool ends evenly
@@ -343,7 +379,7 @@ def main(out: Path, quick: bool) -> None:
     """Run the suite and write ``bandits.json`` / ``bandits.md`` under ``out``."""
     start = time.perf_counter()
     regret_rows, summary = _regret_rows(quick)
-    rows = _latency_rows(quick) + _throughput_rows(quick) + regret_rows
+    rows = _engine_rows(quick) + regret_rows
     notes = (
         "## Regret side by side (mean ± se over seeds, clicks)\n\n"
         + markdown_table(summary)
@@ -357,7 +393,7 @@ def main(out: Path, quick: bool) -> None:
         "Thompson sampling's regret is heavy-tailed across seeds (a best arm unlucky early is "
         "starved for a while), so compare means within their standard errors (se).  "
         "Timings are best-of-N on a 2-core machine shared with other jobs.  "
-        f"Total wall time {time.perf_counter() - start:.0f} s."
+        f"Total wall time {time.perf_counter() - start:.0f} s; peak RSS {max_rss_mb():.0f} MiB."
     )
     write_results("adloop.bandits", rows, out, notes)
 

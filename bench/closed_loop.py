@@ -93,8 +93,8 @@ def experiment_config(scenario_settings: dict[str, Any] | None = None) -> Any:
 
 def run_arm(scenario: Any, *, retrain: bool, seed: int, workdir: Path) -> dict[str, Any]:
     """One simulated campaign with retraining on or off; the per-round candidate rows."""
-    from adloop.optimizer.retrain import make_retrain_hook
     from adloop.sim import run_scenario
+    from adloop.sim.retraining import make_retrain_hook
 
     update: dict[str, Any] = {"enabled": retrain, "measure_candidates": True}
     if PROBE is not None:

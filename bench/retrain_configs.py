@@ -77,8 +77,7 @@ def main(
 ) -> list[dict[str, Any]]:
     """Simulate once, then train and score each setting; write JSON and markdown."""
     import bench.closed_loop as closed_loop
-    from adloop.generators import load_brief, load_causal_lm
-    from adloop.generators.training import preference_accuracy, train_version
+    from adloop.generators import load_brief, load_causal_lm, preference_accuracy, train_version
     from adloop.optimizer.retrain import build_dataset, fit_version_scorer, validity
     from adloop.sim import load_scenario
     from adloop.storage import Store

@@ -4,10 +4,11 @@
 
 1. in-process ``Engine.choose`` latency (p50/p99 of single calls, 10 variants, background
    refresh and decision logging running as in production);
-2. a real ``uvicorn`` server in a child process on 127.0.0.1 (same app and settings as
-   ``adloop serve``) loaded by an aiohttp client with 50 concurrent connections:
-   a bare FastAPI ``async def`` endpoint (the ceiling of the stack), then
-   ``POST /v1/campaigns/{id}/choose``;
+2. a real ``uvicorn`` server in a child process on 127.0.0.1 (the app ``create_app`` builds for
+   ``adloop serve``) loaded by an aiohttp client with 50 concurrent connections, against a
+   second uvicorn process on the same settings that holds the ceilings: a raw ASGI endpoint
+   (uvicorn alone) and a FastAPI route with a fixed answer (uvicorn plus FastAPI routing),
+   then ``POST /v1/campaigns/{id}/choose``, the phases alternating;
 3. ``POST /v1/events`` in batches of 100 from 50 concurrent clients, then a check that every
    acknowledged event is in the database (zero loss).
 
@@ -119,8 +120,15 @@ def in_process(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+_UVICORN = {"host": "127.0.0.1", "log_level": "warning", "access_log": False}
+_CEILING_BODY = (
+    b'{"decision_id":"d_0123456789abcdef0123","variant_id":"v_0123456789ab",'
+    b'"text":"Bespoke rings, design 0","probability":0.1}'
+)
+
+
 def serve(db: str, port: int) -> None:
-    """Child-process entry: the service app (plus the bare endpoint) under uvicorn."""
+    """Child-process entry: the service app, as ``adloop serve`` runs it, under uvicorn."""
     import uvicorn
 
     from adloop.optimizer import Engine, EngineConfig
@@ -128,16 +136,57 @@ def serve(db: str, port: int) -> None:
 
     overrides = json.loads(os.environ.get("ADLOOP_BENCH_ENGINE", "{}"))
     engine = Engine(Path(db), config=EngineConfig(**overrides))
-    app = create_app(engine, bare_endpoint=True, close_engine=True)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
-    uvicorn.Server(config).run()
+    app = create_app(engine, close_engine=True)
+    uvicorn.Server(uvicorn.Config(app, port=port, timeout_graceful_shutdown=30, **_UVICORN)).run()
+
+
+def serve_ceiling(port: int) -> None:
+    """Child-process entry: the stack's ceilings on the same uvicorn settings.
+
+    ``/raw`` is a bare ASGI endpoint (read the body, answer a fixed choose-sized JSON): what
+    uvicorn itself costs. ``/fastapi`` is the same answer from a FastAPI route: what routing
+    through FastAPI costs on top.
+    """
+    import uvicorn
+    from fastapi import FastAPI, Request, Response
+
+    routed = FastAPI()
+
+    @routed.post("/fastapi")
+    async def fastapi_endpoint(request: Request) -> Response:
+        await request.body()
+        return Response(_CEILING_BODY, media_type="application/json")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/raw":
+            await routed(scope, receive, send)
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        headers = [(b"content-type", b"application/json")]
+        headers.append((b"content-length", str(len(_CEILING_BODY)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": _CEILING_BODY})
+
+    uvicorn.Server(uvicorn.Config(app, port=port, **_UVICORN)).run()
+
+
+def _wait_until_up(url: str, process: subprocess.Popen) -> None:
+    """Poll ``url`` until the server in ``process`` answers anything (60 s at most)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.post(url, timeout=1)
+            return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"the benchmark server for {url} did not start")
+        time.sleep(0.1)
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -274,40 +323,43 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "http.duckdb"
         campaign_id, key = _setup(db)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
+        port, ceiling_port = _free_port(), _free_port()
+        base, ceiling_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ceiling_port}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         process = subprocess.Popen(
             [sys.executable, "-c", f"from bench.service import serve; serve({str(db)!r}, {port})"],
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            env=env,
+        )
+        ceiling = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from bench.service import serve_ceiling; serve_ceiling({ceiling_port})",
+            ],
+            env=env,
         )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the benchmark server did not start")
-                time.sleep(0.1)
+            _wait_until_up(f"{base}/healthz", process)
+            _wait_until_up(f"{ceiling_base}/raw", ceiling)
             auth = {"Authorization": f"Bearer {key}"}
             view = httpx.get(f"{base}/v1/campaigns/{campaign_id}", headers=auth).json()
             variant_ids = [v["variant_id"] for v in view["variants"]]
 
-            # Same request shape for both (POST, auth header, JSON body), alternated in halves
-            # so that load from other processes on the machine hits both alike.
+            # Same request shape for all (POST, auth header, JSON body), alternated in halves
+            # so that load from other processes on the machine hits each alike.
             headers = {**auth, "Content-Type": "application/json"}
-            halves: dict[str, list[dict[str, Any]]] = {"bare": [], "choose": []}
+            phases = {
+                "raw": (f"{ceiling_base}/raw", ceiling),
+                "fastapi": (f"{ceiling_base}/fastapi", ceiling),
+                "choose": (f"{base}/v1/campaigns/{campaign_id}/choose", process),
+            }
+            halves: dict[str, list[dict[str, Any]]] = {name: [] for name in phases}
             for _ in range(2):
-                for name, path in (
-                    ("bare", "/bench/bare"),
-                    ("choose", f"/v1/campaigns/{campaign_id}/choose"),
-                ):
-                    before = _cpu_seconds(process.pid)
+                for name, (url, server) in phases.items():
+                    before = _cpu_seconds(server.pid)
                     part = asyncio.run(
                         _load(
-                            f"{base}{path}",
+                            url,
                             method="POST",
                             body=b"{}",
                             headers=headers,
@@ -315,22 +367,31 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
                             concurrency=CONCURRENCY,
                         )
                     )
-                    after = _cpu_seconds(process.pid)
+                    after = _cpu_seconds(server.pid)
                     part["server_cpu_s"] = None if before is None else after - before
                     halves[name].append(part)
-            bare, choose = (_merge(halves["bare"]), _merge(halves["choose"]))
+            raw, routed, choose = (_merge(halves[name]) for name in phases)
             rows.append(
                 {
-                    "name": "HTTP bare async endpoint (ceiling)",
-                    "system": "FastAPI+uvicorn",
-                    **bare,
+                    "name": "HTTP raw ASGI endpoint (ceiling)",
+                    "system": "uvicorn",
+                    **raw,
                     "target": "ceiling",
                 }
             )
-            choose["of_ceiling"] = choose["per_second"] / bare["per_second"]
+            routed["of_ceiling"] = routed["per_second"] / raw["per_second"]
             rows.append(
                 {
-                    "name": "HTTP choose",
+                    "name": "HTTP FastAPI route, fixed answer",
+                    "system": "FastAPI+uvicorn",
+                    **routed,
+                    "target": "",
+                }
+            )
+            choose["of_ceiling"] = choose["per_second"] / raw["per_second"]
+            rows.append(
+                {
+                    "name": "HTTP POST /v1/campaigns/{id}/choose",
                     "system": "adloop",
                     **choose,
                     "target": ">= 80 % of ceiling",
@@ -359,8 +420,9 @@ def over_http(quick: bool) -> tuple[list[dict[str, Any]], str]:
                 }
             )
         finally:
-            process.terminate()
-            process.wait(timeout=60)
+            for server in (process, ceiling):
+                server.terminate()
+                server.wait(timeout=60)
     notes = (
         f"{CONCURRENCY} concurrent connections for the request phases, {EVENT_CLIENTS} for "
         f"events; {seconds:g} s per phase; client (aiohttp, one process) and server "

@@ -123,8 +123,7 @@ def cluster_bootstrap(
 def _scores(
     model: Any, tokenizer: Any, pairs: list[dict], max_length: int
 ) -> dict[str, np.ndarray]:
-    from adloop.generators import format_completion
-    from adloop.generators.training import completion_logprobs
+    from adloop.generators import completion_logprobs, format_completion
 
     prompts = [p["prompt"] for p in pairs]
     out = {}
@@ -183,8 +182,14 @@ def run(
     """
     import torch
 
-    from adloop.generators import format_completion, load_causal_lm
-    from adloop.generators.training import PreferencePair, SFTExample, TrainingConfig, fine_tune
+    from adloop.generators import (
+        PreferencePair,
+        SFTExample,
+        TrainingConfig,
+        fine_tune,
+        format_completion,
+        load_causal_lm,
+    )
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,8 +1,13 @@
 """Ad copy generators: briefs, template / language-model / recombination generators, filters,
 and the pool that combines them.
 
+Also the fine-tuning API that retraining uses: :class:`SFTExample` and :class:`PreferencePair`
+(training data), :class:`TrainingConfig`, :func:`fine_tune`, :func:`train_version` (write a new
+model version), the likelihood scores the promotion gate compares (:func:`preference_accuracy`)
+and :func:`distinct_n`.
+
 Importing this package is cheap: torch and transformers load only when a language model is
-first used.
+first used or trained.
 
 Example
 -------
@@ -15,22 +20,35 @@ Example
 
 from adloop.generators.brief import Brief, Channel, load_brief
 from adloop.generators.candidate import Candidate
-from adloop.generators.errors import BriefError, GeneratorError, ModelNotFoundError, ModelPullError
+from adloop.generators.checkpoints import TRAINING_RECORD, TrainingResult, train_version
+from adloop.generators.errors import (
+    BriefError,
+    ConfigError,
+    GeneratorError,
+    ModelNotFoundError,
+    ModelPullError,
+    TrainingError,
+)
 from adloop.generators.filters import (
     DROP_REASONS,
     FilterSettings,
     NearDuplicateIndex,
     check_candidate,
 )
+from adloop.generators.likelihood import (
+    completion_logprobs,
+    preference_accuracy,
+    preference_margins,
+    sft_loss,
+)
 from adloop.generators.lm import (
     COMPLETION_PREFIX,
     LMGenerator,
     build_model_input,
     format_completion,
-    load_causal_lm,
-    model_version,
     parse_completion,
 )
+from adloop.generators.model_dir import check_model_dir, load_causal_lm, model_version
 from adloop.generators.models import (
     DEFAULT_MODEL_NAME,
     default_model_dir,
@@ -42,16 +60,22 @@ from adloop.generators.pool import GENERATOR_NAMES, GeneratorPool, PoolResult
 from adloop.generators.recombine import RecombinationGenerator
 from adloop.generators.scorer import CopyScorer, fit_scorer, load_scorer
 from adloop.generators.templates import TemplateGenerator
+from adloop.generators.textmetrics import distinct_n
+from adloop.generators.training import fine_tune
+from adloop.generators.training_config import TrainingConfig
+from adloop.generators.training_data import PreferencePair, SFTExample, dataset_hash
 
 __all__ = [
     "COMPLETION_PREFIX",
     "DEFAULT_MODEL_NAME",
     "DROP_REASONS",
     "GENERATOR_NAMES",
+    "TRAINING_RECORD",
     "Brief",
     "BriefError",
     "Candidate",
     "Channel",
+    "ConfigError",
     "CopyScorer",
     "FilterSettings",
     "GeneratorError",
@@ -61,11 +85,21 @@ __all__ = [
     "ModelPullError",
     "NearDuplicateIndex",
     "PoolResult",
+    "PreferencePair",
     "RecombinationGenerator",
+    "SFTExample",
     "TemplateGenerator",
+    "TrainingConfig",
+    "TrainingError",
+    "TrainingResult",
     "build_model_input",
     "check_candidate",
+    "check_model_dir",
+    "completion_logprobs",
+    "dataset_hash",
     "default_model_dir",
+    "distinct_n",
+    "fine_tune",
     "fit_scorer",
     "format_completion",
     "installed_models",
@@ -74,6 +108,10 @@ __all__ = [
     "load_scorer",
     "model_version",
     "parse_completion",
+    "preference_accuracy",
+    "preference_margins",
     "pull_smollm2",
     "resolve_model",
+    "sft_loss",
+    "train_version",
 ]

@@ -103,6 +103,8 @@ class Channel(BaseModel):
         2, description="Units one double-width (CJK) character counts for; Google Ads counts 2."
     )
 
+    # Validators raise ValueError on purpose: that is pydantic's protocol; pydantic wraps it in
+    # a ValidationError that names the field, and load_brief turns that into a BriefError.
     @field_validator("headline_max")
     @classmethod
     def _headline_fits_something(cls, value: int) -> int:
@@ -154,6 +156,7 @@ class Brief(BaseModel):
     banned_terms: tuple[str, ...] = Field((), description="Terms no ad may contain.")
     required_terms: tuple[str, ...] = Field((), description="Terms every ad must contain.")
 
+    # ValueError, as pydantic expects from a validator (see Channel above).
     @field_validator("language", mode="before")
     @classmethod
     def _known_language(cls, value: Any) -> str:

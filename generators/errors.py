@@ -4,6 +4,8 @@ Hierarchy::
 
     GeneratorError                 base class; catch this to handle any generator failure
     ├── BriefError                 a brief lacks a field or has a bad value (``.field`` names it)
+    ├── ConfigError                a setting or argument (generator, pool, filter, scorer) is out
+    │                              of range; also a ``ValueError``
     ├── ModelNotFoundError         a model directory is missing or is not a causal language model
     ├── ModelPullError             ``adloop models pull`` could not fetch or convert a model
     └── TrainingError              fine-tuning could not run: bad settings, no data, bad model
@@ -13,7 +15,14 @@ Every message says what was wrong and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["BriefError", "GeneratorError", "ModelNotFoundError", "ModelPullError", "TrainingError"]
+__all__ = [
+    "BriefError",
+    "ConfigError",
+    "GeneratorError",
+    "ModelNotFoundError",
+    "ModelPullError",
+    "TrainingError",
+]
 
 
 class GeneratorError(Exception):
@@ -30,6 +39,14 @@ class BriefError(GeneratorError, ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class ConfigError(GeneratorError, ValueError):
+    """A setting or argument out of range; the message names it and the values it accepts.
+
+    Example: ``ConfigError("LMGenerator temperature must be > 0, got 0; pass e.g. 0.9")``.
+    A ``ValueError`` too, so callers that validate input generically still catch it.
+    """
 
 
 class ModelNotFoundError(GeneratorError, FileNotFoundError):

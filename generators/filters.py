@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from adloop.generators.brief import CJK_RUN, Brief, cjk_share, latin_share
 from adloop.generators.candidate import Candidate
+from adloop.generators.errors import ConfigError
 
 __all__ = [
     "DROP_REASONS",
@@ -78,9 +79,11 @@ class FilterSettings:
         for name in ("max_similarity", "min_cjk_share", "min_latin_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+                raise ConfigError(f"FilterSettings.{name} must be a share in [0, 1], got {value!r}")
         if self.max_word_repeats < 2:
-            raise ValueError(f"max_word_repeats must be at least 2, got {self.max_word_repeats!r}")
+            raise ConfigError(
+                f"FilterSettings.max_word_repeats must be at least 2, got {self.max_word_repeats!r}"
+            )
 
 
 def _normalise(text: str) -> str:

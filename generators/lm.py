@@ -3,7 +3,8 @@
 The model is a directory ``transformers`` can load with ``AutoModelForCausalLM`` and
 ``AutoTokenizer`` (safetensors + tokenizer files), or a peft LoRA adapter directory
 (``adapter_config.json``) whose base model is loaded first. Nothing is ever downloaded: loads
-are ``local_files_only``, so ``HF_HUB_OFFLINE=1`` deployments behave exactly as online ones.
+are ``local_files_only``, so ``HF_HUB_OFFLINE=1`` deployments behave exactly as online ones
+(checking, versioning and loading a model directory: :mod:`adloop.generators.model_dir`).
 torch, transformers and peft are imported inside functions only, so importing this module is
 cheap.
 
@@ -21,21 +22,19 @@ How prompt and completion fit together (retraining relies on this):
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import re
 import threading
 import unicodedata
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from adloop.generators.brief import Brief
 from adloop.generators.candidate import Candidate
-from adloop.generators.errors import ModelNotFoundError
+from adloop.generators.errors import ConfigError
 from adloop.generators.filters import check_candidate, complete_required_terms
+from adloop.generators.model_dir import check_model_dir, load_causal_lm, model_version
 from adloop.generators.scorer import CopyScorer, load_scorer
 
 __all__ = [
@@ -43,176 +42,12 @@ __all__ = [
     "LMGenerator",
     "SYSTEM_MESSAGE",
     "build_model_input",
-    "check_model_dir",
     "format_completion",
-    "load_causal_lm",
-    "model_version",
     "parse_completion",
 ]
 
 COMPLETION_PREFIX = "Headline:"
 SYSTEM_MESSAGE = "You are a copywriter. You write short, accurate search ads that follow the brief."
-VERSION_FILE = "adloop_version.json"
-PULL_HINT = "install the default model with `adloop models pull smollm2`, or pass --model DIR"
-_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
-
-
-# ---------------------------------------------------------------------------- model directories
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelNotFoundError(f"{path} is not readable JSON ({exc}); {PULL_HINT}") from exc
-    if not isinstance(data, dict):
-        raise ModelNotFoundError(f"{path} does not hold a JSON object; {PULL_HINT}")
-    return data
-
-
-def check_model_dir(model_dir: str | Path) -> Path:
-    """Cheap check (no torch import) that ``model_dir`` looks like a causal LM or LoRA adapter.
-
-    Raises :class:`ModelNotFoundError` naming the path and saying how to get a model.
-    """
-    path = Path(model_dir).expanduser()
-    if not path.exists():
-        raise ModelNotFoundError(f"no model directory at {path}; {PULL_HINT}")
-    if not path.is_dir():
-        raise ModelNotFoundError(f"{path} is a file, not a model directory; {PULL_HINT}")
-    if (path / "adapter_config.json").is_file():
-        _read_json(path / "adapter_config.json")
-        return path
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ModelNotFoundError(
-            f"{path} has no config.json, so it is not a transformers model directory; {PULL_HINT}"
-        )
-    config = _read_json(config_path)
-    architectures = config.get("architectures") or []
-    if architectures and not any(str(a).endswith(_CAUSAL_SUFFIXES) for a in architectures):
-        raise ModelNotFoundError(
-            f"{path} holds a {', '.join(map(str, architectures))}, not a causal language model; "
-            f"{PULL_HINT}"
-        )
-    if not any(p.suffix in _WEIGHT_SUFFIXES for p in path.iterdir()):
-        raise ModelNotFoundError(f"{path} has a config.json but no weight files; {PULL_HINT}")
-    return path
-
-
-def model_version(model_dir: str | Path) -> str:
-    """A stable version string for the model in ``model_dir``.
-
-    The ``version`` recorded in ``adloop_version.json`` when present (retraining writes one per
-    run); otherwise ``<directory name>@<8 hex>`` hashed from the config files and the name,
-    size and first 64 KiB of each weight file — cheap even for large models and different
-    whenever the weights are.
-    """
-    path = check_model_dir(model_dir)
-    version_file = path / VERSION_FILE
-    if version_file.is_file():
-        recorded = _read_json(version_file).get("version")
-        if recorded:
-            return str(recorded)
-    digest = hashlib.sha256()
-    for file in sorted(path.iterdir()):
-        if not file.is_file():
-            continue
-        if file.suffix == ".json":
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
-        elif file.suffix in _WEIGHT_SUFFIXES:
-            digest.update(f"{file.name}\0{file.stat().st_size}".encode())
-            with file.open("rb") as handle:
-                digest.update(handle.read(65536))
-    return f"{path.name}@{digest.hexdigest()[:8]}"
-
-
-def _adapter_base(adapter_dir: Path) -> Path:
-    """Where the base model of a LoRA adapter lives: adloop_version.json ``base`` first."""
-    recorded: str | None = None
-    if (adapter_dir / VERSION_FILE).is_file():
-        recorded = _read_json(adapter_dir / VERSION_FILE).get("base")
-    if not recorded:
-        recorded = _read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
-    if not recorded:
-        raise ModelNotFoundError(
-            f"adapter {adapter_dir} records no base model (base_model_name_or_path); "
-            "re-create it with its base path recorded"
-        )
-    for candidate in (Path(recorded).expanduser(), adapter_dir.parent / recorded):
-        if candidate.is_dir():
-            return candidate
-    # A bare name such as "smollm2-135m-instruct": look in the model cache.
-    from adloop.generators.models import resolve_model
-
-    try:
-        return resolve_model(recorded)
-    except ModelNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"adapter {adapter_dir} needs its base model {recorded!r}, which is not installed; "
-            f"{PULL_HINT}"
-        ) from exc
-
-
-def load_causal_lm(model_dir: str | Path, *, device: str | None = None) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a model directory or a LoRA adapter directory.
-
-    A directory with ``adapter_config.json`` is a peft adapter: its base (recorded as ``base``
-    in ``adloop_version.json`` or ``base_model_name_or_path`` in the adapter config; a path,
-    or a name in the model cache) is loaded and the adapter applied on top. The tokenizer comes
-    from the adapter directory when it has one, else from the base. The model is in eval mode,
-    float32 on ``device`` (default CPU); the tokenizer pads on the left for batched sampling.
-
-    Raises :class:`ModelNotFoundError` when the directory is missing or is not a causal LM.
-
-    Example
-    -------
-    >>> model, tokenizer = load_causal_lm(resolve_model("smollm2"))  # doctest: +SKIP
-    """
-    path = check_model_dir(model_dir)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-
-    # Loading a local 135M model takes well under a second: its per-tensor progress bar is noise
-    # in the middle of our own progress output.
-    transformers_logging.disable_progress_bar()
-
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base_model, tokenizer = load_causal_lm(_adapter_base(path), device=device)
-        with warnings.catch_warnings():
-            # peft 0.21 reads a property transformers 5 deprecated; harmless, not ours to fix.
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            model = PeftModel.from_pretrained(base_model, str(path), is_trainable=False)
-        if (path / "tokenizer_config.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, dtype=torch.float32
-            )
-        except (ValueError, KeyError) as exc:
-            raise ModelNotFoundError(
-                f"{path} is not a causal language model transformers can load ({exc}); {PULL_HINT}"
-            ) from exc
-        except Exception as exc:  # noqa: BLE001 - corrupt weights raise library-specific errors
-            raise ModelNotFoundError(
-                f"cannot load the model in {path} ({type(exc).__name__}: {exc}); {PULL_HINT}"
-            ) from exc
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(
-                f"{path} has no usable tokenizer ({exc}); save the tokenizer next to the model"
-            ) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    model.eval()
-    if device:
-        model.to(device)
-    return model, tokenizer
 
 
 # ---------------------------------------------------------------------------- prompt and parsing
@@ -388,20 +223,28 @@ class LMGenerator:
         rerank: bool = True,
     ) -> None:
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+            raise ConfigError(
+                f"LMGenerator temperature must be > 0 (e.g. 0.9), got {temperature!r}"
+            )
         if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+            raise ConfigError(f"LMGenerator top_p must be in (0, 1] (e.g. 0.95), got {top_p!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+            raise ConfigError(f"LMGenerator batch_size must be >= 1, got {batch_size!r}")
         if max_new_tokens is not None and max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+            raise ConfigError(
+                f"LMGenerator max_new_tokens must be >= 1 or None (per language default), "
+                f"got {max_new_tokens!r}"
+            )
         self.model_dir = check_model_dir(model_dir)
         self.temperature = temperature
         self.top_p = top_p
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 or None, got {num_threads!r}")
+            raise ConfigError(
+                "LMGenerator num_threads must be >= 1 or None (keep torch's setting), "
+                f"got {num_threads!r}"
+            )
         self.device = device
         self.num_threads = num_threads
         self.model_version = model_version(self.model_dir)

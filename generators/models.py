@@ -120,7 +120,7 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
     ``created_at``, ``size_mb`` and ``rerank`` (the oversampling factor of the copy scorer
     the version ships, None without one).
     """
-    from adloop.generators.lm import model_version
+    from adloop.generators.model_dir import model_version
     from adloop.generators.scorer import load_scorer
 
     cache = cache or default_model_dir()

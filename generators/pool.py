@@ -25,7 +25,7 @@ import numpy as np
 
 from adloop.generators.brief import Brief, load_brief
 from adloop.generators.candidate import Candidate
-from adloop.generators.errors import ModelNotFoundError
+from adloop.generators.errors import ConfigError, ModelNotFoundError
 from adloop.generators.filters import (
     FilterSettings,
     NearDuplicateIndex,
@@ -122,12 +122,16 @@ class GeneratorPool:
         lm_options: Mapping[str, Any] | None = None,
     ) -> None:
         if max_rounds < 1:
-            raise ValueError(f"max_rounds must be >= 1, got {max_rounds!r}")
+            raise ConfigError(f"GeneratorPool max_rounds must be >= 1, got {max_rounds!r}")
         if oversample < 1:
-            raise ValueError(f"oversample must be >= 1, got {oversample!r}")
+            raise ConfigError(
+                f"GeneratorPool oversample must be >= 1 (1 asks for exactly n), got {oversample!r}"
+            )
         for name, share in (shares or {}).items():
             if not share >= 0:
-                raise ValueError(f"shares[{name!r}] must be >= 0, got {share!r}")
+                raise ConfigError(
+                    f"GeneratorPool shares[{name!r}] must be >= 0 (0 turns it off), got {share!r}"
+                )
         self.filter_settings = filter_settings or FilterSettings()
         self.shares = dict(shares or {})
         self.max_rounds = max_rounds
@@ -149,11 +153,11 @@ class GeneratorPool:
                 if lm is not None:
                     self.generators.append(lm)
             else:
-                raise ValueError(
+                raise ConfigError(
                     f"generators: unknown generator {item!r} (use {', '.join(GENERATOR_NAMES)})"
                 )
         if not self.generators:
-            raise ValueError("generators: no usable generator (add 'template')")
+            raise ConfigError("generators: no usable generator (add 'template')")
         if self._lm_missing:
             self._setup_notes.append(
                 "no language model installed, so candidates come from the "
@@ -214,7 +218,7 @@ class GeneratorPool:
         """
         brief = load_brief(brief)
         if n < 0:
-            raise ValueError(f"n must be >= 0, got {n!r}")
+            raise ConfigError(f"GeneratorPool.generate n must be >= 0, got {n!r}")
         budget = 10 * n + 20 if budget is None else budget
         result = PoolResult(candidates=[], notes=list(self._setup_notes))
         if n == 0:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from adloop.generators.brief import CJK_RUN
+from adloop.generators.errors import ConfigError
 
 __all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
 
@@ -198,21 +199,27 @@ def fit_scorer(
 ) -> CopyScorer:
     """Fit a :class:`CopyScorer` on variants' results (``groups``: campaign of each variant).
 
-    Raises ``ValueError`` on fewer than three variants, mismatched lengths, or successes
-    outside ``[0, trials]``.
+    Raises :class:`~adloop.generators.errors.ConfigError` (a ``ValueError``) on fewer than
+    three variants, mismatched lengths, or successes outside ``[0, trials]``.
     """
     n = len(texts)
     groups = list(groups) if groups is not None else ["*"] * n
     if not (len(trials) == len(successes) == len(groups) == n):
-        raise ValueError("fit_scorer: texts, trials, successes and groups differ in length")
+        raise ConfigError(
+            "fit_scorer: texts, trials, successes and groups differ in length; pass one of each "
+            "per variant"
+        )
     if n < 3:
-        raise ValueError(f"fit_scorer needs at least 3 variants, got {n}")
+        raise ConfigError(f"fit_scorer needs at least 3 variants, got {n}; test more variants")
     if oversample < 1:
-        raise ValueError(f"fit_scorer: oversample must be >= 1, got {oversample!r}")
+        raise ConfigError(f"fit_scorer: oversample must be >= 1, got {oversample!r}")
     t = np.asarray(trials, dtype=float)
     s = np.asarray(successes, dtype=float)
     if np.any(t <= 0) or np.any(s < 0) or np.any(s > t):
-        raise ValueError("fit_scorer: every variant needs trials > 0 and 0 <= successes <= trials")
+        raise ConfigError(
+            "fit_scorer: every variant needs trials > 0 and 0 <= successes <= trials; "
+            "leave out variants without impressions"
+        )
     y = np.log((s + 0.5) / (t - s + 0.5))
     p = (s + 0.5) / (t + 1.0)
     w = 1.0 / (1.0 / (t * p * (1.0 - p)) + TEXT_VARIANCE)

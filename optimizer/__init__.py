@@ -19,6 +19,7 @@ import typing
 from adloop.optimizer.errors import (
     AuthError,
     CampaignNotFound,
+    ConfigError,
     InvalidRequest,
     NoActiveVariants,
     OptimizerError,
@@ -29,6 +30,7 @@ __all__ = [
     "AuthError",
     "CampaignNotFound",
     "Choice",
+    "ConfigError",
     "EpsilonGreedy",
     "Engine",
     "EngineConfig",
@@ -44,10 +46,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Choice": ("adloop.optimizer.engine", "Choice"),
+    "Choice": ("adloop.optimizer.decisions", "Choice"),
     "Engine": ("adloop.optimizer.engine", "Engine"),
-    "EngineConfig": ("adloop.optimizer.engine", "EngineConfig"),
-    "srm_check": ("adloop.optimizer.engine", "srm_check"),
+    "EngineConfig": ("adloop.optimizer.config", "EngineConfig"),
+    "srm_check": ("adloop.optimizer.quality", "srm_check"),
     "create_app": ("adloop.optimizer.service", "create_app"),
     "ThompsonSampling": ("adloop.bandits", "ThompsonSampling"),
     "Uniform": ("adloop.bandits", "Uniform"),
@@ -57,7 +59,10 @@ _LAZY = {
 
 
 if typing.TYPE_CHECKING:
-    from adloop.optimizer.engine import Choice, Engine, EngineConfig, srm_check
+    from adloop.optimizer.config import EngineConfig
+    from adloop.optimizer.decisions import Choice
+    from adloop.optimizer.engine import Engine
+    from adloop.optimizer.quality import srm_check
     from adloop.optimizer.service import create_app
 
 

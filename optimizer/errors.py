@@ -6,8 +6,13 @@ Hierarchy::
     ├── CampaignNotFound            no such campaign (or it belongs to another tenant)
     ├── VariantNotFound             no such variant in that campaign
     ├── NoActiveVariants            the campaign has nothing left to serve
-    ├── InvalidRequest              a bad argument; ``field`` names the offending input
+    ├── InvalidRequest (ValueError) a bad argument; ``field`` names the offending input
+    ├── ConfigError (ValueError)    a bad ``EngineConfig`` field; ``field`` names it, the
+    │                               message says which values are allowed
     └── AuthError                   missing, unknown or insufficient API key
+
+``CampaignNotFound`` and ``VariantNotFound`` are also ``KeyError``; ``InvalidRequest`` and
+``ConfigError`` are also ``ValueError``, so callers that catch the builtins keep working.
 
 Errors from the leaf packages (``storage.StorageError``, ``generators.GeneratorError``,
 ``bandits.BanditError``) pass through unchanged: they already name what was wrong.
@@ -18,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "CampaignNotFound",
+    "ConfigError",
     "InvalidRequest",
     "NoActiveVariants",
     "OptimizerError",
@@ -65,6 +71,18 @@ class NoActiveVariants(OptimizerError):
 
 class InvalidRequest(OptimizerError, ValueError):
     """An argument was invalid; ``field`` names it (dotted path for nested input)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class ConfigError(OptimizerError, ValueError):
+    """A configuration field (``EngineConfig``) has a value it cannot take.
+
+    ``field`` names the field; the message gives the value and the values allowed.
+    """
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field

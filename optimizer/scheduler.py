@@ -29,20 +29,18 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adloop.optimizer.retrain import RetrainConfig, retrain_round
+from adloop.optimizer.clock import utcnow
+from adloop.optimizer.errors import ConfigError, InvalidRequest
+from adloop.optimizer.retrain import RetrainConfig, retrain_round, switch_pool_model
 
 __all__ = ["JOB_NAMES", "JobSchedule", "Scheduler", "SchedulerConfig"]
 
 #: The jobs a deployment runs, by the names recorded in ``job_runs``.
 JOB_NAMES = ("refresh", "retire_refill", "retrain")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,16 +54,25 @@ class JobSchedule:
 
     def __post_init__(self) -> None:
         if (self.every_seconds is None) == (self.cron is None):
-            raise ValueError("a job schedule needs exactly one of every_seconds and cron")
+            raise ConfigError(
+                "JobSchedule",
+                "a job schedule needs exactly one of every_seconds and cron, e.g. "
+                "{every_seconds: 60} or {cron: '0 3 * * *'}",
+            )
         if self.every_seconds is not None and not self.every_seconds > 0:
-            raise ValueError(f"every_seconds must be > 0, got {self.every_seconds!r}")
+            raise ConfigError(
+                "JobSchedule.every_seconds", f"must be > 0, got {self.every_seconds!r}"
+            )
         if self.cron is not None:
             from apscheduler.triggers.cron import CronTrigger
 
             try:
                 CronTrigger.from_crontab(self.cron, timezone="UTC")
             except ValueError as exc:
-                raise ValueError(f"cron: {self.cron!r} is not a crontab line ({exc})") from exc
+                raise ConfigError(
+                    "JobSchedule.cron",
+                    f"{self.cron!r} is not a five-field crontab line such as '0 3 * * *' ({exc})",
+                ) from exc
 
     def trigger(self) -> Any:
         """The APScheduler trigger for this schedule."""
@@ -99,9 +106,9 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.misfire_grace_seconds, int) or self.misfire_grace_seconds < 1:
-            raise ValueError(
-                "misfire_grace_seconds must be a positive integer, "
-                f"got {self.misfire_grace_seconds!r}"
+            raise ConfigError(
+                "SchedulerConfig.misfire_grace_seconds",
+                f"must be a positive integer (seconds), got {self.misfire_grace_seconds!r}",
             )
 
     @classmethod
@@ -116,24 +123,31 @@ class SchedulerConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"scheduler: unknown key(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(
+                "scheduler", f"unknown key(s) {unknown}; use only these: {sorted(known)}"
+            )
         for name in JOB_NAMES:
             if name in data and data[name] is not None:
                 value = data[name]
                 if not isinstance(value, Mapping):
-                    raise ValueError(f"{name}: expected a mapping with every_seconds or cron")
+                    raise ConfigError(
+                        name,
+                        "expected a mapping with every_seconds or cron, or null to turn it off",
+                    )
                 bad = sorted(set(value) - {"every_seconds", "cron"})
                 if bad:
-                    raise ValueError(f"{name}: unknown key(s) {bad}; use every_seconds or cron")
+                    raise ConfigError(name, f"unknown key(s) {bad}; use every_seconds or cron")
                 try:
                     data[name] = JobSchedule(**value)
-                except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from exc
+                except ConfigError as exc:
+                    raise ConfigError(name, str(exc)) from exc
         if isinstance(data.get("retraining"), Mapping):
             try:
                 data["retraining"] = RetrainConfig.from_dict(dict(data["retraining"]))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"retraining: {exc}") from exc
+            except (TypeError, ConfigError) as exc:
+                if isinstance(exc, ConfigError) and exc.field.startswith("retraining"):
+                    raise  # already names the key path
+                raise ConfigError("retraining", str(exc)) from exc
         return cls(**data)
 
     @classmethod
@@ -143,7 +157,7 @@ class SchedulerConfig:
 
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+            raise ConfigError(str(path), "expected a mapping (job: schedule) at the top level")
         if "scheduler" in data and isinstance(data["scheduler"], Mapping):
             data = data["scheduler"]
         return cls.from_dict(data)
@@ -182,7 +196,7 @@ class Scheduler:
 
         self.engine = engine
         self.config = config or SchedulerConfig()
-        self.clock = clock or getattr(engine, "clock", None) or _utcnow
+        self.clock = clock or getattr(engine, "clock", None) or utcnow
         # Serving switches to a promoted version between requests unless the caller says otherwise.
         self.on_promote = on_promote if on_promote is not None else self._switch_serving_model
         self._executor: Executor | None = None
@@ -260,8 +274,6 @@ class Scheduler:
         return {}
 
     def _switch_serving_model(self, model: dict[str, Any]) -> None:
-        from adloop.optimizer.retrain import switch_pool_model
-
         switch_pool_model(self.engine.pool, model["path"])
 
     def _retire_refill(self) -> dict[str, Any]:
@@ -301,7 +313,7 @@ class Scheduler:
             "retrain": self._retrain,
         }
         if name not in handlers:
-            raise ValueError(f"unknown job {name!r}; known: {list(JOB_NAMES)}")
+            raise InvalidRequest("job", f"unknown job {name!r}; use one of {list(JOB_NAMES)}")
         started = self.clock()
         outcome, error, detail = "ok", None, {}
         try:

@@ -6,20 +6,29 @@ Public surface:
 * :func:`features` — interpretable text features; :class:`World` — segments and the hidden
   scorer (an environment: ``reset(seed)``, ``step(...)``, :func:`check_world`).
 * :class:`Scenario` / :func:`load_scenario` — YAML scenario files, validated.
-* :func:`simulate` / :func:`simulate_batched` — fast, vectorized policy-only simulation.
-* :func:`replay` — real A/B tests as bandit problems.
+* :func:`simulate` / :func:`simulate_batched` — fast, vectorized policy-only simulation of the
+  engine's own policies (:data:`POLICIES`, :func:`make_policy`, from :mod:`adloop.bandits`).
+* :func:`replay` — real A/B tests as bandit problems (:func:`cross_fitted_prior` for ``ts_eb``).
 * :func:`run_scenario` — engine mode (imports the optimizer lazily).
 * :func:`write_report` — ``summary.json``, PNG plots and ``report.html``.
 """
 
 from adloop.sim.engine_run import EngineRunResult, RetrainHook, SimClock, run_scenario
 from adloop.sim.errors import ReplayError, ScenarioError, SimError, WorldError
-from adloop.sim.fast import POLICIES, BatchedRun, FastResult, simulate, simulate_batched
+from adloop.sim.fast import (
+    POLICIES,
+    BatchedRun,
+    FastResult,
+    make_policy,
+    simulate,
+    simulate_batched,
+)
 from adloop.sim.features import DEFAULT_LEXICON, feature_names, features, language_of
 from adloop.sim.replay import (
     REPLAY_POLICIES,
+    ReplayProblems,
     ReplayResult,
-    empirical_bayes_prior,
+    cross_fitted_prior,
     load_tests,
     replay,
 )
@@ -35,6 +44,7 @@ __all__ = [
     "EngineRunResult",
     "FastResult",
     "ReplayError",
+    "ReplayProblems",
     "ReplayResult",
     "RetrainHook",
     "Scenario",
@@ -48,12 +58,13 @@ __all__ = [
     "WorldError",
     "check_world",
     "default_segments",
-    "empirical_bayes_prior",
+    "cross_fitted_prior",
     "feature_names",
     "features",
     "language_of",
     "load_scenario",
     "load_tests",
+    "make_policy",
     "replay",
     "run_scenario",
     "simulate",

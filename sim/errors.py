@@ -2,13 +2,22 @@
 
 Hierarchy::
 
-    SimError                      base class for everything raised by ``sim``
-    ├── ScenarioError             a scenario file or dict is invalid; ``key_path`` names the key
-    ├── WorldError                a world is misconfigured (shares, weights, rates)
-    └── ReplayError               a replay file is unreadable or lacks the needed columns
+    SimError                      base class for everything raised by ``sim``; raised as such by
+    │                             fast mode for a bad policy name, setting or problem array
+    │                             (a policy's own :class:`adloop.bandits.BanditError` is chained)
+    ├── ScenarioError (ValueError)  a scenario file or dict is invalid; ``key_path`` names the key
+    ├── WorldError (ValueError)     a world is misconfigured (shares, weights, rates)
+    └── ReplayError (ValueError)    a replay file is unreadable, lacks the needed columns, or the
+                                    replay is asked for an unknown policy
+
+The subclasses are also ``ValueError`` s (pydantic turns a ``ValueError`` raised by a scenario
+validator into a validation error, and callers that catch ``ValueError`` keep working).  Every
+message says what was wrong and how to fix it.
 """
 
 from __future__ import annotations
+
+__all__ = ["ReplayError", "ScenarioError", "SimError", "WorldError"]
 
 
 class SimError(Exception):

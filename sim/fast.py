@@ -9,17 +9,19 @@ integer-rounded allocation. Reported clicks are *expected* clicks given the allo
 (``sum impressions * true CTR``): the same quantity the regret is measured in, with the
 click-level noise removed so that policy differences show with fewer runs.
 
-Policies (same names and meaning as in :mod:`adloop.bandits`):
+The policies are the engine's own (:data:`adloop.bandits.POLICIES`, the names
+``EngineConfig.policy`` takes), run for all problems at once through their ``batch_weights``:
 
-``ts``       Thompson sampling in distribution: each arm's weight is its posterior probability
-             of being best (Beta-Bernoulli, Monte Carlo with ``n_draws`` draws), computed for
-             all problems at once by :func:`~adloop.bandits.batch_thompson_weights`; optional
-             ``floor``.
-``uniform``  equal split for the whole horizon (a fixed-horizon A/B test).
-``ucb1``     all of the batch to the arm with the highest UCB1 index (ties split).
-``egreedy``  ``1 - epsilon`` to the best empirical mean, ``epsilon`` spread evenly.
+``ts``       :class:`~adloop.bandits.ThompsonSampling` with the engine's defaults (empirical-Bayes
+             prior for arms behind the others, practically-tied rule), ``n_draws`` Monte Carlo
+             draws; an explicit ``prior_alpha``/``prior_beta`` replaces its prior.
+``uniform``  :class:`~adloop.bandits.Uniform`: equal split for the whole horizon.
+``ucb1``     :class:`~adloop.bandits.UCB1`: the batch to the highest UCB1 index (ties split).
+``egreedy``  :class:`~adloop.bandits.EpsilonGreedy`: ``1 - epsilon`` to the best empirical
+             mean, ``epsilon`` spread evenly.
 
-Problems may have different numbers of arms: pad ``ctr`` with ``nan`` for missing arms.
+A :class:`~adloop.bandits.Policy` object may be passed instead of a name. Problems may have
+different numbers of arms: pad ``ctr`` with ``nan`` for missing arms.
 """
 
 from __future__ import annotations
@@ -30,12 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from adloop.bandits import batch_thompson_weights
+from adloop.bandits import POLICIES, BanditError, Policy, ThompsonSampling
 from adloop.sim.errors import SimError
 
-__all__ = ["POLICIES", "BatchedRun", "FastResult", "simulate", "simulate_batched"]
-
-POLICIES: tuple[str, ...] = ("ts", "uniform", "ucb1", "egreedy")
+__all__ = ["POLICIES", "BatchedRun", "FastResult", "make_policy", "simulate", "simulate_batched"]
 
 
 @dataclass(frozen=True)
@@ -71,75 +71,41 @@ class BatchedRun:
         return self.oracle_clicks - self.clicks
 
 
-def _check_policy(policy: str, floor: float, epsilon: float, n_draws: int) -> None:
-    if policy not in POLICIES:
-        raise SimError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    if not (0.0 <= floor < 1.0):
-        raise SimError(f"floor must be in [0, 1), got {floor!r}")
-    if not (0.0 <= epsilon <= 1.0):
-        raise SimError(f"epsilon must be in [0, 1], got {epsilon!r}")
-    if n_draws < 1:
-        raise SimError(f"n_draws must be >= 1, got {n_draws!r}")
+def make_policy(
+    name: str, *, floor: float = 0.0, epsilon: float = 0.1, n_draws: int = 128
+) -> Policy:
+    """The engine's policy called ``name`` (a key of :data:`POLICIES`) with these settings.
 
+    ``floor`` applies to every policy, ``epsilon`` to ``egreedy``, ``n_draws`` to ``ts``.
 
-def _argmax_split(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """One-hot weights on the highest score per row, split evenly among exact ties."""
-    scores = np.where(valid, scores, -np.inf)
-    best = scores == scores.max(axis=1, keepdims=True)
-    best &= valid
-    return best / best.sum(axis=1, keepdims=True)
-
-
-def _weights(
-    policy: str,
-    impressions: np.ndarray,
-    clicks: np.ndarray,
-    valid: np.ndarray,
-    n_valid: np.ndarray,
-    *,
-    prior_alpha: np.ndarray,
-    prior_beta: np.ndarray,
-    floor: float,
-    epsilon: float,
-    n_draws: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    uniform = valid / n_valid[:, None]
-    if policy == "uniform":
-        return uniform
-    if policy == "ts":
-        alpha = prior_alpha + clicks
-        beta = prior_beta + np.maximum(impressions - clicks, 0.0)
-        return batch_thompson_weights(
-            alpha, beta, rng=rng, n_draws=n_draws, floor=floor, active=valid
-        )
-    means = np.divide(clicks, impressions, out=np.zeros_like(clicks), where=impressions > 0)
-    if policy == "egreedy":
-        untried = valid & (impressions == 0)
-        greedy = np.where(untried.any(axis=1, keepdims=True),
-                          _argmax_split(untried.astype(float), valid),
-                          _argmax_split(means, valid))  # fmt: skip
-        return (1.0 - epsilon) * greedy + epsilon * uniform
-    # ucb1: untried arms first, then mean + sqrt(2 ln n / n_k)
-    total = impressions.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bonus = np.sqrt(2.0 * np.log(np.maximum(total, 1.0)) / impressions)
-    index = np.where(impressions > 0, means + bonus, np.inf)
-    return _argmax_split(index, valid)
+    >>> make_policy("egreedy", epsilon=0.2)
+    EpsilonGreedy(objective='ctr', floor=0.0, seed=None, epsilon=0.2)
+    """
+    if name not in POLICIES:
+        raise SimError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    settings: dict[str, Any] = {"floor": floor}
+    if name == "ts":
+        settings["n_draws"] = n_draws
+    elif name == "egreedy":
+        settings["epsilon"] = epsilon
+    try:
+        return POLICIES[name](**settings)
+    except BanditError as error:
+        raise SimError(f"policy {name!r}: {error}") from error
 
 
 def simulate_batched(
     ctr: np.ndarray,
     horizons: np.ndarray | Sequence[int],
     *,
-    policy: str = "ts",
+    policy: str | Policy = "ts",
     n_updates: int = 100,
     rng: np.random.Generator | int | None = None,
     floor: float = 0.0,
     epsilon: float = 0.1,
     n_draws: int = 128,
-    prior_alpha: float | np.ndarray = 1.0,
-    prior_beta: float | np.ndarray = 1.0,
+    prior_alpha: float | np.ndarray | None = None,
+    prior_beta: float | np.ndarray | None = None,
     record_history: bool = False,
 ) -> BatchedRun:
     """Run one policy on ``S`` independent Bernoulli problems at once.
@@ -151,18 +117,22 @@ def simulate_batched(
     horizons:
         Impressions per problem, shape (S,).
     policy:
-        ``"ts"``, ``"uniform"``, ``"ucb1"`` or ``"egreedy"``.
+        A name from :data:`POLICIES` (``"ts"``, ``"uniform"``, ``"ucb1"``, ``"egreedy"``) or a
+        :class:`~adloop.bandits.Policy` object (then ``floor``, ``epsilon`` and ``n_draws`` are
+        its own).
     n_updates:
         Posterior updates per problem: the horizon is cut into this many equal batches.
     rng:
         A ``numpy.random.Generator`` or a seed.
-    floor, n_draws:
-        Thompson-sampling settings (minimum share per arm, Monte Carlo draws).
+    floor:
+        Minimum traffic share of every arm.
+    n_draws:
+        Monte Carlo draws of Thompson sampling.
     epsilon:
         Exploration rate of ``egreedy``.
     prior_alpha, prior_beta:
-        Beta prior of Thompson sampling: scalars, or arrays of shape (S,) or (S, K)
-        (e.g. an empirical-Bayes prior learned from other problems).
+        An explicit Beta prior for Thompson sampling, replacing its own: scalars, or arrays of
+        shape (S,) or (S, K) (e.g. a prior learned from other problems).
     record_history:
         Keep cumulative regret and traffic shares per update (for plots).
 
@@ -172,7 +142,8 @@ def simulate_batched(
     >>> float(run.clicks[0]), float(run.oracle_clicks[0])
     (250.0, 300.0)
     """
-    _check_policy(policy, floor, epsilon, n_draws)
+    if isinstance(policy, str):
+        policy = make_policy(policy, floor=floor, epsilon=epsilon, n_draws=n_draws)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     ctr = np.atleast_2d(np.asarray(ctr, dtype=float))
     horizons = np.asarray(horizons, dtype=np.int64).reshape(-1)
@@ -183,22 +154,19 @@ def simulate_batched(
     if n_updates < 1:
         raise SimError(f"n_updates must be >= 1, got {n_updates!r}")
     valid = ~np.isnan(ctr)
-    n_valid = valid.sum(axis=1)
-    if np.any(n_valid == 0):
+    if not valid.any(axis=1).all():
         raise SimError("every problem needs at least one arm")
     truth = np.where(valid, ctr, 0.0)
     if np.any((truth < 0) | (truth > 1)):
         raise SimError("true CTRs must lie in [0, 1]")
+    settings: dict[str, Any] = {}
+    if (prior_alpha is None) != (prior_beta is None):
+        raise SimError("give both prior_alpha and prior_beta, or neither")
+    if prior_alpha is not None:
+        if not isinstance(policy, ThompsonSampling):
+            raise SimError(f"prior_alpha/prior_beta apply to Thompson sampling, not {policy!r}")
+        settings["prior"] = (prior_alpha, prior_beta)
     shape = ctr.shape
-    prior_alpha = np.broadcast_to(
-        np.asarray(prior_alpha, dtype=float).reshape(-1, 1)
-        if np.ndim(prior_alpha) == 1 else np.asarray(prior_alpha, dtype=float), shape)  # fmt: skip
-    prior_beta = np.broadcast_to(
-        np.asarray(prior_beta, dtype=float).reshape(-1, 1)
-        if np.ndim(prior_beta) == 1 else np.asarray(prior_beta, dtype=float), shape)  # fmt: skip
-    if np.any(prior_alpha <= 0) or np.any(prior_beta <= 0):
-        raise SimError("prior_alpha and prior_beta must be > 0")
-
     impressions = np.zeros(shape)  # integer-valued: what the posterior has seen
     observed = np.zeros(shape)
     allocated = np.zeros(shape)  # fractional: what the policy allocated
@@ -210,11 +178,10 @@ def simulate_batched(
         target = horizons * (step + 1) // n_updates
         batch = (target - done).astype(float)
         done = target
-        weights = _weights(
-            policy, impressions, observed, valid, n_valid,
-            prior_alpha=prior_alpha, prior_beta=prior_beta, floor=floor,
-            epsilon=epsilon, n_draws=n_draws, rng=rng,
-        )  # fmt: skip
+        try:
+            weights = policy.batch_weights(impressions, observed, active=valid, rng=rng, **settings)
+        except BanditError as error:
+            raise SimError(str(error)) from error
         share = batch[:, None] * weights
         allocated += share
         # Stochastic rounding keeps the posterior's impressions unbiased for the allocation.
@@ -298,7 +265,7 @@ def simulate(
     arm_ctr:
         True CTR of each arm.
     policy:
-        ``"ts"``, ``"uniform"``, ``"ucb1"`` or ``"egreedy"``.
+        A name from :data:`POLICIES`: ``"ts"``, ``"uniform"``, ``"ucb1"`` or ``"egreedy"``.
     horizon:
         Impressions per run.
     n_updates:

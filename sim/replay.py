@@ -11,10 +11,11 @@ expected clicks against the oracle that shows the best arm to everyone:
 * ``regret_reduction_vs_uniform = 1 - regret / regret_of_uniform``: the share of the clicks an
   equal split leaves on the table that the policy recovers.
 
-Policies: ``ts`` (Thompson sampling, flat Beta(1, 1) prior), ``ts_eb`` (Thompson sampling with an
-empirical-Bayes Beta prior fitted, by method of moments, to the arm CTRs of the *other* half of
-the tests — two-fold cross-fitting, so no test informs its own prior), ``uniform``, ``ucb1``,
-``egreedy``.
+Policies are the engine's own (:data:`adloop.bandits.POLICIES`: ``ts``, ``uniform``,
+``egreedy``, ``ucb1``, with the engine's defaults; ``ts`` includes the practically-tied rule), plus
+``ts_eb``: the same Thompson sampling under a Beta prior learned across tests —
+:func:`adloop.bandits.empirical_bayes_prior` fitted to the arms of the *other* half of the tests
+(two-fold cross-fitting, :func:`cross_fitted_prior`, so no test informs its own prior).
 """
 
 from __future__ import annotations
@@ -29,30 +30,37 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from adloop.sim.errors import ReplayError
-from adloop.sim.fast import simulate_batched
+from adloop.bandits import empirical_bayes_prior
+from adloop.sim.errors import ReplayError, SimError
+from adloop.sim.fast import make_policy, simulate_batched
 
 __all__ = [
     "REPLAY_POLICIES",
     "ReplayProblems",
     "ReplayResult",
-    "empirical_bayes_prior",
+    "cross_fitted_prior",
     "load_tests",
     "replay",
 ]
 
+#: The engine's policies (:data:`adloop.bandits.POLICIES`) and ``ts_eb``.  A policy's place
+#: here picks its random stream, so the order is kept and published figures reproduce.
 REPLAY_POLICIES: tuple[str, ...] = ("ts", "ts_eb", "uniform", "ucb1", "egreedy")
 _REQUIRED = ("test_id", "headline", "impressions", "clicks")
 
 
 @dataclass(frozen=True)
 class ReplayProblems:
-    """Tests as padded arrays: ``ctr`` (tests, max arms) with ``nan`` padding, ``horizons``."""
+    """Tests as padded arrays: ``ctr`` (tests, max arms) with ``nan`` padding, ``horizons``.
+
+    ``arm_impressions`` has the same shape as ``ctr``, with zero padding.
+    """
 
     test_ids: tuple[str, ...]
     ctr: np.ndarray
     horizons: np.ndarray
     n_arms: np.ndarray
+    arm_impressions: np.ndarray
 
     @property
     def n_tests(self) -> int:
@@ -109,56 +117,61 @@ def load_tests(path: str | Path, *, max_tests: int | None = None) -> ReplayProbl
         raise ReplayError(f"{path} holds no test with at least two arms that had impressions")
     n_arms = tests["impressions"].list.len().to_numpy()
     ctr = np.full((tests.height, int(n_arms.max())), np.nan)
+    arm_impressions = np.zeros(ctr.shape)
     horizons = np.zeros(tests.height, dtype=np.int64)
     for index, (impressions, clicks) in enumerate(
         zip(tests["impressions"].to_list(), tests["clicks"].to_list(), strict=True)
     ):
         impressions_array = np.asarray(impressions, dtype=float)
         ctr[index, : len(impressions)] = np.asarray(clicks, dtype=float) / impressions_array
+        arm_impressions[index, : len(impressions)] = impressions_array
         horizons[index] = int(impressions_array.sum())
     return ReplayProblems(
-        test_ids=tuple(tests["test_id"].to_list()), ctr=ctr, horizons=horizons, n_arms=n_arms
+        test_ids=tuple(tests["test_id"].to_list()),
+        ctr=ctr,
+        horizons=horizons,
+        n_arms=n_arms,
+        arm_impressions=arm_impressions,
     )
 
 
-def empirical_bayes_prior(
-    ctr: np.ndarray, *, seed: int = 0, n_folds: int = 2
+def cross_fitted_prior(
+    problems: ReplayProblems, *, seed: int = 0, n_folds: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-fitted method-of-moments Beta prior per problem from the other folds' arm CTRs.
+    """A Beta prior per test learned from the arms of the *other* tests (cross-fitting).
 
-    Problems are split at random into ``n_folds`` folds; the prior for a problem in one fold is
-    the Beta distribution whose mean and variance match the arm CTRs of all other folds. A
-    problem's own data never informs its prior.
+    Tests are split at random into ``n_folds`` folds; the prior of a test in one fold is
+    :func:`adloop.bandits.empirical_bayes_prior` (method of moments, sampling noise removed)
+    fitted to every arm of all other folds, so a test's own data never informs its prior.
 
     Returns
     -------
     (alpha, beta)
-        Arrays of shape (n_problems,).
+        Arrays of shape (n_tests,).
 
     Example
     -------
     >>> rng = np.random.default_rng(0)
-    >>> alpha, beta = empirical_bayes_prior(rng.beta(20, 980, size=(200, 3)))
+    >>> ctr = rng.beta(20, 980, size=(200, 3))
+    >>> problems = ReplayProblems(tuple(map(str, range(200))), ctr, np.full(200, 30_000),
+    ...                           np.full(200, 3), np.full((200, 3), 10_000.0))
+    >>> alpha, beta = cross_fitted_prior(problems)
     >>> round(float(np.mean(alpha / (alpha + beta))), 3)
     0.02
     """
     if n_folds < 2:
         raise ReplayError(f"n_folds must be >= 2, got {n_folds}")
-    n_problems = ctr.shape[0]
-    folds = np.random.default_rng(seed).permutation(n_problems) % n_folds
-    alpha = np.ones(n_problems)
-    beta = np.ones(n_problems)
+    n_tests = problems.n_tests
+    folds = np.random.default_rng(seed).permutation(n_tests) % n_folds
+    trials = problems.arm_impressions
+    successes = np.rint(np.nan_to_num(problems.ctr) * trials)
+    alpha = np.ones(n_tests)
+    beta = np.ones(n_tests)
     for fold in range(n_folds):
-        others = ctr[folds != fold]
-        values = others[~np.isnan(others)]
-        if values.size < 2:
-            continue  # too little to learn from: keep the flat prior
-        mean, variance = float(values.mean()), float(values.var())
-        if not (0 < mean < 1) or variance <= 0 or variance >= mean * (1 - mean):
-            continue
-        strength = mean * (1 - mean) / variance - 1
-        alpha[folds == fold] = mean * strength
-        beta[folds == fold] = (1 - mean) * strength
+        others = folds != fold
+        alpha[~others], beta[~others] = empirical_bayes_prior(
+            successes[others].ravel(), trials[others].ravel()
+        )
     return alpha, beta
 
 
@@ -200,8 +213,9 @@ def replay(
     path:
         Parquet file with ``test_id, headline, impressions, clicks``.
     policies:
-        Any of ``ts, ts_eb, uniform, ucb1, egreedy``; ``uniform`` is always run as the
-        reference for ``regret_reduction_vs_uniform`` but only reported when asked for.
+        Any of :data:`REPLAY_POLICIES` (``ts, ts_eb, uniform, ucb1, egreedy``); ``uniform`` is
+        always run as the reference for ``regret_reduction_vs_uniform`` but only reported when
+        asked for.
     n_updates:
         Batched posterior updates per test.
     seed:
@@ -238,18 +252,18 @@ def replay(
     seconds: dict[str, float] = {}
     for name in to_run:
         rng = np.random.default_rng([seed, REPLAY_POLICIES.index(name)])
-        settings: dict[str, Any] = {"n_draws": n_draws, "epsilon": epsilon}
-        policy = name
+        policy = make_policy("ts" if name == "ts_eb" else name, n_draws=n_draws, epsilon=epsilon)
+        prior: dict[str, Any] = {}
         if name == "ts_eb":
-            policy = "ts"
-            settings["prior_alpha"], settings["prior_beta"] = empirical_bayes_prior(
-                problems.ctr, seed=seed
-            )
+            prior["prior_alpha"], prior["prior_beta"] = cross_fitted_prior(problems, seed=seed)
         start = time.perf_counter()
-        results[name] = simulate_batched(
-            problems.ctr, problems.horizons, policy=policy, n_updates=n_updates, rng=rng,
-            **settings,
-        )  # fmt: skip
+        try:
+            results[name] = simulate_batched(
+                problems.ctr, problems.horizons, policy=policy, n_updates=n_updates, rng=rng,
+                **prior,
+            )  # fmt: skip
+        except SimError as error:
+            raise ReplayError(str(error)) from error
         seconds[name] = time.perf_counter() - start
     oracle = results["uniform"].oracle_clicks
     uniform_regret = float(results["uniform"].regret.sum())

@@ -95,18 +95,18 @@ class WorldSettings(_Strict):
             return self
         names = [segment.name for segment in self.segments]
         if len(set(names)) != len(names):
-            raise ValueError(f"segments: segment names must be unique, got {names}")
+            raise ScenarioError(f"segment names must be unique, got {names}", key_path="segments")
         total = sum(segment.share for segment in self.segments)
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"segments: shares must sum to 1, got {total:.6g}")
+            raise ScenarioError(f"shares must sum to 1, got {total:.6g}", key_path="segments")
         known = set(feature_names(DEFAULT_LEXICON if self.lexicon is None else self.lexicon))
         for index, segment in enumerate(self.segments):
             for kind in ("ctr_weights", "cvr_weights"):
                 unknown = sorted(set(getattr(segment, kind)) - known)
                 if unknown:
-                    raise ValueError(
-                        f"segments[{index}].{kind}.{unknown[0]}: unknown feature; "
-                        f"known: {sorted(known)}"
+                    raise ScenarioError(
+                        f"unknown feature; known: {sorted(known)}",
+                        key_path=f"segments[{index}].{kind}.{unknown[0]}",
                     )
         return self
 
@@ -284,21 +284,25 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Scenario:
         if self.brief is None and self.variants is None:
-            raise ValueError("brief: give a brief (to generate variants) or a list of variants")
+            raise ScenarioError(
+                "give a brief (to generate variants) or a list of variants", key_path="brief"
+            )
         if self.variants is not None and len(set(self.variants)) != len(self.variants):
-            raise ValueError("variants: variants must be distinct texts")
+            raise ScenarioError("variants must be distinct texts", key_path="variants")
         shift = self.drift.preference_shift
         names = [segment.name for segment in self.world.segment_list()]
         for segment in shift.deltas:
             if segment not in names:
-                raise ValueError(
-                    f"drift.preference_shift.deltas.{segment}: unknown segment; known: {names}"
+                raise ScenarioError(
+                    f"unknown segment; known: {names}",
+                    key_path=f"drift.preference_shift.deltas.{segment}",
                 )
             known = set(feature_names(self.world.lexicon or DEFAULT_LEXICON))
             unknown = sorted(set(shift.deltas[segment]) - known)
             if unknown:
-                raise ValueError(
-                    f"drift.preference_shift.deltas.{segment}.{unknown[0]}: unknown feature"
+                raise ScenarioError(
+                    "unknown feature",
+                    key_path=f"drift.preference_shift.deltas.{segment}.{unknown[0]}",
                 )
         return self
 

@@ -8,6 +8,8 @@ Example:
 
 from adloop.storage.errors import (
     ConflictError,
+    InvalidArgumentError,
+    InvalidBatchError,
     InvalidRecordError,
     NotFoundError,
     SchemaError,
@@ -15,6 +17,7 @@ from adloop.storage.errors import (
     StoreClosedError,
     StoreLockedError,
     UnreadableFileError,
+    WriterStoppedError,
 )
 from adloop.storage.io import read_events_file
 from adloop.storage.result import AppendResult, RowError
@@ -23,6 +26,8 @@ from adloop.storage.store import Store, utc_now
 __all__ = [
     "AppendResult",
     "ConflictError",
+    "InvalidArgumentError",
+    "InvalidBatchError",
     "InvalidRecordError",
     "NotFoundError",
     "RowError",
@@ -32,6 +37,7 @@ __all__ = [
     "StoreClosedError",
     "StoreLockedError",
     "UnreadableFileError",
+    "WriterStoppedError",
     "read_events_file",
     "utc_now",
 ]

@@ -4,10 +4,10 @@ Runs on the writer thread inside the group's transaction. All batches queued tog
 concatenated into one Arrow table and handled by one set of statements (never a per-row loop,
 never ``executemany``), so a thousand small HTTP requests cost one pass, not a thousand:
 
-1. Staging: each row's first error, if any. When every row is plainly valid and typed (the
-   HTTP service and the engine send such batches) this is a handful of Arrow checks and one
-   query for the rows' keys (DuckDB's ``hash(event_id)``); otherwise one SQL pass
-   (``_STAGE_SELECT``) parses timestamps and values and words each row's reason.
+1. Staging (``_validate``): each row's first error, if any. When every row is plainly valid
+   and typed (the HTTP service and the engine send such batches) this is a handful of Arrow
+   checks and one query for the rows' keys (DuckDB's ``hash(event_id)``); otherwise one SQL
+   pass (``STAGE_SELECT``) parses timestamps and values and words each row's reason.
 2. Deduplication: stored events whose 64-bit key matches a key of the group (the writer's
    in-memory key index, or a semi-join on the log's key column), then a comparison by full
    event_id of only the rows whose key is stored or repeated; the first row of an event_id
@@ -30,6 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adloop.storage._keys import SMALL_GROUP_ROWS, KeyIndex
+from adloop.storage._validate import (
+    STAGE_SELECT,
+    STAGE_SQL,
+    stage_plainly_valid,
+    with_known_flags,
+)
 from adloop.storage.result import AppendResult, RowError
 
 if TYPE_CHECKING:
@@ -54,61 +60,6 @@ class _Traced:
 
     def __getattr__(self, name: str):
         return getattr(self._connection, name)
-
-
-_STAGE_SELECT = """
-WITH parsed AS (
-    SELECT
-        i.job, i.r, i.event_id, i.type, i.campaign_id, i.variant_id, i.decision_id, i.segment,
-        i.ts_text,
-        coalesce(i.ts_native, TRY_CAST(TRY_CAST(i.ts_text AS TIMESTAMPTZ) AS TIMESTAMP)) AS ts,
-        i.value_text,
-        CASE WHEN i.value_num IS NOT NULL THEN i.value_num
-             WHEN i.value_text IS NULL OR trim(i.value_text) = '' THEN 0.0
-             ELSE TRY_CAST(i.value_text AS DOUBLE) END AS value,
-        i.max_ts, i.parse_field, i.parse_error, i.campaign_known, i.variant_known
-    FROM _in AS i
-)
-SELECT
-    job, r, hash(event_id) AS event_key, event_id, type, campaign_id, variant_id, decision_id,
-    segment, ts, value,
-    CASE
-        WHEN parse_error IS NOT NULL THEN parse_field
-        WHEN event_id IS NULL OR trim(event_id) = '' OR length(event_id) > 128 THEN 'event_id'
-        WHEN type IS NULL OR type NOT IN ('impression', 'click', 'conversion') THEN 'type'
-        WHEN campaign_id IS NULL OR NOT campaign_known THEN 'campaign_id'
-        WHEN variant_id IS NULL OR NOT variant_known THEN 'variant_id'
-        WHEN ts IS NULL OR ts > max_ts THEN 'ts'
-        WHEN value IS NULL OR isnan(value) OR isinf(value) OR value < 0 THEN 'value'
-    END AS error_field,
-    CASE
-        WHEN parse_error IS NOT NULL THEN parse_error
-        WHEN event_id IS NULL OR trim(event_id) = '' THEN 'missing event_id'
-        WHEN length(event_id) > 128 THEN 'event_id longer than 128 characters'
-        WHEN type IS NULL THEN 'missing type'
-        WHEN type NOT IN ('impression', 'click', 'conversion')
-            THEN 'unknown event type ' || to_json(type)
-                 || ' (expected impression, click or conversion)'
-        WHEN campaign_id IS NULL THEN 'missing campaign_id'
-        WHEN NOT campaign_known THEN 'unknown campaign ' || to_json(campaign_id)
-        WHEN variant_id IS NULL THEN 'missing variant_id'
-        WHEN NOT variant_known
-            THEN 'unknown variant ' || to_json(variant_id)
-                 || ' in campaign ' || to_json(campaign_id)
-        WHEN ts IS NULL AND ts_text IS NULL THEN 'missing ts'
-        WHEN ts IS NULL THEN 'unparseable timestamp ' || to_json(ts_text)
-        WHEN ts > max_ts
-            THEN 'timestamp ' || strftime(ts, '%Y-%m-%dT%H:%M:%S')
-                 || ' is more than 5 minutes in the future'
-        WHEN value IS NULL THEN 'unparseable value ' || to_json(value_text)
-        WHEN isnan(value) THEN 'value is NaN'
-        WHEN isinf(value) THEN 'value is infinite'
-        WHEN value < 0 THEN 'negative value ' || value::VARCHAR
-    END AS error_reason
-FROM parsed
-"""
-
-_STAGE_SQL = "CREATE OR REPLACE TEMP VIEW _stage AS " + _STAGE_SELECT
 
 
 # The semi-join builds a hash table on the group's keys and streams only the event_key column
@@ -186,7 +137,7 @@ def ingest(
     counts as a duplicate of the batch it belongs to.
 
     Args:
-        known: the writer's cache of each campaign's variant ids (see ``_with_known_flags``).
+        known: the writer's cache of each campaign's variant ids (see ``with_known_flags``).
     """
     connection = _Traced(connection) if TRACE is not None else connection
     tables = []
@@ -198,14 +149,14 @@ def ingest(
     job_index = merged.column("job").to_numpy()
     max_ts = pa.array([job.max_ts for job in jobs], pa.timestamp("us"))
     merged = merged.append_column("max_ts", max_ts.take(pa.array(job_index)))
-    merged = _with_known_flags(connection, merged, {} if known is None else known)
+    merged = with_known_flags(connection, merged, {} if known is None else known)
     if merged.num_rows > SMALL_GROUP_ROWS:
         return _ingest_big(connection, jobs, merged, added, key_index)
-    stage = _stage_plainly_valid(connection, merged)
+    stage = stage_plainly_valid(connection, merged)
     if stage is None:  # some row may be invalid (or needs parsing): SQL names each reason
         connection.register("_in", merged)
         try:
-            stage = connection.sql(_STAGE_SELECT + " ORDER BY job, r").to_arrow_table()
+            stage = connection.sql(STAGE_SELECT + " ORDER BY job, r").to_arrow_table()
         finally:
             _unregister(connection, "_in")
     valid = pc.is_null(stage.column("error_field")).to_numpy(zero_copy_only=False)
@@ -318,73 +269,6 @@ def _hourly(new: pa.Table) -> pa.Table:
     )
 
 
-def _stage_plainly_valid(
-    connection: duckdb.DuckDBPyConnection, merged: pa.Table
-) -> pa.Table | None:
-    """The staged group, built in Arrow, when every row is certainly valid; else None.
-
-    The common case (typed columns from the HTTP service or the engine, nothing wrong) needs
-    no parsing and no reasons, so only the keys come from DuckDB (``hash()`` must be the one
-    the log was written with). Each check here is at least as strict as ``_STAGE_SELECT``'s,
-    so a row it passes is one the SQL would pass with the same values; anything doubtful
-    (text timestamps or values, a possible error) returns None and the SQL stage decides.
-    """
-    n = merged.num_rows
-    if merged.column("ts_text").null_count != n or merged.column("value_text").null_count != n:
-        return None
-    if merged.column("parse_error").null_count != n:
-        return None
-    event_id = merged.column("event_id")
-    value = pc.fill_null(merged.column("value_num"), 0.0)
-    ts = merged.column("ts_native")
-    checks = [
-        merged.column("campaign_known"),
-        merged.column("variant_known"),
-        pc.is_in(merged.column("type"), value_set=_TYPES),
-        pc.less_equal(pc.utf8_length(event_id), 128),
-        pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(event_id)), 0),
-        pc.less_equal(ts, merged.column("max_ts")),
-        pc.is_finite(value),
-        pc.greater_equal(value, 0.0),
-    ]
-    for check in checks:
-        if check.null_count or not pc.all(check).as_py():
-            return None
-    keys = _hashes(connection, event_id)
-    nulls = pa.nulls(n, pa.string())
-    return pa.table(
-        {
-            "job": merged.column("job"),
-            "r": merged.column("r"),
-            "event_key": keys,
-            "event_id": event_id,
-            "type": merged.column("type"),
-            "campaign_id": merged.column("campaign_id"),
-            "variant_id": merged.column("variant_id"),
-            "decision_id": merged.column("decision_id"),
-            "segment": merged.column("segment"),
-            "ts": ts,
-            "value": value,
-            "error_field": nulls,
-            "error_reason": nulls,
-        }
-    )
-
-
-_TYPES = pa.array(["impression", "click", "conversion"], pa.string())
-
-
-def _hashes(connection: duckdb.DuckDBPyConnection, event_id: pa.ChunkedArray) -> pa.Array:
-    """DuckDB's ``hash(event_id)`` per row, in row order."""
-    # A projection keeps its input's order (insertion order is preserved by default), and
-    # DuckDB finds the local Arrow table by name: cheaper than registering a view.
-    _adloop_event_ids = pa.table({"event_id": event_id})  # noqa: F841 - read by the query
-    keys = connection.execute(
-        "SELECT hash(event_id) AS event_key FROM _adloop_event_ids"
-    ).fetchnumpy()["event_key"]
-    return pa.array(np.asarray(keys, dtype=np.uint64), pa.uint64())
-
-
 def _first_new(
     connection: duckdb.DuckDBPyConnection,
     stage: pa.Table,
@@ -444,7 +328,7 @@ def _ingest_big(
     connection.register("_in", merged)
     connection.register("_jobs", job_table)
     try:
-        connection.execute(_STAGE_SQL)
+        connection.execute(STAGE_SQL)
         connection.execute(_HITS_SQL)
         n_hits, n_valid, n_keys = connection.execute(
             """SELECT (SELECT count(*) FROM _hits), count(*), count(DISTINCT event_key)
@@ -510,46 +394,6 @@ def _scan(connection: duckdb.DuckDBPyConnection, keys: np.ndarray) -> list[tuple
         ).fetchall()
     finally:
         _unregister(connection, "_keys")
-
-
-def _with_known_flags(
-    connection: duckdb.DuckDBPyConnection, table: pa.Table, known: dict[str, frozenset[str]]
-) -> pa.Table:
-    """Add ``campaign_known`` / ``variant_known`` by set membership in Arrow.
-
-    A batch names few campaigns, so their variants are fetched once and every row is checked
-    with a vectorized ``is_in``; joining each row against the variants table in SQL cost more
-    than the rest of validation together. ``known`` caches each campaign's variant ids
-    (an empty set: no such campaign) across groups; the writer clears it whenever any other
-    write runs, since only those can add campaigns or variants.
-    """
-    campaign_ids = pc.unique(table.column("campaign_id")).drop_null().to_pylist()
-    missing = [campaign_id for campaign_id in campaign_ids if campaign_id not in known]
-    if missing:
-        rows = connection.execute(
-            """SELECT c.campaign_id, list(v.variant_id) FILTER (WHERE v.variant_id IS NOT NULL)
-               FROM campaigns AS c LEFT JOIN variants AS v ON v.campaign_id = c.campaign_id
-               WHERE list_contains(?, c.campaign_id) GROUP BY c.campaign_id""",
-            [missing],
-        ).fetchall()
-        found = {campaign_id: frozenset(variants or ()) for campaign_id, variants in rows}
-        for campaign_id in missing:
-            known[campaign_id] = found.get(campaign_id, _UNKNOWN)
-    known_campaigns = [c for c in campaign_ids if known[c] is not _UNKNOWN]
-    pairs = [f"{c}\x1f{v}" for c in known_campaigns for v in known[c]]
-    campaign_known = pc.is_in(
-        table.column("campaign_id"), value_set=pa.array(known_campaigns, pa.string())
-    )
-    pair = pc.binary_join_element_wise(
-        table.column("campaign_id"), table.column("variant_id"), "\x1f"
-    )
-    variant_known = pc.is_in(pair, value_set=pa.array(pairs, pa.string()))
-    table = table.append_column("campaign_known", pc.fill_null(campaign_known, False))
-    return table.append_column("variant_known", pc.fill_null(variant_known, False))
-
-
-#: The cached answer for a campaign that does not exist (distinct from one without variants).
-_UNKNOWN: frozenset[str] = frozenset({"\x00unknown"})
 
 
 def _insert_decisions(

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from adloop.storage import _ingest
 from adloop.storage._keys import KeyIndex
+from adloop.storage.errors import WriterStoppedError
 
 log = logging.getLogger("storage")
 
@@ -93,7 +94,7 @@ class Writer:
     def submit(self, job: IngestJob | CallJob) -> None:
         """Queue ``job``; its future (if any) resolves after the commit."""
         if not self._thread.is_alive():
-            raise RuntimeError("the writer thread has stopped")
+            raise WriterStoppedError("the writer thread has stopped")
         self._queue.put(job)
 
     def stop(self) -> None:

@@ -5,11 +5,17 @@ Hierarchy::
     StorageError                 base class; catch this to handle any storage failure
     ├── StoreLockedError         another process holds the database file
     ├── StoreClosedError         the store was used after ``close()``
+    ├── WriterStoppedError       the writer thread has ended (also a ``RuntimeError``)
     ├── SchemaError              the file's schema is newer than this code, or a migration failed
     ├── ConflictError            a row with the same id already exists (campaign, variant, ...)
     ├── NotFoundError            a campaign, variant or model version does not exist
     ├── InvalidRecordError       a campaign/variant/decision record is malformed
+    │   └── InvalidBatchError    an event batch is not rows or a table (also a ``TypeError``)
+    ├── InvalidArgumentError     a query argument is out of range (also a ``ValueError``)
     └── UnreadableFileError      an events file is none of CSV, Parquet or NDJSON
+
+The errors that also derive from a built-in exception replaced a bare built-in raise, so code
+that caught the built-in keeps working.
 
 Rejected *event rows* are not exceptions: ``Store.append_events`` ingests the good rows and
 reports each bad one as a :class:`adloop.storage.RowError`.
@@ -21,6 +27,8 @@ from pathlib import Path
 
 __all__ = [
     "ConflictError",
+    "InvalidArgumentError",
+    "InvalidBatchError",
     "InvalidRecordError",
     "NotFoundError",
     "SchemaError",
@@ -28,6 +36,7 @@ __all__ = [
     "StoreClosedError",
     "StoreLockedError",
     "UnreadableFileError",
+    "WriterStoppedError",
 ]
 
 
@@ -62,6 +71,10 @@ class StoreClosedError(StorageError):
     """The store was used after :meth:`adloop.storage.Store.close`."""
 
 
+class WriterStoppedError(StorageError, RuntimeError):
+    """The writer thread of the database file has ended, so no write can be queued."""
+
+
 class SchemaError(StorageError):
     """The database schema cannot be used by this version of adloop."""
 
@@ -76,6 +89,14 @@ class NotFoundError(StorageError):
 
 class InvalidRecordError(StorageError):
     """A campaign, variant, decision or model record is malformed; the message names the field."""
+
+
+class InvalidBatchError(InvalidRecordError, TypeError):
+    """An event batch is neither a list of mappings nor a table (e.g. one dict on its own)."""
+
+
+class InvalidArgumentError(StorageError, ValueError):
+    """A query argument is out of range; the message names the argument and its value."""
 
 
 class UnreadableFileError(StorageError):

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adloop.storage.errors import UnreadableFileError
+from adloop.storage.errors import InvalidBatchError, UnreadableFileError
 
 __all__ = ["EVENT_COLUMNS", "read_events_file", "to_canonical"]
 
@@ -126,7 +126,7 @@ def _read_csv(path: Path) -> pa.Table:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header or len(header) < 2:
-        raise ValueError("no header row with at least two comma-separated columns")
+        raise UnreadableFileError("no header row with at least two comma-separated columns")
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},
         strings_can_be_null=True,
@@ -148,7 +148,7 @@ def _read_csv(path: Path) -> pa.Table:
     if not bad_lines:
         return table
     if table.num_rows == 0:
-        raise ValueError(f"no line has the header's {len(header)} fields")
+        raise UnreadableFileError(f"no line has the header's {len(header)} fields")
     return _with_bad_rows(table, bad_lines, len(header))
 
 
@@ -198,14 +198,16 @@ def _read_ndjson(path: Path) -> pa.Table:
                 continue
             try:
                 record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("line is not a JSON object")
-                rows.append({key: _textify(value) for key, value in record.items()})
-                n_good += 1
             except ValueError as error:
                 rows.append({PARSE_ERROR_COLUMN: f"not valid JSON: {error}"})
+                continue
+            if not isinstance(record, dict):
+                rows.append({PARSE_ERROR_COLUMN: "not valid JSON: line is not a JSON object"})
+                continue
+            rows.append({key: _textify(value) for key, value in record.items()})
+            n_good += 1
     if n_good == 0:
-        raise ValueError("no line is a JSON object")
+        raise UnreadableFileError("no line is a JSON object")
     return _table_from_rows(rows)
 
 
@@ -227,7 +229,7 @@ def _table_from_rows(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     names: list[str] = []
     for row in rows:
         if not isinstance(row, Mapping):
-            raise TypeError(f"an event batch must hold mappings, got {type(row).__name__}")
+            raise InvalidBatchError(f"an event batch must hold mappings, got {type(row).__name__}")
         names.extend(key for key in row if key not in names)
     columns = {}
     for name in names:
@@ -260,7 +262,9 @@ def to_arrow(batch: Any) -> pa.Table:
     if hasattr(batch, "to_arrow") and hasattr(batch, "columns"):  # polars DataFrame
         return batch.to_arrow()
     if isinstance(batch, Mapping):
-        raise TypeError("append_events takes a list of event dicts or a table, not a single dict")
+        raise InvalidBatchError(
+            "append_events takes a list of event dicts or a table, not a single dict"
+        )
     return _table_from_rows(batch)
 
 

@@ -152,24 +152,39 @@ def _mean_regret(make_policy, means, horizon, seeds):
     )
 
 
+def _check_beats_uniform(ts, uniform, means, horizon, fraction):
+    """Regret well below an equal split's, and below the Lai-Robbins bound where it says more.
+
+    An equal split loses ``horizon * mean gap``; the asymptotic bound only says something a
+    uniform split would fail where it lies below that, so it is checked only there.
+    """
+    assert ts < fraction * uniform
+    bound = lai_robbins_bound(means, horizon)
+    if bound < uniform:
+        assert ts <= bound
+
+
 def test_thompson_regret_small_version():
     # ten seeds: regret is heavy-tailed (one unlucky start costs ~1,000 clicks), and three
-    # seeds let a single tail decide the comparison
+    # seeds let a single tail decide the comparison.  Measured: ~370 against uniform's 900.
     means, horizon, seeds = EQUAL_GAPS["equal gap 0.5 pp"], 200_000, range(10)
     ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
-    assert ts <= 1.5 * lai_robbins_bound(means, horizon)
+    uniform = _mean_regret(Uniform, means, horizon, seeds)
+    _check_beats_uniform(ts, uniform, means, horizon, fraction=0.5)
     assert ts < _mean_regret(UCB1, means, horizon, seeds)
     assert ts < _mean_regret(EpsilonGreedy, means, horizon, seeds)
-    assert ts < _mean_regret(Uniform, means, horizon, seeds)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["equal gap 0.5 pp", "spaced 0.5 pp", "spaced 0.1 pp"])
 def test_thompson_regret_full_horizon(name):
+    # measured over these seeds: ~580, ~230 and ~560 clicks against uniform's 4,500, 22,500
+    # and 4,500, each below the Lai-Robbins bound (2,286, 657, 3,637)
     means = {**EQUAL_GAPS, **SPACED_GAPS}[name]
     horizon, seeds = 1_000_000, range(5)
     ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
-    assert ts <= 1.5 * lai_robbins_bound(means, horizon)
+    uniform = _mean_regret(Uniform, means, horizon, seeds)
+    _check_beats_uniform(ts, uniform, means, horizon, fraction=0.25)
     assert ts < _mean_regret(UCB1, means, horizon, seeds)
     assert ts < _mean_regret(EpsilonGreedy, means, horizon, seeds)
 
@@ -177,14 +192,15 @@ def test_thompson_regret_full_horizon(name):
 @pytest.mark.slow
 def test_thompson_regret_on_the_near_tie_problem():
     """Nine arms 0.1 pp below the best: at T = 1e6 the problem is pre-asymptotic (the
-    Lai-Robbins bound, ~11.7 k, exceeds uniform allocation's 900), so classic probability
-    matching keeps spreading traffic over the near-tie (~760 clicks over 30 seeds) while
-    follow-the-leader policies lose less.  The default policy cuts exploration among
-    practically tied arms and loses less than classic Thompson sampling, UCB1 and uniform."""
+    Lai-Robbins bound, ~11.7 k, exceeds uniform allocation's 900, so it is not checked), and
+    classic probability matching keeps spreading traffic over the near-tie (~760 clicks over
+    30 seeds) while follow-the-leader policies lose less.  The default policy cuts exploration
+    among practically tied arms and loses less than classic Thompson sampling, UCB1 and
+    uniform (measured: ~530 against uniform's 900)."""
     means, horizon, seeds = EQUAL_GAPS["equal gap 0.1 pp"], 1_000_000, range(5)
     ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
     classic = _mean_regret(lambda: ThompsonSampling(loss_threshold=0.0), means, horizon, seeds)
-    assert ts <= 1.5 * lai_robbins_bound(means, horizon)
+    uniform = _mean_regret(Uniform, means, horizon, seeds)
+    _check_beats_uniform(ts, uniform, means, horizon, fraction=0.7)
     assert ts < classic
     assert ts < _mean_regret(UCB1, means, horizon, seeds)
-    assert ts < _mean_regret(Uniform, means, horizon, seeds)

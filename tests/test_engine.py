@@ -10,6 +10,7 @@ import pytest
 
 from adloop.optimizer import (
     CampaignNotFound,
+    ConfigError,
     Engine,
     EngineConfig,
     InvalidRequest,
@@ -332,11 +333,18 @@ def test_srm_check_flags_skewed_impressions() -> None:
 
 
 def test_config_is_checked() -> None:
-    with pytest.raises(InvalidRequest) as error:
+    with pytest.raises(ConfigError) as error:
         EngineConfig(refresh_interval=0)
     assert error.value.field == "refresh_interval"
-    with pytest.raises(InvalidRequest):
+    assert "got 0" in str(error.value)
+    with pytest.raises(ValueError, match="floor: got 1.5; use a share in"):
         EngineConfig(floor=1.5)
+    with pytest.raises(ConfigError, match="'ts'") as policy:
+        EngineConfig(policy="thompson")
+    assert policy.value.field == "policy"
+    with pytest.raises(ConfigError) as half_life:
+        EngineConfig(half_life=timedelta(0))
+    assert half_life.value.field == "half_life"
 
 
 def test_choose_many_is_vectorized_and_logged(engine: Engine) -> None:
@@ -349,3 +357,17 @@ def test_choose_many_is_vectorized_and_logged(engine: Engine) -> None:
     assert engine.campaign(campaign_id)["data_quality"]["decisions"] == 500
     with pytest.raises(InvalidRequest):
         engine.choose_many(campaign_id, 0)
+
+
+def test_choose_many_repeats_with_the_seed_and_logs_snapshot_probabilities(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    runs = []
+    for name in ("a", "b"):
+        with Engine(tmp_path / f"{name}.duckdb", clock=clock, seed=4) as engine:
+            view = engine.create_campaign(_brief_with_variants())
+            choices = engine.choose_many(view["campaign_id"], 200)
+            weights = view["snapshot"]["weights"]
+            assert all(c.probability == pytest.approx(weights[c.variant_id]) for c in choices)
+            runs.append([c[1:] for c in choices])
+    assert runs[0] == runs[1]

@@ -14,6 +14,7 @@ from adloop.generators import (
     BriefError,
     Candidate,
     Channel,
+    ConfigError,
     FilterSettings,
     GeneratorPool,
     ModelNotFoundError,
@@ -211,8 +212,10 @@ def test_repetition_threshold_is_a_setting() -> None:
     four = Candidate("Aurelle", "Bespoke look, bespoke care, bespoke fit, bespoke art", "en", "lm")
     assert check_candidate(four, brief) == "repetitive"
     assert check_candidate(four, brief, settings=FilterSettings(max_word_repeats=5)) is None
-    with pytest.raises(ValueError, match="max_word_repeats"):
+    with pytest.raises(ConfigError, match="FilterSettings.max_word_repeats"):
         FilterSettings(max_word_repeats=1)
+    with pytest.raises(ValueError, match="max_similarity"):  # ConfigError is a ValueError
+        FilterSettings(max_similarity=1.5)
 
 
 def test_chinese_language_and_near_duplicate_checks() -> None:

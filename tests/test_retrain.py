@@ -14,20 +14,21 @@ pytest.importorskip("peft")
 
 from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
 
-from adloop.generators import LMGenerator  # noqa: E402
-from adloop.generators.training import (  # noqa: E402
+from adloop.generators import (  # noqa: E402
     TRAINING_RECORD,
+    LMGenerator,
     PreferencePair,
     SFTExample,
     TrainingConfig,
+    distinct_n,
     train_version,
 )
+from adloop.optimizer.errors import ConfigError  # noqa: E402
 from adloop.optimizer.retrain import (  # noqa: E402
     RetrainConfig,
     ServingModel,
     build_dataset,
     completion_text,
-    distinct_n,
     evaluate_gate,
     fit_version_scorer,
     retrain_round,
@@ -555,6 +556,10 @@ def test_config_rejects_bad_values() -> None:
         RetrainConfig(train_from="scratch")
     with pytest.raises(ValueError, match="unknown key"):
         RetrainConfig.from_dict({"winner_treshold": 0.9})
+    # a bad training value is a config error too, naming the key path and the field
+    with pytest.raises(ConfigError, match=r"retraining\.training: .*sft_steps") as info:
+        RetrainConfig.from_dict({"training": {"sft_steps": -1}})
+    assert info.value.field == "retraining.training"
     config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
     assert config.training.sft_steps == 3 and config.training.dpo_steps == 8
     assert np.isclose(config.winner_threshold, 0.95)
@@ -593,8 +598,8 @@ def test_promotion_switches_a_generator_pool(db_path: Path, tmp_path: Path, base
 
 def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir: Path) -> None:
     """The hook the simulator calls: rounds on the engine's store, from the real event log."""
-    from adloop.optimizer.retrain import make_retrain_hook
     from adloop.sim import load_scenario, run_scenario
+    from adloop.sim.retraining import make_retrain_hook
 
     scenario = load_scenario(SIM_SCENARIO)
     hook = make_retrain_hook(

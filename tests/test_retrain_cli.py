@@ -138,6 +138,8 @@ def _sim_scenario(tmp_path: Path, config: dict) -> Path:
     scenario = {
         **SIM_SCENARIO,
         "generators": {"names": ["template"], "pool_size": 4},
+        # enough traffic that round 1 has confident pairs to train on and to hold out
+        "traffic": {"hours": 4, "impressions_per_hour": 20000},
         "retraining": {**SIM_SCENARIO["retraining"], "measure_candidates": True, "config": config},
     }
     path = tmp_path / "scenario.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -212,6 +213,60 @@ def test_choose_answers_the_same_however_the_request_comes(service) -> None:
         )
     with client(url, keys["globex"]) as other:
         assert other.post(f"/v1/campaigns/{campaign_id}/choose", json={}).status_code == 404
+
+
+def _fast_path_counts(http: httpx.Client) -> dict[str, float]:
+    """``adloop_http_choose_fast_path_total`` by outcome, from ``GET /metrics``."""
+    counts = {"answered": 0.0, "handed_on": 0.0}
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("adloop_http_choose_fast_path_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('"')[1]] = float(value)
+    return counts
+
+
+def test_only_a_plainly_valid_single_choice_takes_the_fast_path(service) -> None:
+    # The fast path answers ahead of the router; everything else must reach the route.
+    url, keys = service
+    with client(url, keys["acme"]) as http:
+        campaign_id = _create(http)["campaign_id"]
+        path = f"/v1/campaigns/{campaign_id}/choose"
+
+        def way(send: Callable[[], httpx.Response], status: int = 200) -> str:
+            """Which way one request went ("answered" or "handed_on"), checking its status."""
+            before = _fast_path_counts(http)
+            response = send()
+            assert response.status_code == status, response.text
+            after = _fast_path_counts(http)
+            moved = {outcome: after[outcome] - before[outcome] for outcome in after}
+            assert sorted(moved.values()) == [0, 1], moved
+            return max(moved, key=moved.__getitem__)
+
+        plain = [
+            lambda: http.post(path, json={"segment": "mobile", "request_id": "f-1"}),
+            lambda: http.post(path, json={"segment": "mobile"}),
+            lambda: http.post(path),  # an empty body means {}
+            lambda: httpx.post(f"{url}{path}", json={}, headers={"X-API-Key": keys["acme"]}),
+        ]
+        for send in plain:
+            assert way(send) == "answered"
+        not_plain = [
+            (lambda: http.post(path, json={"n": 2}), 200),
+            (lambda: http.post(path, content=iter([b'{"segment": ', b'"mobile"}'])), 200),
+            (lambda: http.post(path, json={"segment": 7}), 422),
+            (lambda: http.post(path, json={"segment": "m", "extra": 1}), 422),
+            (lambda: http.post(path, content=b"{nope"), 400),
+            (lambda: http.post("/v1/campaigns/c_000000000000/choose", json={}), 404),
+            (lambda: httpx.post(f"{url}{path}", json={}), 401),
+            (lambda: httpx.post(f"{url}{path}", json={}, headers={"X-API-Key": "adk_nope"}), 401),
+        ]
+        for send, status in not_plain:
+            assert way(send, status) == "handed_on"
+        # other requests never reach it
+        before = _fast_path_counts(http)
+        assert http.get(f"/v1/campaigns/{campaign_id}").status_code == 200
+        assert http.post("/v1/events", json={"events": []}).status_code == 200
+        assert _fast_path_counts(http) == before
 
 
 def test_tenants_see_only_their_own_campaigns(service) -> None:

@@ -4,8 +4,10 @@ and the events fast path against the request models."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,14 +16,16 @@ from pydantic import ValidationError
 
 from adloop.optimizer.auth import Principal, hash_key, load_keys_file
 from adloop.optimizer.errors import InvalidRequest
-from adloop.optimizer.metrics import Registry
-from adloop.optimizer.service import (
-    ChooseBody,
-    EventsBody,
-    _events_table,
-    _fast_events_table,
-    _plain_choose,
+from adloop.optimizer.http_codec import (
+    decode_events,
+    events_table,
+    fast_events_table,
+    parse_body,
+    plain_choose,
 )
+from adloop.optimizer.http_errors import HTTPError
+from adloop.optimizer.http_models import ChooseBody, EventsBody
+from adloop.optimizer.metrics import Registry
 
 
 def test_keys_file_accepts_cli_json_and_plain_lines(tmp_path: Path) -> None:
@@ -71,20 +75,26 @@ def test_prometheus_text_format() -> None:
 
 # -- the events fast path ---------------------------------------------------------------
 
-# per field: values the models accept, then values they reject (or that need care)
+# per field: values the models accept, then values they reject (the timestamps the models
+# accept include more than plain ISO 8601, and those they reject include some that look valid)
 _FIELD_VALUES = {
-    "event_id": (["e1", "e2", "x" * 128, " spaced "], ["", "x" * 129, 7, None]),
+    "event_id": (["e1", "e2", "x" * 128, " spaced ", "x" * 127 + "\U0001f600"],
+                 ["", "x" * 129, 7, None]),
     "type": (["click", "impression", "conversion"], ["Click", "", 1]),
     "campaign_id": (["c1", "c2"], ["", 3.5, None]),
     "variant_id": (["v1", "v-\u4e2d\u6587"], [[], "y" * 129]),
     "ts": (
         ["2026-01-02T03:04:05", "2026-01-02 03:04:05.123456", "2026-01-02T03:04:05Z",
-         "2026-01-02T03:04:05+02:00", None],
-        ["2026-01-02", "yesterday", 1700000000, "2026-01-02T03:04:05.1234567"],
+         "2026-01-02T03:04:05+02:00", "2026-01-02T03:04:05-00:00", "0001-01-01T00:00:00",
+         "9999-12-31T23:59:59.999999", "2026-01-02T03:04:05.1234567", "2026-01-02T03:04",
+         "2026-01-02t03:04:05z", "2026-01-02T03:04:05+0200", "1700000000", None],
+        ["2026-01-02", "yesterday", 1700000000, "2026-01-02T03:04:05.123+02",
+         "2026-02-30T03:04:05", "2026-01-02T03:04:60", "2026-01-02T24:00:00",
+         "0000-01-02T03:04:05"],
     ),
     "decision_id": (["d1", None], ["", 5]),
     "segment": (["mobile", None], ["", True]),
-    "value": ([0, 1.5, 1e308, None], [-1, 1e999, True, "2"]),
+    "value": ([0, 1.5, 1e308, 10**30, -0.0, None], [-1, 1e999, True, "2"]),
     "extra": ([], ["surprise"]),
 }  # fmt: skip
 _REQUIRED = ("event_id", "type", "campaign_id", "variant_id")
@@ -107,23 +117,37 @@ def _event_bodies(draw: st.DrawFn) -> bytes:
     body = {"events": events}
     if draw(st.integers(0, 29)) == 0:
         body["other"] = 1
-    return json.dumps(body).encode()  # (1e999 is written as Infinity, which JSON lacks)
+    raw = json.dumps(body).encode()  # (1e999 is written as Infinity, which JSON lacks)
+    return draw(st.sampled_from([raw, raw, raw, raw, b"", b"{", b"[]", b'{"events": {}}']))
 
 
-@settings(max_examples=400, deadline=None, derandomize=True)
+def _outcome(call: Callable[[], Any]) -> Any:
+    """What a request would get from ``call``: its table, or the error answer's parts."""
+    try:
+        return call()
+    except HTTPError as error:
+        return (error.status, error.code, error.message, error.field, error.details)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
 @given(_event_bodies())
 def test_events_fast_path_accepts_exactly_what_the_models_accept(raw: bytes) -> None:
-    # The service parses plainly valid event bodies without the pydantic models. That
-    # shortcut must never accept a body the models reject, nor change a value.
+    # The service decodes plainly valid event bodies with msgspec, without the pydantic models.
+    # Both ways: the shortcut accepts a body if and only if the models do, with the same
+    # values; and a body it declines gets exactly the models' error answer.
     now = datetime(2026, 3, 1, 12, 0, 0)
-    fast = _fast_events_table(raw, now)
+    fast = fast_events_table(raw, now)
     try:
         body = EventsBody.model_validate_json(raw)
     except ValidationError:
-        assert fast is None
+        assert fast is None, "the fast path accepted a body the models reject"
+        assert _outcome(lambda: decode_events(raw, now)) == _outcome(
+            lambda: parse_body(raw, EventsBody)
+        )
         return
-    if fast is not None:
-        assert fast.equals(_events_table(body.events, now))
+    assert fast is not None, "the fast path declined a body the models accept"
+    assert fast.equals(events_table(body.events, now))
+    assert decode_events(raw, now).equals(fast)
 
 
 _CHOOSE_VALUES = {
@@ -147,11 +171,11 @@ def _choose_bodies(draw: st.DrawFn) -> bytes:
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(_choose_bodies())
 def test_choose_fast_path_accepts_exactly_what_the_model_accepts(raw: bytes) -> None:
-    fast = _plain_choose(raw)
+    fast = plain_choose(raw)
     try:
         body = ChooseBody.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError:
         assert fast is None
         return
-    if fast is not None:
-        assert (fast.segment, fast.request_id, fast.n) == (body.segment, body.request_id, body.n)
+    assert fast is not None
+    assert (fast.segment, fast.request_id, fast.n) == (body.segment, body.request_id, body.n)

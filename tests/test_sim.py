@@ -11,17 +11,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from adloop.bandits import POLICIES, EpsilonGreedy, ThompsonSampling
 from adloop.cli import app
 from adloop.sim import (
+    REPLAY_POLICIES,
     ReplayError,
+    ReplayProblems,
     ScenarioError,
     Segment,
     SimError,
     World,
     WorldError,
     check_world,
+    cross_fitted_prior,
     features,
     load_scenario,
+    make_policy,
     replay,
     simulate,
     simulate_batched,
@@ -244,6 +249,38 @@ def test_fast_mode_handles_ragged_problems_and_records_history() -> None:
         simulate_batched(ctr, [1000], policy="ts")
 
 
+def test_fast_mode_runs_the_engines_policy_objects() -> None:
+    assert set(POLICIES) <= set(REPLAY_POLICIES) and set(REPLAY_POLICIES) - set(POLICIES) == {
+        "ts_eb"
+    }
+    assert isinstance(make_policy("egreedy", epsilon=0.3), EpsilonGreedy)
+    assert make_policy("ts", n_draws=64).n_draws == 64
+    ctr = np.array([[0.02, 0.03, np.nan], [0.04, 0.01, 0.05]])
+    by_name = simulate_batched(ctr, [5000, 8000], policy="egreedy", epsilon=0.2, rng=4)
+    by_object = simulate_batched(ctr, [5000, 8000], policy=EpsilonGreedy(epsilon=0.2), rng=4)
+    assert np.array_equal(by_name.impressions, by_object.impressions)
+    with pytest.raises(SimError, match="epsilon"):
+        simulate_batched(ctr, [5000, 8000], policy="egreedy", epsilon=2.0)
+    with pytest.raises(SimError, match="Thompson"):
+        simulate_batched(ctr, [5000, 8000], policy="ucb1", prior_alpha=1.0, prior_beta=9.0)
+
+
+def test_fast_mode_thompson_sampling_includes_the_practically_tied_rule() -> None:
+    # three arms within 0.5 % of each other: the engine's policy commits to the leader once
+    # the tie is established; classic probability matching keeps splitting the traffic
+    ctr = np.tile([0.05, 0.0497, 0.0495], (60, 1))
+    horizons = np.full(60, 1_000_000)
+    engine_ts = simulate_batched(ctr, horizons, policy="ts", n_updates=20, rng=0,
+                                 record_history=True)  # fmt: skip
+    classic = simulate_batched(
+        ctr, horizons, policy=ThompsonSampling(n_draws=128, loss_threshold=0.0), n_updates=20,
+        rng=0, record_history=True,
+    )  # fmt: skip
+    leader_share = engine_ts.share_history[-5:].max(axis=2).mean()
+    assert leader_share > 0.9
+    assert leader_share > classic.share_history[-5:].max(axis=2).mean() + 0.15
+
+
 # ---------------------------------------------------------------- replay
 
 
@@ -298,6 +335,25 @@ def test_replay_cli_writes_json_and_per_test_parquet(tmp_path: Path) -> None:
     rows = pl.read_parquet(out.with_name("replay.tests.parquet"))
     assert rows.height == 4 and set(rows["policy"]) == {"ts", "uniform"}
     assert rows.filter(pl.col("policy") == "uniform")["clicks"].sum() == pytest.approx(110)
+
+
+def test_cross_fitted_prior_never_learns_from_the_test_it_is_for() -> None:
+    rng = np.random.default_rng(0)
+    ctr = rng.beta(20, 980, size=(100, 3))
+    impressions = np.full((100, 3), 5_000.0)
+    problems = ReplayProblems(tuple(map(str, range(100))), ctr, np.full(100, 15_000),
+                              np.full(100, 3), impressions)  # fmt: skip
+    alpha, beta = cross_fitted_prior(problems, seed=1)
+    assert np.allclose(alpha / (alpha + beta), 0.02, atol=0.002)
+    changed = ctr.copy()
+    changed[7] = [0.4, 0.5, 0.6]  # test 7's own arms: its prior must not move
+    other = ReplayProblems(problems.test_ids, changed, problems.horizons, problems.n_arms,
+                           impressions)  # fmt: skip
+    alpha_changed, beta_changed = cross_fitted_prior(other, seed=1)
+    assert (alpha_changed[7], beta_changed[7]) == (alpha[7], beta[7])
+    assert not np.allclose(alpha_changed, alpha)  # ... while the other fold's priors do
+    with pytest.raises(ReplayError, match="n_folds"):
+        cross_fitted_prior(problems, n_folds=1)
 
 
 def test_replay_rejects_bad_input(tmp_path: Path) -> None:

@@ -456,6 +456,19 @@ def test_reopen_keeps_everything_and_closed_store_refuses(db_path: Path, clock: 
         second.arm_stats("c_1")
 
 
+def test_bad_arguments_raise_storage_errors_that_stay_builtin_compatible(store: Store):
+    with pytest.raises(storage.InvalidArgumentError, match="half_life") as caught:
+        store.arm_stats("c_1", half_life=timedelta(0))
+    assert isinstance(caught.value, storage.StorageError)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(storage.InvalidBatchError, match="single dict") as caught:
+        store.append_events(event("e1"))
+    assert isinstance(caught.value, InvalidRecordError)
+    assert isinstance(caught.value, TypeError)
+    with pytest.raises(storage.InvalidBatchError, match="mappings"):
+        store.append_events(["not a row"])
+
+
 def test_two_stores_in_one_process_share_one_writer(db_path: Path, clock: FakeClock):
     with Store(db_path, clock=clock) as first, Store(db_path, clock=clock) as second:
         first.insert_campaign({"campaign_id": "c_1"}, [{"variant_id": "v_a"}])

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from adloop.generators.training import (  # noqa: E402
+from adloop.generators import (  # noqa: E402
     TRAINING_RECORD,
     PreferencePair,
     SFTExample,

@@ -79,7 +79,7 @@ def retrain(
     """Run one retraining round now: winners and pairs -> fine-tune -> gate -> promote."""
     from rich.console import Console
 
-    from adloop.generators.errors import GeneratorError
+    from adloop.generators import GeneratorError
     from adloop.optimizer.retrain import retrain_round
     from adloop.storage import StorageError, Store
 

@@ -94,7 +94,7 @@ def run(
         loaded = loaded.model_copy(update={"retraining": settings})
     hook = None
     if loaded.retraining.enabled:
-        from adloop.optimizer.retrain import make_retrain_hook
+        from adloop.sim.retraining import make_retrain_hook
 
         try:
             hook = make_retrain_hook(loaded.retraining.config)
@@ -129,7 +129,8 @@ def replay(
     policies: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: ts, ts_eb (empirical-Bayes prior), uniform, ucb1, egreedy."
+            help="Comma-separated: ts, uniform, ucb1, egreedy (the engine's policies), ts_eb "
+            "(Thompson sampling with a prior learned across the other tests)."
         ),
     ] = "ts,ts_eb,uniform,ucb1,egreedy",
     updates: Annotated[int, typer.Option(help="Batched posterior updates per test.")] = 100,
@@ -175,7 +176,7 @@ def replay(
 def fast(
     arms: Annotated[str, typer.Option(help="Comma-separated true CTRs, e.g. 0.05,0.045,0.04.")],
     policies: Annotated[
-        str, typer.Option(help="Comma-separated policies.")
+        str, typer.Option(help="Comma-separated engine policies: ts, uniform, ucb1, egreedy.")
     ] = "ts,uniform,ucb1,egreedy",
     horizon: Annotated[int, typer.Option(help="Impressions per run.")] = 100_000,
     updates: Annotated[int, typer.Option(help="Batched updates per run.")] = 100,

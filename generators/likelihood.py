@@ -1,0 +1,164 @@
+"""How likely a model finds a completion: the scores the promotion gate and training report.
+
+:func:`completion_logprobs` is ``log p(completion | prompt)`` with the prompt built exactly as
+the LM generator builds it; :func:`sft_loss`, :func:`preference_margins` and
+:func:`preference_accuracy` summarise it over winners and pairs. torch is imported inside
+functions only.
+
+Example::
+
+    from adloop.generators import load_causal_lm, preference_accuracy
+    model, tokenizer = load_causal_lm("models/v0002")
+    print(preference_accuracy(model, tokenizer, heldout_pairs))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from adloop.generators.errors import TrainingError
+from adloop.generators.training_data import (
+    PreferencePair,
+    SFTExample,
+    collate,
+    encode,
+    pad_id,
+)
+
+__all__ = [
+    "completion_logprobs",
+    "preference_accuracy",
+    "preference_margins",
+    "sequence_logprobs",
+    "sft_loss",
+]
+
+
+def sequence_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Per-row sum of completion-token log-probs and the number of completion tokens."""
+    import torch
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1, :].float()
+    targets = batch["labels"][:, 1:]
+    mask = targets != -100
+    safe_targets = targets.masked_fill(~mask, 0)
+    token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, safe_targets.unsqueeze(-1))
+    token_logprobs = token_logprobs.squeeze(-1) * mask
+    return token_logprobs.sum(-1), mask.sum(-1)
+
+
+def _model_device(model: Any) -> Any:
+    """The device the model's weights are on (batches must go there too)."""
+    return next(model.parameters()).device
+
+
+def completion_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 128,
+    per_token: bool = False,
+) -> list[float]:
+    """log p(completion | prompt) under ``model``, one float per pair of inputs.
+
+    ``per_token=True`` divides by the number of completion tokens (length-normalised).
+
+    Example::
+
+        scores = completion_logprobs(model, tokenizer, ["Write an ad."], ["Rings that fit"])
+    """
+    import torch
+
+    if len(prompts) != len(completions):
+        raise TrainingError("completion_logprobs needs as many prompts as completions")
+    device = _model_device(model)
+    pad = pad_id(tokenizer)
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                encoded = [
+                    encode(tokenizer, p, c, max_length)
+                    for p, c in zip(
+                        prompts[start : start + batch_size],
+                        completions[start : start + batch_size],
+                        strict=True,
+                    )
+                ]
+                total, count = sequence_logprobs(model, collate(encoded, pad, device))
+                values = total / count.clamp(min=1) if per_token else total
+                out.extend(float(v) for v in values.cpu())
+    finally:
+        model.train(was_training)
+    return out
+
+
+def sft_loss(
+    model: Any, tokenizer: Any, examples: Sequence[SFTExample], *, max_length: int = 128
+) -> float:
+    """Weighted mean per-token negative log-likelihood of the examples' completions."""
+    if not examples:
+        raise TrainingError("sft_loss needs at least one example")
+    totals = completion_logprobs(
+        model,
+        tokenizer,
+        [e.prompt for e in examples],
+        [e.completion for e in examples],
+        max_length=max_length,
+        per_token=True,
+    )
+    weight_sum = sum(e.weight for e in examples)
+    return -sum(t * e.weight for t, e in zip(totals, examples, strict=True)) / weight_sum
+
+
+def preference_margins(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    *,
+    max_length: int = 128,
+    per_token: bool = False,
+) -> list[float]:
+    """``log p(chosen) - log p(rejected)`` per pair (positive: the model prefers the winner)."""
+    prompts = [p.prompt for p in pairs]
+    chosen = completion_logprobs(
+        model,
+        tokenizer,
+        prompts,
+        [p.chosen for p in pairs],
+        max_length=max_length,
+        per_token=per_token,
+    )
+    rejected = completion_logprobs(
+        model,
+        tokenizer,
+        prompts,
+        [p.rejected for p in pairs],
+        max_length=max_length,
+        per_token=per_token,
+    )
+    return [c - r for c, r in zip(chosen, rejected, strict=True)]
+
+
+def preference_accuracy(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    *,
+    max_length: int = 128,
+    per_token: bool = False,
+) -> float:
+    """Share of pairs whose winner the model finds more likely than the loser (ties count half)."""
+    if not pairs:
+        raise TrainingError("preference_accuracy needs at least one pair")
+    margins = preference_margins(
+        model, tokenizer, pairs, max_length=max_length, per_token=per_token
+    )
+    return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins)

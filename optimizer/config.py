@@ -1,0 +1,118 @@
+"""How the engine allocates, refreshes and judges campaigns: :class:`EngineConfig`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from adloop.bandits import POLICIES
+from adloop.optimizer.errors import ConfigError
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """How the engine allocates, refreshes and judges campaigns (checked at construction).
+
+    A bad value raises :class:`~adloop.optimizer.errors.ConfigError` naming the field, the
+    value and the values allowed.
+
+    Example::
+
+        EngineConfig(refresh_interval=2.0, refresh_events=500, floor=0.01)
+    """
+
+    refresh_interval: float = 2.0
+    """Seconds (of the engine's clock) after which a snapshot with new data is rebuilt."""
+    refresh_events: int = 10_000
+    """Rebuild a campaign's snapshot after this many new decisions + recorded events."""
+    background: bool | None = None
+    """Refresh and flush on a background thread; None: only when the clock is real time
+    (a simulated clock refreshes inline in :meth:`Engine.record` so runs are reproducible)."""
+    flush_interval: float = 1.0
+    """Seconds between background flushes of queued decisions to the store."""
+    policy: str = "ts"
+    """Allocation policy, a name in ``adloop.bandits.POLICIES``: ``ts`` (Thompson sampling),
+    or a baseline for comparisons: ``uniform`` (equal split), ``egreedy`` (epsilon-greedy,
+    10 %) or ``ucb1``."""
+    floor: float = 0.0
+    """Minimum traffic share per active variant (Thompson sampling floor)."""
+    top_two: bool = False
+    """Use top-two Thompson sampling (more exploration of the runner-up)."""
+    n_draws: int = 4000
+    """Monte Carlo draws for probability-best and allocation weights."""
+    half_life: timedelta | None = None
+    """Exponential discounting of old events for allocation (None: no discounting)."""
+    segment_allocation: bool = True
+    """Keep per-segment snapshots (hierarchically shrunk) for segments seen in the data."""
+    winner_threshold: float = 0.95
+    """Probability-best a variant needs before it can be declared the winner."""
+    value_remaining: float = 0.01
+    """Scott's value-remaining bound (relative) for declaring a winner."""
+    retire_floor: float = 0.01
+    """Retire active variants whose probability-best falls below this floor ..."""
+    retire_min_impressions: int = 500
+    """... once they have at least this many impressions."""
+    srm_alpha: float = 0.001
+    """Sample-ratio-mismatch p-value below which a campaign is flagged."""
+    srm_min_impressions: int = 100
+    """Below this many impressions the SRM check reports 'not enough data'."""
+    max_choose_n: int = 1000
+    """Largest number of decisions one ``choose_many`` call may return."""
+    generation_time_budget: float | None = 60.0
+    """Seconds after which the generator pool stops topping up a request (the round in
+    progress finishes); None: no time limit. Keeps campaign creation bounded on slow CPUs."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "refresh_interval",
+            "flush_interval",
+            "refresh_events",
+            "n_draws",
+            "max_choose_n",
+        ):
+            _check(name, getattr(self, name), lambda v: v > 0, "a number > 0")
+        for name in ("floor", "retire_floor", "srm_alpha"):
+            _check(name, getattr(self, name), lambda v: 0.0 <= v < 1.0, "a share in [0, 1)")
+        _check(
+            "winner_threshold",
+            self.winner_threshold,
+            lambda v: 0.5 <= v < 1.0,
+            "a probability in [0.5, 1), e.g. 0.95",
+        )
+        _check(
+            "value_remaining", self.value_remaining, lambda v: 0.0 < v < 1.0, "a share in (0, 1)"
+        )
+        for name in ("retire_min_impressions", "srm_min_impressions"):
+            _check(name, getattr(self, name), lambda v: v >= 0, "a count >= 0")
+        if self.generation_time_budget is not None:
+            _check(
+                "generation_time_budget",
+                self.generation_time_budget,
+                lambda v: v > 0,
+                "seconds > 0, or None for no limit",
+            )
+        if self.policy not in POLICIES:
+            raise ConfigError(
+                "policy", f"got {self.policy!r}; use one of {', '.join(map(repr, POLICIES))}"
+            )
+        if self.half_life is not None:
+            _check(
+                "half_life",
+                self.half_life,
+                lambda v: v > timedelta(0),
+                "a positive timedelta, or None for no discounting",
+            )
+
+
+def _check(name: str, value: Any, valid: Callable[[Any], bool], allowed: str) -> None:
+    """Raise a :class:`ConfigError` for ``name`` unless ``valid(value)`` holds."""
+    try:
+        ok = bool(valid(value))
+    except TypeError:  # e.g. None or a string where a number belongs
+        ok = False
+    if not ok:
+        raise ConfigError(name, f"got {value!r}; use {allowed}")

@@ -1,0 +1,146 @@
+"""The HTTP service's Prometheus metrics, and the ASGI middleware that counts every request.
+
+``GET /metrics`` renders :attr:`ServiceMetrics.registry`: requests and latency by route and
+status, events by outcome, decisions, snapshot refreshes and ages, ingest and decision queues,
+and how many ``choose`` requests the fast path answered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adloop.optimizer.engine import Engine
+from adloop.optimizer.metrics import Counter, Histogram, Registry
+
+__all__ = ["FastPathCounts", "IngestQueue", "RequestMetrics", "ServiceMetrics", "service_metrics"]
+
+
+@dataclass
+class IngestQueue:
+    """Event batches received and waiting for their commit (read by the queue gauges)."""
+
+    events: int = 0
+    requests: int = 0
+
+
+@dataclass
+class FastPathCounts:
+    """``choose`` requests the fast path answered, and those it handed on to the route.
+
+    Plain integers, read by a counter at scrape time: this is counted on the hottest path.
+    """
+
+    answered: int = 0
+    handed_on: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """The registry ``GET /metrics`` renders, and the series the service updates itself."""
+
+    registry: Registry
+    requests: Counter = field(repr=False)
+    latency: Histogram = field(repr=False)
+    events: Counter = field(repr=False)
+    choose_fast_path: FastPathCounts = field(repr=False)
+    ingest: IngestQueue = field(repr=False)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency under its route template."""
+        self.latency.observe(seconds, route=route)
+        self.requests.inc(route=route, status=str(status))
+
+
+def service_metrics(engine: Engine) -> ServiceMetrics:
+    """A fresh registry with the service's metrics; the engine's are read at scrape time."""
+    registry = Registry()
+    ingest = IngestQueue()
+    fast_path = FastPathCounts()
+    metrics = ServiceMetrics(
+        registry=registry,
+        requests=registry.counter(
+            "adloop_http_requests_total", "HTTP requests by route and status.", ("route", "status")
+        ),
+        latency=registry.histogram(
+            "adloop_http_request_duration_seconds", "HTTP request latency by route.", ("route",)
+        ),
+        events=registry.counter("adloop_events_total", "Events received by outcome.", ("outcome",)),
+        choose_fast_path=fast_path,
+        ingest=ingest,
+    )
+    registry.gauge(
+        "adloop_http_choose_fast_path_total",
+        "Choose requests seen by the fast path: 'answered' there, or 'handed_on' to the "
+        "route (no or unknown key, 'n', a body it declines, an unknown campaign, ...).",
+        lambda: {("answered",): fast_path.answered, ("handed_on",): fast_path.handed_on},
+        ("outcome",),
+        kind="counter",
+    )
+    registry.gauge(
+        "adloop_decisions_total",
+        "Decisions served (in-process and HTTP).",
+        lambda: float(engine.stats()["decisions"]),
+        kind="counter",
+    )
+    registry.gauge(
+        "adloop_snapshot_refreshes_total",
+        "Allocation snapshots rebuilt.",
+        lambda: float(engine.stats()["refreshes"]),
+        kind="counter",
+    )
+    registry.gauge(
+        "adloop_snapshot_age_seconds",
+        "Age of each campaign's allocation snapshot.",
+        lambda: {(cid,): age for cid, age in engine.stats()["snapshot_age_seconds"].items()},
+        ("campaign_id",),
+    )
+    registry.gauge(
+        "adloop_ingest_queue_events",
+        "Events received and not yet committed.",
+        lambda: float(ingest.events),
+    )
+    registry.gauge(
+        "adloop_ingest_queue_requests",
+        "Event requests waiting for their commit.",
+        lambda: float(ingest.requests),
+    )
+    registry.gauge(
+        "adloop_decisions_queued",
+        "Decisions waiting to be written to the store.",
+        lambda: float(engine.stats()["pending_decisions"]),
+    )
+    return metrics
+
+
+class RequestMetrics:
+    """ASGI middleware: count and time every HTTP request by route template and status.
+
+    The route is the template the router matched (``scope["route"]``), so one campaign's
+    requests do not make a series of their own; requests no route matched are "unmatched".
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the application fails before answering
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe_request(route, status, time.perf_counter() - start)

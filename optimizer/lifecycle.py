@@ -1,0 +1,262 @@
+"""The campaign lifecycle: create, add and retire variants, refill the pool, declare a winner.
+
+Every change goes to the store first (the source of truth) and then rebuilds the campaign's
+serving tables at once, so the next decision already follows it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from adloop.bandits import OBJECTIVES, ThompsonSampling, decide_winner, retire_candidates
+from adloop.optimizer.arm_stats import arm_counts, stats_by_variant
+from adloop.optimizer.config import EngineConfig
+from adloop.optimizer.errors import InvalidRequest, VariantNotFound
+from adloop.optimizer.serving import SERVABLE, ServingTables
+from adloop.optimizer.variants import VariantFactory, load_brief, public_variant, seed_for
+
+__all__ = ["CampaignLifecycle"]
+
+_MAX_GENERATED = 200  # most candidates one request may ask the generators for
+_N_PARENTS = 3  # current leaders handed to the generators as parents on a refill
+
+
+class CampaignLifecycle:
+    """Changes to campaigns and their variant pools, for one engine.
+
+    ``lock`` is the engine's lock (store writes + table rebuilds happen under it);
+    ``refresh`` flushes queued decisions and rebuilds one campaign's tables, so the
+    decisions to retire or to stop see every decision made so far.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        tables: ServingTables,
+        factory: VariantFactory,
+        config: EngineConfig,
+        clock: Callable[[], datetime],
+        rng: np.random.Generator,
+        lock: threading.RLock,
+        refresh: Callable[[str], None],
+    ) -> None:
+        self._store = store
+        self._tables = tables
+        self._factory = factory
+        self._config = config
+        self._clock = clock
+        self._rng = rng
+        self._lock = lock
+        self._refresh = refresh
+
+    def create(
+        self,
+        brief: Any,
+        *,
+        tenant: str,
+        n_candidates: int,
+        objective: str,
+        variants: Sequence[Mapping[str, Any]] | None,
+        impressions_reported_separately: bool,
+        name: str | None,
+        seed: int | None,
+    ) -> str:
+        """Store a new campaign with its first pool and start serving it; return its id."""
+        if objective not in OBJECTIVES:
+            raise InvalidRequest("objective", f"must be one of {OBJECTIVES}, got {objective!r}")
+        _check_count("n_candidates", n_candidates)
+        if not isinstance(tenant, str) or not tenant:
+            raise InvalidRequest("tenant", "must be a non-empty string")
+        listed: Any = None
+        if isinstance(brief, Mapping):
+            listed = brief.get("variants")
+            brief = {k: v for k, v in brief.items() if k != "variants"}
+        brief = load_brief(brief)
+        explicit = variants if variants is not None else listed
+        campaign_id = self._factory.new_id("c_")
+        now = self._clock()
+        if explicit:
+            rows = self._factory.manual(campaign_id, explicit, brief, now, "variants")
+            n_target = len(rows)
+        else:
+            rows, result = self._factory.generate(
+                campaign_id, brief, n_candidates, seed=seed_for(seed, campaign_id), now=now
+            )
+            if not rows:
+                raise InvalidRequest(
+                    "brief",
+                    "the generators produced no valid candidate "
+                    f"(drops: {dict(result.drop_counts)}); relax the limits or list variants",
+                )
+            n_target = max(n_candidates, len(rows))
+        campaign = {
+            "campaign_id": campaign_id,
+            "tenant": tenant,
+            "name": name or str(getattr(brief, "product", campaign_id)),
+            "brief": brief.model_dump(mode="json"),
+            "objective": objective,
+            "status": "active",
+            "settings": {
+                "n_candidates": n_target,
+                "impressions_reported_separately": bool(impressions_reported_separately),
+            },
+            "created_at": now,
+        }
+        with self._lock:
+            self._store.insert_campaign(campaign, rows)
+            self._tables.build(campaign_id)
+        return campaign_id
+
+    def add_variants(
+        self,
+        campaign_id: str,
+        variants: Sequence[Mapping[str, Any]] | None,
+        *,
+        n: int | None,
+        tenant: str | None,
+        seed: int | None,
+    ) -> list[dict[str, Any]]:
+        """Add the given variants, or ``n`` (default 1) generated ones; they serve at once."""
+        row = self._tables.visible_row(campaign_id, tenant)
+        brief = load_brief(row["brief"])
+        now = self._clock()
+        existing = [v["text"] for v in self._store.variants(campaign_id)]
+        if variants:
+            rows = self._factory.manual(campaign_id, variants, brief, now, "variants")
+            for i, new in enumerate(rows):
+                if new["text"] in existing:
+                    raise InvalidRequest(f"variants.{i}.text", "the campaign already has this text")
+        else:
+            n = 1 if n is None else n
+            _check_count("n", n)
+            rows, _ = self._factory.generate(
+                campaign_id,
+                brief,
+                n,
+                seed=_refill_seed(seed, campaign_id, existing),
+                now=now,
+                existing_texts=existing,
+            )
+        if rows:
+            with self._lock:
+                self._store.insert_variants(campaign_id, rows)
+                self._tables.build(campaign_id)
+        return [public_variant(r) for r in rows]
+
+    def retire(self, campaign_id: str, variant_id: str, *, tenant: str | None) -> None:
+        """Retire one variant; refuses to retire the last one that serves."""
+        self._tables.visible_row(campaign_id, tenant)
+        with self._lock:
+            variants = self._store.variants(campaign_id)
+            target = next((v for v in variants if v["variant_id"] == variant_id), None)
+            if target is None:
+                raise VariantNotFound(campaign_id, variant_id)
+            if target["status"] == "retired":
+                return
+            if sum(v["status"] in SERVABLE for v in variants) <= 1:
+                raise InvalidRequest(
+                    "variant_id", "cannot retire the last active variant; add variants first"
+                )
+            self._store.set_variant_status(campaign_id, variant_id, "retired")
+            self._tables.build(campaign_id)
+
+    def retire_and_refill(self, campaign_id: str, *, seed: int | None) -> dict[str, Any]:
+        """Retire clear losers, then top the pool up to its size with new candidates."""
+        row = self._tables.visible_row(campaign_id, None)
+        objective = row.get("objective") or "ctr"
+        self._refresh(campaign_id)
+        with self._lock:
+            variants = self._store.variants(campaign_id, statuses=("active",))
+            ids = [v["variant_id"] for v in variants]
+            retired: list[str] = []
+            leaders: list[Mapping[str, Any]] = list(variants)
+            if len(ids) >= 2:
+                counts = arm_counts(ids, stats_by_variant(self._store.arm_stats(campaign_id)))
+                losers = retire_candidates(
+                    counts,
+                    objective=objective,
+                    floor=self._config.retire_floor,
+                    min_impressions=self._config.retire_min_impressions,
+                    rng=self._rng,
+                )
+                # never retire everything: keep at least the best arm
+                retired = [ids[int(i)] for i in losers][: len(ids) - 1]
+                for variant_id in retired:
+                    self._store.set_variant_status(campaign_id, variant_id, "retired")
+                policy = ThompsonSampling(objective, n_draws=self._config.n_draws)
+                order = np.argsort(-policy.probability_best(counts, self._rng))
+                leaders = [
+                    variants[int(i)] for i in order[:_N_PARENTS] if ids[int(i)] not in retired
+                ]
+            target = int((row.get("settings") or {}).get("n_candidates", len(ids)))
+            n_active = len(ids) - len(retired)
+            # every retired variant is replaced, and a pool below its size is topped up
+            n_new = max(len(retired), target - n_active) if retired else max(0, target - n_active)
+            added: list[dict[str, Any]] = []
+            notes: list[str] = []
+            if n_new > 0:
+                existing = [v["text"] for v in self._store.variants(campaign_id)]
+                rows, _ = self._factory.generate(
+                    campaign_id,
+                    load_brief(row["brief"]),
+                    n_new,
+                    seed=_refill_seed(seed, campaign_id, existing),
+                    now=self._clock(),
+                    existing_texts=existing,
+                    winners=leaders,
+                    notes=notes,
+                )
+                if rows:
+                    self._store.insert_variants(campaign_id, rows)
+                added = [public_variant(r) for r in rows]
+            self._tables.build(campaign_id)
+        return {"campaign_id": campaign_id, "retired": retired, "added": added, "notes": notes}
+
+    def declare_winner(self, campaign_id: str, *, tenant: str | None) -> dict[str, Any] | None:
+        """Declare a winner if the stopping rule allows it (see ``Engine.declare_winner``)."""
+        row = self._tables.visible_row(campaign_id, tenant)
+        if row.get("winner_variant_id"):
+            return {"variant_id": row["winner_variant_id"], "reason": "already declared"}
+        self._refresh(campaign_id)
+        with self._lock:
+            variants = self._store.variants(campaign_id, statuses=("active",))
+            ids = [v["variant_id"] for v in variants]
+            if len(ids) < 2:
+                return None
+            counts = arm_counts(ids, stats_by_variant(self._store.arm_stats(campaign_id)))
+            decision = decide_winner(
+                counts,
+                objective=row.get("objective") or "ctr",
+                threshold=self._config.winner_threshold,
+                value_remaining=self._config.value_remaining,
+                n_draws=self._config.n_draws,
+                rng=self._rng,
+            )
+            if decision.winner is None:
+                return None
+            winner_id = ids[int(decision.winner)]
+            self._store.set_variant_status(campaign_id, winner_id, "winner")
+            self._store.set_campaign_status(campaign_id, "completed", winner_variant_id=winner_id)
+            self._tables.build(campaign_id)
+        return {
+            "variant_id": winner_id,
+            "probability_best": float(decision.probability_best[int(decision.winner)]),
+            "value_remaining": float(decision.value_remaining),
+            "reason": decision.reason,
+        }
+
+
+def _check_count(field: str, n: Any) -> None:
+    if not isinstance(n, int) or not 1 <= n <= _MAX_GENERATED:
+        raise InvalidRequest(field, f"must be an integer in 1..{_MAX_GENERATED}, got {n!r}")
+
+
+def _refill_seed(seed: int | None, campaign_id: str, existing: Sequence[str]) -> int:
+    """A refill's seed: keyed by the pool's size, so successive refills differ but repeat."""
+    return seed_for(seed, f"{campaign_id}:{len(existing)}")

@@ -1,0 +1,201 @@
+"""Variant rows for the store: validated from a caller's list, or written by the generators.
+
+Both paths produce the same row shape (``Store.insert_variants``), stamped a microsecond
+apart so the store lists them in the order they were given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from adloop.optimizer.errors import InvalidRequest
+
+__all__ = ["VariantFactory", "load_brief", "public_variant", "seed_for"]
+
+_MAX_TEXT = 2000
+_MANUAL_FIELDS = frozenset({"text", "headline", "description"})
+
+
+class VariantFactory:
+    """Makes ids and variant rows for one engine.
+
+    Parameters
+    ----------
+    ids:
+        Seeded source of campaign and variant ids.
+    pool:
+        Returns the ``generators.GeneratorPool`` (called only when generating, so the pool
+        is built on first use).
+    time_budget_s:
+        ``EngineConfig.generation_time_budget``: seconds after which the pool stops topping up.
+    """
+
+    def __init__(
+        self, ids: random.Random, pool: Callable[[], Any], time_budget_s: float | None
+    ) -> None:
+        self._ids = ids
+        self._pool = pool
+        self._time_budget_s = time_budget_s
+
+    def new_id(self, prefix: str, n_hex: int = 12) -> str:
+        """A fresh random id such as ``c_1f2e3d4c5b6a``."""
+        return f"{prefix}{self._ids.getrandbits(4 * n_hex):0{n_hex}x}"
+
+    def generate(
+        self,
+        campaign_id: str,
+        brief: Any,
+        n: int,
+        *,
+        seed: int,
+        now: datetime,
+        existing_texts: Sequence[str] = (),
+        winners: Sequence[Mapping[str, Any]] = (),
+        notes: list[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], Any]:
+        """Up to ``n`` new rows from the generator pool, and the pool's result.
+
+        ``existing_texts`` keep near-duplicates out; ``winners`` are parents for
+        recombination (see :func:`seed_for` for a seed that repeats across runs).
+        What the pool dropped, and why, is appended to ``notes`` when given.
+        """
+        result = self._pool().generate(
+            brief,
+            n,
+            existing_texts=list(existing_texts),
+            winners=list(winners),
+            seed=seed,
+            time_budget_s=self._time_budget_s,
+        )
+        if notes is not None:
+            notes.extend(result.notes)
+            if len(result.candidates) < n:
+                notes.append(
+                    f"asked for {n} candidates, got {len(result.candidates)}; "
+                    f"drops: {dict(result.drop_counts)}"
+                )
+        rows = [self._candidate_row(campaign_id, c, now) for c in result.candidates]
+        return _in_order(rows), result
+
+    def manual(
+        self, campaign_id: str, variants: Iterable[Any], brief: Any, now: datetime, where: str
+    ) -> list[dict[str, Any]]:
+        """Rows for variants the caller listed (strings or ``{text|headline, description}``).
+
+        ``where`` is the field name errors are reported under (``variants.2.text``).
+        """
+        if isinstance(variants, str | bytes) or not isinstance(variants, Iterable):
+            raise InvalidRequest(where, "must be a list of variants")
+        rows = []
+        seen: set[str] = set()
+        for i, given in enumerate(variants):
+            headline, description, text = _manual_fields(given, f"{where}.{i}")
+            if text in seen:
+                raise InvalidRequest(f"{where}.{i}.text", "duplicate text")
+            seen.add(text)
+            rows.append(
+                self._row(
+                    campaign_id,
+                    now,
+                    headline=headline,
+                    description=description,
+                    text=text,
+                    language=getattr(brief, "language", None),
+                    generator="manual",
+                    model_version=None,
+                    parent_ids=[],
+                    provenance={"generator": "manual"},
+                )
+            )
+        if not rows:
+            raise InvalidRequest(where, "must list at least one variant")
+        return _in_order(rows)
+
+    def _candidate_row(self, campaign_id: str, candidate: Any, now: datetime) -> dict[str, Any]:
+        return self._row(
+            campaign_id,
+            now,
+            headline=candidate.headline,
+            description=candidate.description or "",
+            text=candidate.text,
+            language=candidate.language,
+            generator=candidate.generator,
+            model_version=candidate.model_version,
+            parent_ids=list(candidate.parent_ids or ()),
+            provenance=candidate.to_dict() if hasattr(candidate, "to_dict") else {},
+        )
+
+    def _row(self, campaign_id: str, now: datetime, **fields: Any) -> dict[str, Any]:
+        return {
+            "variant_id": self.new_id("v_"),
+            "campaign_id": campaign_id,
+            **fields,
+            "status": "active",
+            "created_at": now,
+        }
+
+
+def _manual_fields(given: Any, where: str) -> tuple[str, str, str]:
+    """``(headline, description, text)`` of one listed variant, checked."""
+    if isinstance(given, str):
+        given = {"text": given}
+    if not isinstance(given, Mapping):
+        raise InvalidRequest(where, "must be an object or a string")
+    unknown = set(given) - _MANUAL_FIELDS
+    if unknown:
+        raise InvalidRequest(f"{where}.{sorted(unknown)[0]}", "unknown field")
+    headline = given.get("headline")
+    description = given.get("description") or ""
+    text = given.get("text")
+    for name, value in (("headline", headline), ("description", description), ("text", text)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{where}.{name}", "must be a string")
+    if not text:
+        if not headline:
+            raise InvalidRequest(f"{where}.text", "give 'text' or 'headline'")
+        text = f"{headline} — {description}" if description else headline
+    headline = headline or text
+    text = text.strip()
+    if not text or len(text) > _MAX_TEXT:
+        raise InvalidRequest(f"{where}.text", f"must be 1..{_MAX_TEXT} characters")
+    return headline, description, text
+
+
+def seed_for(seed: int | None, key: str) -> int:
+    """``seed`` if given, else a stable seed derived from ``key``."""
+    if seed is not None:
+        return seed
+    return int(hashlib.blake2b(key.encode(), digest_size=4).hexdigest(), 16)
+
+
+def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stamp rows a microsecond apart so the store lists them in the order they were given."""
+    for i, row in enumerate(rows):
+        row["created_at"] = row["created_at"] + timedelta(microseconds=i)
+    return rows
+
+
+def load_brief(source: Any) -> Any:
+    """A ``generators.Brief`` from a dict, JSON/YAML path or brief (raises ``BriefError``)."""
+    from adloop.generators import load_brief as load
+
+    return load(source)
+
+
+def public_variant(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored variant row as the API returns it (no campaign id, timestamps or provenance)."""
+    return {
+        "variant_id": row["variant_id"],
+        "text": row["text"],
+        "headline": row["headline"],
+        "description": row["description"],
+        "language": row["language"],
+        "generator": row["generator"],
+        "model_version": row["model_version"],
+        "parent_ids": list(row["parent_ids"]),
+        "status": row["status"],
+    }

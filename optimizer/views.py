@@ -1,0 +1,116 @@
+"""Read-only views of campaigns as the API returns them: summaries and the full report."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from adloop.bandits import ThompsonSampling, posterior_summary
+from adloop.optimizer.arm_stats import arm_counts, stats_by_variant
+from adloop.optimizer.config import EngineConfig
+from adloop.optimizer.quality import data_quality
+from adloop.optimizer.serving import SERVABLE, LiveCampaign
+
+__all__ = ["campaign_summary", "campaign_view"]
+
+
+def campaign_summary(row: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]) -> dict:
+    """One line of the campaign list: status, winner and how many variants serve."""
+    return {
+        "campaign_id": row["campaign_id"],
+        "tenant": row["tenant"],
+        "name": row.get("name"),
+        "objective": row.get("objective"),
+        "status": row["status"],
+        "winner": row.get("winner_variant_id"),
+        "n_variants": len(variants),
+        "n_active": sum(v["status"] in SERVABLE for v in variants),
+        "created_at": _iso(row.get("created_at")),
+    }
+
+
+def campaign_view(
+    store: Any,
+    row: Mapping[str, Any],
+    live: LiveCampaign | None,
+    *,
+    config: EngineConfig,
+    rng: np.random.Generator,
+    lock: threading.RLock,
+) -> dict[str, Any]:
+    """The campaign with per-variant counts, posteriors, winner, data quality and snapshot.
+
+    The store must be flushed first. ``rng`` is shared with the engine's refreshes, hence
+    the ``lock`` around the Monte Carlo draws.
+    """
+    campaign_id = row["campaign_id"]
+    variants = store.variants(campaign_id)
+    stats = stats_by_variant(store.arm_stats(campaign_id))
+    ids = [v["variant_id"] for v in variants]
+    objective = row.get("objective") or "ctr"
+    with lock:
+        summary = posterior_summary(arm_counts(ids, stats), objective, rng=rng) if ids else {}
+        servable = [i for i, v in enumerate(variants) if v["status"] in SERVABLE]
+        p_best = np.zeros(len(ids))
+        if servable:
+            policy = ThompsonSampling(objective, n_draws=config.n_draws)
+            servable_counts = arm_counts([ids[i] for i in servable], stats)
+            p_best[servable] = policy.probability_best(servable_counts, rng)
+    settings = row.get("settings") or {}
+    return {
+        "campaign_id": campaign_id,
+        "tenant": row["tenant"],
+        "name": row.get("name"),
+        "objective": objective,
+        "status": row["status"],
+        "winner": row.get("winner_variant_id"),
+        "impressions_reported_separately": bool(
+            settings.get("impressions_reported_separately", False)
+        ),
+        "created_at": _iso(row.get("created_at")),
+        "brief": row.get("brief"),
+        "variants": [
+            _variant_view(v, stats.get(v["variant_id"], {}), summary, float(p_best[i]), i)
+            for i, v in enumerate(variants)
+        ],
+        "data_quality": data_quality(store, campaign_id, stats, config),
+        "snapshot": {
+            "built_at": _iso(live.built_at) if live else None,
+            "weights": live.weights() if live else {},
+            "segments": sorted(live.by_segment) if live else [],
+        },
+    }
+
+
+def _variant_view(
+    variant: Mapping[str, Any],
+    stats: Mapping[str, float],
+    summary: Mapping[str, np.ndarray],
+    probability_best: float,
+    index: int,
+) -> dict[str, Any]:
+    return {
+        "variant_id": variant["variant_id"],
+        "text": variant.get("text"),
+        "headline": variant.get("headline"),
+        "description": variant.get("description"),
+        "status": variant["status"],
+        "generator": variant.get("generator"),
+        "model_version": variant.get("model_version"),
+        "parent_ids": list(variant.get("parent_ids") or []),
+        "impressions": int(stats.get("impressions", 0)),
+        "clicks": int(stats.get("clicks", 0)),
+        "conversions": int(stats.get("conversions", 0)),
+        "value": float(stats.get("value", 0.0)),
+        "posterior_mean": float(summary["mean"][index]),
+        "interval_95": [float(summary["low"][index]), float(summary["high"][index])],
+        "probability_best": probability_best,
+    }
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

@@ -1,0 +1,184 @@
+"""Statistics read from the log and its aggregates: arm stats, decision stats, data quality."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from adloop.storage._core import StoreCore
+from adloop.storage._fields import naive_utc
+from adloop.storage.errors import InvalidArgumentError
+
+
+class StatsMixin(StoreCore):
+    """Per-variant statistics for the bandits, and checks of the event stream."""
+
+    def arm_stats(
+        self,
+        campaign_id: str,
+        *,
+        segment: str | None = None,
+        since: datetime | None = None,
+        half_life: timedelta | None = None,
+        by_segment: bool = False,
+    ) -> pl.DataFrame:
+        """Deduplicated impressions, clicks, conversions and conversion value per variant.
+
+        Reads the per-hour aggregate rows written with the events (a few rows per variant and
+        hour), not the event log, so it stays fast with tens of millions of events.
+
+        Args:
+            campaign_id: the campaign.
+            segment: only events of this segment.
+            since: only events with ``ts >= since`` (exact: the partial first hour is read from
+                the log).
+            half_life: weight each event by ``0.5 ** (age / half_life)`` (age measured from the
+                store's clock); counts become floats. Events of one hour are weighted at their
+                mean time: for a half-life of ``h`` hours the relative error is at most
+                ``0.06 / h**2`` (``0.02 / h**2`` for events spread evenly over the hour).
+            by_segment: one row per (variant, segment) seen, instead of one per variant.
+
+        Returns:
+            ``variant_id`` [, ``segment``], ``impressions``, ``clicks``, ``conversions`` (Int64, or
+            Float64 when discounted), ``value`` (Float64); every variant of the campaign appears,
+            with zeros when it has no events; rows in variant creation order.
+
+        Raises:
+            InvalidArgumentError: ``half_life`` is zero or negative.
+        """
+        params: dict[str, Any] = {"campaign": campaign_id, "segment": segment}
+        since_hour = None
+        parts = [
+            """SELECT variant_id, segment, type, n::DOUBLE AS n, value,
+                      epoch_us(hour) / 1e6 + ts_offset_sum / n AS t
+               FROM event_aggregates
+               WHERE campaign_id = $campaign AND ($segment IS NULL OR segment = $segment)
+                 AND ($since_hour IS NULL OR hour >= $since_hour)"""
+        ]
+        if since is not None:
+            since = naive_utc(since, "since")
+            floor = since.replace(minute=0, second=0, microsecond=0)
+            since_hour = floor if floor == since else floor + timedelta(hours=1)
+            if since_hour != since:
+                params["since"] = since
+                parts.append(
+                    """SELECT variant_id, segment, type, 1.0 AS n, value, epoch_us(ts) / 1e6 AS t
+                       FROM events
+                       WHERE campaign_id = $campaign AND ($segment IS NULL OR segment = $segment)
+                         AND ts >= $since AND ts < $since_hour"""
+                )
+        params["since_hour"] = since_hour
+        if half_life is not None:
+            seconds = half_life.total_seconds()
+            if not seconds > 0:
+                raise InvalidArgumentError(f"half_life must be positive, got {half_life!r}")
+            params["now"] = self._now().replace(tzinfo=UTC).timestamp()
+            params["half_life"] = seconds
+            weight = "pow(2.0, -($now - t) / $half_life)"
+            count_type, value_type = "DOUBLE", "DOUBLE"
+        else:
+            weight = "1.0"
+            count_type, value_type = "BIGINT", "DOUBLE"
+        union = " UNION ALL ".join(parts)
+        sums = ", ".join(
+            f"coalesce(sum(p.{column} * {weight}) FILTER (WHERE p.type = '{kind}'), 0)::{cast} "
+            f"AS {name}"
+            for column, kind, cast, name in [
+                ("n", "impression", count_type, "impressions"),
+                ("n", "click", count_type, "clicks"),
+                ("n", "conversion", count_type, "conversions"),
+                ("value", "conversion", value_type, "value"),
+            ]
+        )
+        if by_segment:
+            sql = f"""
+                WITH p AS ({union}),
+                     v AS (SELECT variant_id, created_at FROM variants
+                           WHERE campaign_id = $campaign),
+                     s AS (SELECT DISTINCT segment FROM p)
+                SELECT v.variant_id, s.segment, {sums}
+                FROM v CROSS JOIN s
+                LEFT JOIN p
+                    ON p.variant_id = v.variant_id AND p.segment IS NOT DISTINCT FROM s.segment
+                GROUP BY v.variant_id, v.created_at, s.segment
+                ORDER BY v.created_at, v.variant_id, s.segment NULLS FIRST"""
+        else:
+            sql = f"""
+                WITH p AS ({union}),
+                     v AS (SELECT variant_id, created_at FROM variants
+                           WHERE campaign_id = $campaign)
+                SELECT v.variant_id, {sums}
+                FROM v LEFT JOIN p ON p.variant_id = v.variant_id
+                GROUP BY v.variant_id, v.created_at
+                ORDER BY v.created_at, v.variant_id"""
+        used = {name: value for name, value in params.items() if f"${name}" in sql}
+        return self._db().reader().sql(sql, params=used).pl()
+
+    def decision_stats(self, campaign_id: str) -> pl.DataFrame:
+        """Per variant: how many decisions chose it and the sum of their assignment probabilities.
+
+        Returns:
+            ``variant_id``, ``decisions`` (Int64), ``expected_share_sum`` (Float64); every variant
+            of the campaign appears.
+        """
+        sql = """
+            SELECT v.variant_id, coalesce(sum(d.n), 0)::BIGINT AS decisions,
+                   coalesce(sum(d.probability_sum), 0)::DOUBLE AS expected_share_sum
+            FROM variants AS v
+            LEFT JOIN decision_aggregates AS d
+                ON d.campaign_id = v.campaign_id AND d.variant_id = v.variant_id
+            WHERE v.campaign_id = ?
+            GROUP BY v.variant_id, v.created_at ORDER BY v.created_at, v.variant_id"""
+        return self._db().reader().sql(sql, params=[campaign_id]).pl()
+
+    def data_quality(self, campaign_id: str) -> dict[str, Any]:
+        """Problems in the campaign's event stream; nothing here is ever dropped from the log.
+
+        Returns:
+            ``orphan_clicks`` / ``orphan_conversions``: clicks / conversions carrying a
+            decision_id for which no impression is stored (yet); ``unattributed_events``: clicks
+            and conversions without a decision_id (they cannot be checked);
+            ``clicks_exceed_impressions``: variant ids with more clicks than impressions;
+            ``events_for_retired_variants``: events stamped after their variant was retired;
+            ``duplicate_deliveries``: valid rows received again and not stored;
+            ``rejected_rows``: invalid rows received.
+        """
+        reader = self._db().reader()
+        orphans = reader.execute(
+            """WITH shown AS (
+                   SELECT DISTINCT decision_id FROM events
+                   WHERE campaign_id = $c AND type = 'impression' AND decision_id IS NOT NULL)
+               SELECT
+                   count(*) FILTER (WHERE e.type = 'click' AND e.decision_id IS NOT NULL
+                                    AND s.decision_id IS NULL),
+                   count(*) FILTER (WHERE e.type = 'conversion' AND e.decision_id IS NOT NULL
+                                    AND s.decision_id IS NULL),
+                   count(*) FILTER (WHERE e.decision_id IS NULL)
+               FROM events AS e LEFT JOIN shown AS s ON s.decision_id = e.decision_id
+               WHERE e.campaign_id = $c AND e.type IN ('click', 'conversion')""",
+            {"c": campaign_id},
+        ).fetchall()[0]
+        (late,) = reader.execute(
+            """SELECT count(*) FROM events AS e
+               JOIN variants AS v ON v.campaign_id = e.campaign_id AND v.variant_id = e.variant_id
+               WHERE e.campaign_id = $c AND v.status = 'retired' AND e.ts > v.retired_at""",
+            {"c": campaign_id},
+        ).fetchall()[0]
+        duplicates, rejected = reader.execute(
+            "SELECT coalesce(sum(duplicates), 0), coalesce(sum(rejected), 0) FROM ingest_log "
+            "WHERE campaign_id = ?",
+            [campaign_id],
+        ).fetchall()[0]
+        stats = self.arm_stats(campaign_id)
+        exceed = stats.filter(pl.col("clicks") > pl.col("impressions"))["variant_id"].to_list()
+        return {
+            "orphan_clicks": int(orphans[0]),
+            "orphan_conversions": int(orphans[1]),
+            "unattributed_events": int(orphans[2]),
+            "clicks_exceed_impressions": exceed,
+            "events_for_retired_variants": int(late),
+            "duplicate_deliveries": int(duplicates),
+            "rejected_rows": int(rejected),
+        }
