@@ -225,6 +225,21 @@ def sliding_window_sums(steps: np.ndarray, window: int, *, axis: int = 0) -> np.
     return np.moveaxis(out, 0, axis)
 
 
+def _batch_rows(
+    arm_ids: tuple[str, ...],
+    impressions: Sequence[float] | np.ndarray,
+    clicks: Sequence[float] | np.ndarray,
+    conversions: Sequence[float] | np.ndarray | None,
+    value: Sequence[float] | np.ndarray | None,
+) -> np.ndarray:
+    """One batch of per-arm counts, checked as :class:`ArmCounts`, stacked as four rows.
+
+    The rows are impressions, clicks, conversions and value (shape ``(4, n_arms)``).
+    """
+    batch = ArmCounts(arm_ids, impressions, clicks, conversions, value)
+    return np.vstack([batch.impressions, batch.clicks, batch.conversions, batch.value])
+
+
 class DiscountedCounts:
     """Streaming exponentially discounted arm counts (half-life in impressions or in time).
 
@@ -268,13 +283,13 @@ class DiscountedCounts:
         elapsed: float | None = None,
     ) -> None:
         """Decay what is stored, then add one batch of per-arm counts."""
-        batch = ArmCounts(self.arm_ids, impressions, clicks, conversions, value)
+        rows = _batch_rows(self.arm_ids, impressions, clicks, conversions, value)
         if elapsed is None:
-            elapsed = float(batch.impressions.sum())
+            elapsed = float(rows[0].sum())
         if elapsed < 0:
             raise InvalidConfigError(f"elapsed must be >= 0, got {elapsed!r}")
         self._totals *= decay_factor(elapsed, self.half_life)
-        self._totals += np.vstack([batch.impressions, batch.clicks, batch.conversions, batch.value])
+        self._totals += rows
 
     def counts(self) -> ArmCounts:
         """The discounted totals as :class:`ArmCounts`."""
@@ -312,12 +327,11 @@ class SlidingWindowCounts:
         at: float | None = None,
     ) -> None:
         """Add one batch of per-arm counts stamped ``at`` (monotone non-decreasing)."""
-        batch = ArmCounts(self.arm_ids, impressions, clicks, conversions, value)
-        stamp = self._clock + float(batch.impressions.sum()) if at is None else float(at)
+        rows = _batch_rows(self.arm_ids, impressions, clicks, conversions, value)
+        stamp = self._clock + float(rows[0].sum()) if at is None else float(at)
         if stamp < self._clock:
             raise InvalidConfigError(f"at must not go backwards: {stamp!r} < {self._clock!r}")
         self._clock = stamp
-        rows = np.vstack([batch.impressions, batch.clicks, batch.conversions, batch.value])
         self._batches.append((stamp, rows))
         while self._batches and self._batches[0][0] <= self._clock - self.window:
             self._batches.popleft()

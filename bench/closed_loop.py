@@ -298,7 +298,8 @@ def combine(parts: list[Path], out: Path) -> dict[str, Any]:
     return result
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (``adloop bench closed-loop --help``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--combine", type=Path, nargs="+", help="merge results of these folders")
     parser.add_argument("--quick", action="store_true")
@@ -318,7 +319,8 @@ if __name__ == "__main__":
     parser.add_argument("--probe", type=int, default=PROBE, help="candidates in each probe")
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where the plot goes")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    global SCENARIO, PROBE, PLOT
     SCENARIO = args.scenario
     PROBE = args.probe
     PLOT = args.plot
@@ -336,3 +338,7 @@ if __name__ == "__main__":
         combine(args.combine, args.out)
     else:
         main(args.out, args.quick, tuple(args.seeds), tuple(args.arms))
+
+
+if __name__ == "__main__":
+    cli()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import replace
-from datetime import datetime, timedelta
 from pathlib import Path
 
 ARMS = [  # headline, description, impressions, clicks
@@ -28,60 +27,12 @@ ARMS = [  # headline, description, impressions, clicks
 ]
 
 
-def _fill(store, brief: dict) -> None:
-    t0 = datetime(2026, 1, 5)
-    campaign_id = "c_benchretrain"
-    ids = [f"v_bench{i:07d}" for i in range(len(ARMS))]
-    store.insert_campaign(
-        {
-            "campaign_id": campaign_id,
-            "tenant": "default",
-            "name": "bench",
-            "brief": brief,
-            "objective": "ctr",
-            "status": "active",
-            "settings": {},
-            "created_at": t0,
-        },
-        [
-            {
-                "variant_id": v,
-                "campaign_id": campaign_id,
-                "headline": h,
-                "description": d,
-                "text": f"{h} — {d}",
-                "language": "en",
-                "generator": "template",
-                "model_version": None,
-                "parent_ids": [],
-                "provenance": {},
-                "status": "active",
-                "created_at": t0,
-            }
-            for v, (h, d, _, _) in zip(ids, ARMS, strict=True)
-        ],
-    )
-    events = []
-    for v, (_, _, impressions, clicks) in zip(ids, ARMS, strict=True):
-        for kind, count in (("impression", impressions), ("click", clicks)):
-            events.extend(
-                {
-                    "event_id": f"{v}-{kind}-{i}",
-                    "type": kind,
-                    "campaign_id": campaign_id,
-                    "variant_id": v,
-                    "ts": t0 + timedelta(seconds=i),
-                }
-                for i in range(count)
-            )
-    store.append_events(events)
-
-
 def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
     """Time one round; write ``retrain.json`` and ``retrain.md``."""
     import yaml
 
     from adloop.optimizer.retrain import RetrainConfig, retrain_round
+    from adloop.sim.history import seed_campaign
     from adloop.storage import Store
     from bench._common import max_rss_mb, measure, write_results
 
@@ -96,7 +47,7 @@ def main(out: Path = Path("bench/results"), quick: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="adloop-bench-retrain-") as tmp:
         config = replace(config, models_root=str(Path(tmp) / "models"), training=training)
         with Store(Path(tmp) / "bench.duckdb") as store:
-            _fill(store, brief)
+            seed_campaign(store, brief, ARMS, campaign_id="c_benchretrain", name="bench")
             with measure(trace_memory=False) as timing:
                 report = retrain_round(store, config=config)
     seconds = report.seconds

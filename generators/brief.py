@@ -224,24 +224,22 @@ class Brief(BaseModel):
             f"Write one search ad in {language}.",
             f"Product: {self.product}",
         ]
-        if self.brand:
-            lines.append(f"Brand: {self.brand}")
-        if self.description:
-            lines.append(f"About: {self.description}")
-        if self.segments:
-            lines.append(f"Audience: {', '.join(self.segments)}")
-        if self.keywords:
-            lines.append(f"Keywords: {', '.join(self.keywords)}")
-        if self.tone:
-            lines.append(f"Tone: {self.tone}")
-        if self.offer:
-            lines.append(f"Offer: {self.offer}")
-        if self.call_to_action:
-            lines.append(f"Call to action: {self.call_to_action}")
-        if self.required_terms:
-            lines.append(f"Must include: {', '.join(self.required_terms)}")
-        if self.banned_terms:
-            lines.append(f"Never use: {', '.join(self.banned_terms)}")
+        fields: list[tuple[str, str | tuple[str, ...]]] = [
+            ("Brand", self.brand),
+            ("About", self.description),
+            ("Audience", self.segments),
+            ("Keywords", self.keywords),
+            ("Tone", self.tone),
+            ("Offer", self.offer),
+            ("Call to action", self.call_to_action),
+            ("Must include", self.required_terms),
+            ("Never use", self.banned_terms),
+        ]
+        for label, value in fields:
+            # Empty fields are left out so the prompt only states what the brief says.
+            if value:
+                text = value if isinstance(value, str) else ", ".join(value)
+                lines.append(f"{label}: {text}")
         if self.language == "zh" and channel.cjk_width == 2:
             limits = (
                 f"Headline at most {channel.headline_max // 2} Chinese characters, "

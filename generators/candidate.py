@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adloop.generators.brief import Brief
 
 __all__ = ["Candidate", "TEXT_SEPARATOR"]
 
@@ -39,6 +42,30 @@ class Candidate:
     prompt_hash: str = ""
     parent_ids: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+
+    @classmethod
+    def for_brief(
+        cls,
+        brief: Brief,
+        headline: str,
+        description: str,
+        generator: str,
+        *,
+        seed: int | None,
+        model_version: str | None = None,
+        parent_ids: tuple[str, ...] = (),
+    ) -> Candidate:
+        """A candidate written for ``brief``, recording its language and prompt hash."""
+        return cls(
+            headline,
+            description,
+            brief.language,
+            generator,
+            model_version=model_version,
+            prompt_hash=brief.prompt_hash(),
+            parent_ids=tuple(parent_ids),
+            seed=seed,
+        )
 
     @property
     def text(self) -> str:

@@ -128,21 +128,11 @@ def preference_margins(
 ) -> list[float]:
     """``log p(chosen) - log p(rejected)`` per pair (positive: the model prefers the winner)."""
     prompts = [p.prompt for p in pairs]
-    chosen = completion_logprobs(
-        model,
-        tokenizer,
-        prompts,
-        [p.chosen for p in pairs],
-        max_length=max_length,
-        per_token=per_token,
-    )
-    rejected = completion_logprobs(
-        model,
-        tokenizer,
-        prompts,
-        [p.rejected for p in pairs],
-        max_length=max_length,
-        per_token=per_token,
+    chosen, rejected = (
+        completion_logprobs(
+            model, tokenizer, prompts, completions, max_length=max_length, per_token=per_token
+        )
+        for completions in ([p.chosen for p in pairs], [p.rejected for p in pairs])
     )
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 

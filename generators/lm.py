@@ -325,7 +325,6 @@ class LMGenerator:
         del winners  # the model writes from the brief; retraining is how winners reach it
         if n <= 0:
             return []
-        prompt_hash = brief.prompt_hash()
         candidates = []
         factor = self.scorer.oversample if self.scorer is not None else 1
         for completion in self.sample(brief, n * factor, seed=seed):
@@ -333,15 +332,13 @@ class LMGenerator:
             if headline:
                 headline, description = complete_required_terms(headline, description, brief)
             candidates.append(
-                Candidate(
-                    headline=headline,
-                    description=description,
-                    language=brief.language,
-                    generator=self.name,
-                    model_version=self.model_version,
-                    prompt_hash=prompt_hash,
-                    parent_ids=(),
+                Candidate.for_brief(
+                    brief,
+                    headline,
+                    description,
+                    self.name,
                     seed=seed,
+                    model_version=self.model_version,
                 )
             )
         if factor > 1:

@@ -189,7 +189,6 @@ class RecombinationGenerator:
         ]
         originals = {split_winner(w) for w in winners}
         seen: set[tuple[str, str]] = set()
-        prompt_hash = brief.prompt_hash()
         candidates: list[Candidate] = []
         for headline, description, parents in options:
             headline, description = complete_required_terms(headline, description, brief)
@@ -202,15 +201,8 @@ class RecombinationGenerator:
                 continue
             seen.add(key)
             candidates.append(
-                Candidate(
-                    headline=headline,
-                    description=description,
-                    language=brief.language,
-                    generator=self.name,
-                    model_version=None,
-                    prompt_hash=prompt_hash,
-                    parent_ids=parents,
-                    seed=seed,
+                Candidate.for_brief(
+                    brief, headline, description, self.name, seed=seed, parent_ids=parents
                 )
             )
             if len(candidates) >= n:

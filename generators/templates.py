@@ -254,7 +254,6 @@ class TemplateGenerator:
         descriptions = [descriptions[i] for i in rng.permutation(len(descriptions))]
         n_pairs = min(n, len(headlines) * len(descriptions))
         used: set[tuple[int, int]] = set()
-        prompt_hash = brief.prompt_hash()
         candidates = []
         for i in range(n_pairs):
             h_index = i % len(headlines)
@@ -266,15 +265,6 @@ class TemplateGenerator:
                 headlines[h_index], descriptions[d_index], brief
             )
             candidates.append(
-                Candidate(
-                    headline=headline,
-                    description=description,
-                    language=brief.language,
-                    generator=self.name,
-                    model_version=None,
-                    prompt_hash=prompt_hash,
-                    parent_ids=(),
-                    seed=seed,
-                )
+                Candidate.for_brief(brief, headline, description, self.name, seed=seed)
             )
         return candidates

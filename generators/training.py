@@ -96,8 +96,14 @@ def _capped_steps(steps: int, n_items: int, config: TrainingConfig) -> int:
 
 
 def _run_phase(
-    model: Any, steps: int, config: TrainingConfig, loss_of_batch: Any, batches: list[list[int]]
-) -> list[float]:
+    model: Any,
+    steps: int,
+    n_items: int,
+    config: TrainingConfig,
+    rng: random.Random,
+    loss_of_batch: Any,
+) -> tuple[float, float]:
+    """Train ``steps`` steps on shuffled batches of ``n_items`` items; first and last loss."""
     import torch
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -109,7 +115,7 @@ def _run_phase(
     )
     model.train()
     losses = []
-    for indices in batches:
+    for indices in _batches(n_items, config.batch_size, steps, rng):
         loss = loss_of_batch(indices)
         if not torch.isfinite(loss):
             raise TrainingError(f"training loss became {float(loss)}; lower the learning rate")
@@ -120,7 +126,7 @@ def _run_phase(
         scheduler.step()
         losses.append(float(loss.detach()))
     model.eval()
-    return losses
+    return losses[0], losses[-1]
 
 
 def fine_tune(
@@ -207,15 +213,9 @@ def fine_tune(
                 w = weights[indices]
                 return -((total / count.clamp(min=1)) * w).sum() / len(indices)
 
-            losses = _run_phase(
-                model,
-                sft_steps,
-                config,
-                sft_batch_loss,
-                _batches(len(encoded), config.batch_size, sft_steps, rng),
+            metrics["sft_train_loss_first"], metrics["sft_train_loss_last"] = _run_phase(
+                model, sft_steps, len(encoded), config, rng, sft_batch_loss
             )
-            metrics["sft_train_loss_first"] = losses[0]
-            metrics["sft_train_loss_last"] = losses[-1]
 
         if dpo_steps:
             chosen = [encode(tokenizer, p.prompt, p.chosen, config.max_length) for p in pairs]
@@ -238,15 +238,9 @@ def fine_tune(
                     loss = loss + config.dpo_sft_weight * nll
                 return loss
 
-            losses = _run_phase(
-                model,
-                dpo_steps,
-                config,
-                dpo_batch_loss,
-                _batches(len(pairs), config.batch_size, dpo_steps, rng),
+            metrics["dpo_train_loss_first"], metrics["dpo_train_loss_last"] = _run_phase(
+                model, dpo_steps, len(pairs), config, rng, dpo_batch_loss
             )
-            metrics["dpo_train_loss_first"] = losses[0]
-            metrics["dpo_train_loss_last"] = losses[-1]
     finally:
         if config.lora:
             model = model.merge_and_unload()

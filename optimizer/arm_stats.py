@@ -24,11 +24,28 @@ def stats_by_variant(frame: Any) -> dict[str, dict[str, float]]:
     return {row["variant_id"]: row for row in frame.iter_rows(named=True)}
 
 
-def stats_by_segment(frame: Any) -> dict[str, dict[str, dict[str, float]]]:
+def stats_by_segment(
+    frame: Any, max_segments: int | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
     """Rows of a per-segment ``arm_stats`` frame keyed by segment, then variant id.
 
     Rows without a segment are left out: they already count in the campaign-wide stats.
+    With ``max_segments``, only that many segments are kept, those with the most impressions
+    (ties by name, so the choice repeats): the rest share the campaign-wide split, the
+    "other" bucket of ``EngineConfig.max_segments_per_campaign``.
     """
+    if max_segments is not None and "segment" in frame.columns:
+        import polars as pl
+
+        busiest = (
+            frame.filter(pl.col("segment").is_not_null())
+            .group_by("segment")
+            .agg(pl.col("impressions").sum())
+            .sort(["impressions", "segment"], descending=[True, False])
+            .head(max_segments)
+            .get_column("segment")
+        )
+        frame = frame.filter(pl.col("segment").is_in(busiest.implode()))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in frame.iter_rows(named=True):
         segment = row.get("segment")

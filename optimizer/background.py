@@ -49,9 +49,15 @@ class BackgroundRefresh:
         while not self._stop.wait(self._flush_interval):
             try:
                 self._flush()
-                now = time.monotonic()
-                if now - last_check >= self._check_interval:
-                    last_check = now
-                    self._refresh_due()
             except Exception:  # keep serving on a transient store error; next tick retries
+                _log.exception("background flush failed")
+            now = time.monotonic()
+            if now - last_check < self._check_interval:
+                continue
+            last_check = now
+            # Separate from the flush: a failing writer must not freeze every allocation.
+            # ``refresh_due`` isolates campaigns itself; this only guards the thread.
+            try:
+                self._refresh_due()
+            except Exception:
                 _log.exception("background refresh failed")

@@ -65,6 +65,15 @@ class EngineConfig:
     generation_time_budget: float | None = 60.0
     """Seconds after which the generator pool stops topping up a request (the round in
     progress finishes); None: no time limit. Keeps campaign creation bounded on slow CPUs."""
+    max_variants_per_campaign: int = 100
+    """Most servable (active or winner) variants one campaign may have. Creating or adding
+    beyond it is rejected (HTTP 422 naming the field): retire variants first, or raise this.
+    Every decision and refresh costs time in proportion to it."""
+    max_segments_per_campaign: int = 256
+    """Most segments of one campaign that get an allocation of their own: those with the most
+    impressions. Every other segment value is served the campaign-wide allocation (an explicit
+    "other" bucket), so one tenant posting 20,000 segment values costs a refresh 256 segment
+    posteriors, not 20,000, and never slows other tenants. Events are never rejected for it."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -73,6 +82,8 @@ class EngineConfig:
             "refresh_events",
             "n_draws",
             "max_choose_n",
+            "max_variants_per_campaign",
+            "max_segments_per_campaign",
         ):
             _check(name, getattr(self, name), lambda v: v > 0, "a number > 0")
         for name in ("floor", "retire_floor", "srm_alpha"):

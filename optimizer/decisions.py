@@ -3,16 +3,24 @@
 Choosing must never wait for the database, so each decision is appended to an in-memory
 queue (a deque append is atomic, so the hot path takes no lock) and :meth:`DecisionLog.flush`
 hands the queue to the store's writer as one Arrow table, off the request path.
+
+Decision ids are unguessable, because a decision id doubles as its impression's event id and
+an ad server may hand it to the client: a plain choice's id is 64 bits from ``secrets`` (the
+operating system's CSPRNG, never a seeded stream whose state could be recovered from a few
+ids); an idempotent choice's id (and its uniform draw) is a MAC of ``(campaign_id,
+request_id)`` under the store's secret (``Store.decision_id_secret``): keyed BLAKE2b (RFC 7693),
+a MAC like HMAC, at half HMAC-SHA256's cost on the request path. A retried request gets the
+same decision, even after a restart, while nobody without the database file can compute it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["Choice", "DecisionLog", "request_decision_id"]
+__all__ = ["Choice", "DecisionLog"]
 
 # How many (campaign, request id) pairs are remembered to answer a retried request alike.
 _RECENT_REQUESTS = 100_000
@@ -42,17 +50,16 @@ class DecisionLog:
     Parameters
     ----------
     store:
-        The ``storage.Store`` that receives the decisions (``log_decisions``).
-    getrandbits:
-        Source of decision ids (seeded, so a seeded engine repeats its ids).
+        The ``storage.Store`` that receives the decisions (``log_decisions``) and keeps the
+        secret of idempotent decision ids (``decision_id_secret``).
     epoch_stamps:
         True when stamps are ``time.time()`` floats (converted at flush time, which is
         cheaper than a datetime per decision); False when they are datetimes.
     """
 
-    def __init__(self, store: Any, getrandbits: Callable[[int], int], epoch_stamps: bool) -> None:
+    def __init__(self, store: Any, epoch_stamps: bool) -> None:
         self._store = store
-        self._getrandbits = getrandbits
+        self._secret: bytes = store.decision_id_secret()
         self._epoch_stamps = epoch_stamps
         self._pending: deque[tuple] = deque()
         self._recent_requests: OrderedDict[tuple[str, str], Choice] = OrderedDict()
@@ -72,11 +79,24 @@ class DecisionLog:
         log_impressions: bool,
     ) -> Choice:
         """Queue one decision with a fresh id and return it (hot path: no I/O, no lock)."""
-        decision_id = f"d_{self._getrandbits(64):016x}"
+        decision_id = "d_" + secrets.token_hex(8)
         self._pending.append(
             (decision_id, campaign_id, variant_id, segment, probability, stamp, log_impressions)
         )
         return Choice(decision_id, variant_id, text, probability)
+
+    def request_draw(self, campaign_id: str, request_id: str) -> tuple[float, str]:
+        """A uniform draw and a decision id, both fixed by ``(campaign_id, request_id)``.
+
+        A retried ad request must get the same variant and the same decision id (which
+        doubles as the impression's event id, so the store drops the repeat), even after a
+        restart; keyed with the store's secret, so no other tenant can compute either.
+        """
+        # The campaign id's length first, so no two (campaign_id, request_id) pairs share a
+        # message, whatever characters they hold.
+        message = f"{len(campaign_id)}:{campaign_id}{request_id}".encode()
+        digest = hashlib.blake2b(message, key=self._secret, digest_size=16).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64, "d_" + digest[8:].hex()
 
     def recall(self, campaign_id: str, request_id: str) -> Choice | None:
         """The decision already made for this request, if it is still remembered."""
@@ -146,13 +166,3 @@ class DecisionLog:
                 }
             )
             self._store.log_decisions(frame, impressions=log_impressions)
-
-
-def request_decision_id(campaign_id: str, request_id: str) -> tuple[float, str]:
-    """A uniform draw and a decision id, both fixed by ``(campaign_id, request_id)``.
-
-    A retried ad request must get the same variant and the same decision id (which doubles
-    as the impression's event id, so the store drops the repeat), even after a restart.
-    """
-    digest = hashlib.blake2b(f"{campaign_id}\x00{request_id}".encode(), digest_size=16).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64, "d_" + digest[8:].hex()

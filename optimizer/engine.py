@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import threading
@@ -45,7 +46,7 @@ from adloop.optimizer.arm_stats import stats_by_variant
 from adloop.optimizer.background import BackgroundRefresh
 from adloop.optimizer.clock import utcnow
 from adloop.optimizer.config import EngineConfig
-from adloop.optimizer.decisions import Choice, DecisionLog, request_decision_id
+from adloop.optimizer.decisions import Choice, DecisionLog
 from adloop.optimizer.errors import CampaignNotFound, InvalidRequest
 from adloop.optimizer.events import campaign_counts, submit_visible
 from adloop.optimizer.lifecycle import CampaignLifecycle
@@ -55,6 +56,8 @@ from adloop.optimizer.variants import VariantFactory
 from adloop.optimizer.views import campaign_summary, campaign_view
 
 __all__ = ["Choice", "Engine", "EngineConfig", "srm_check"]
+
+_log = logging.getLogger("adloop.engine")
 
 
 class Engine:
@@ -70,8 +73,8 @@ class Engine:
         Returns "now" as a timezone-naive UTC datetime; pass a simulated clock to run
         simulated time (refreshes then happen inline, so runs are reproducible).
     seed:
-        Seeds choices, decision ids and Monte Carlo draws. Leave None in production:
-        decision ids double as impression event ids and must not repeat across runs.
+        Seeds choices and Monte Carlo draws; leave None in production. Decision ids are
+        never seeded: they are unguessable (see ``optimizer.decisions``).
     pool:
         The ``generators.GeneratorPool`` that writes new candidates (default: built lazily
         with whatever generators are installed).
@@ -115,9 +118,7 @@ class Engine:
         self._lock = threading.RLock()
         self._n_decisions = 0
         self._closed = False
-        self._decisions = DecisionLog(
-            self._store, random.Random(entropy + 1).getrandbits, epoch_stamps=clock is None
-        )
+        self._decisions = DecisionLog(self._store, epoch_stamps=clock is None)
         self._tables = ServingTables(self._store, self.config, self._clock, self._refresh_rng)
         self._lifecycle = CampaignLifecycle(
             store=self._store,
@@ -133,8 +134,10 @@ class Engine:
             lock=self._lock,
             refresh=self.refresh,
         )
+        # One campaign that cannot be built (corrupt rows) must not stop the others or the
+        # engine: it serves a uniform split and is reported (``refresh_failures``).
         for campaign in self._store.campaigns():
-            self._tables.build(campaign["campaign_id"])
+            self._tables.build_isolated(campaign["campaign_id"])
         background = self.config.background
         if background is None:
             background = clock is None
@@ -176,13 +179,34 @@ class Engine:
         return None
 
     def stats(self) -> dict[str, Any]:
-        """Counters for monitoring: decisions, refreshes, queued decisions, snapshot ages."""
+        """Counters for monitoring: decisions, refreshes, queued decisions, snapshot ages.
+
+        ``refresh_failures`` counts every failed snapshot build so far (all campaigns);
+        ``refresh_failing`` maps each campaign whose last build failed to how many builds
+        in a row have failed (details: :meth:`refresh_failures`).
+        """
         return {
             "decisions": self._n_decisions,
             "refreshes": self._tables.n_builds,
+            "refresh_failures": self._tables.n_failed_builds,
+            "refresh_failing": {f.campaign_id: f.failures for f in self._tables.failures()},
             "pending_decisions": len(self._decisions),
             "campaigns": len(self._tables),
             "snapshot_age_seconds": self._tables.ages(self._clock()),
+        }
+
+    def refresh_failures(self, tenant: str | None = None) -> dict[str, dict[str, Any]]:
+        """Campaigns (of ``tenant``, or all) whose last snapshot build failed, and why.
+
+        Each maps to ``error`` (exception type and message), ``failures`` (consecutive
+        failed builds), ``since`` (ISO time of the first) and ``serving`` (``"last
+        snapshot"``, ``"uniform"`` or ``"nothing"``). Builds are retried on the usual
+        refresh schedule; a campaign leaves this map when one succeeds.
+        """
+        return {
+            f.campaign_id: f.as_dict()
+            for f in self._tables.failures()
+            if tenant is None or f.tenant == tenant
         }
 
     # ------------------------------------------------------------------ campaigns
@@ -235,12 +259,14 @@ class Engine:
             config=self.config,
             rng=self._refresh_rng,
             lock=self._lock,
+            refresh_failure=self._tables.failure(campaign_id),
         )
 
     def data_quality(self, campaign_id: str) -> dict[str, Any]:
-        """Orphans, duplicates and the sample-ratio-mismatch check for one campaign."""
+        """Orphans, duplicates, out-of-range values, refresh failures and the SRM check."""
         stats = stats_by_variant(self._store.arm_stats(campaign_id))
-        return data_quality(self._store, campaign_id, stats, self.config)
+        failure = self._tables.failure(campaign_id)
+        return data_quality(self._store, campaign_id, stats, self.config, failure)
 
     # ------------------------------------------------------------------ choosing
 
@@ -262,7 +288,7 @@ class Engine:
             choice = self._decisions.recall(campaign_id, request_id)
             if choice is not None:
                 return choice
-            u, decision_id = request_decision_id(campaign_id, request_id)
+            u, decision_id = self._decisions.request_draw(campaign_id, request_id)
             index, probability = snapshot.choose(u)
             choice = Choice(decision_id, snapshot.arm_ids[index], live.texts[index], probability)
             self._decisions.log_for_request(
@@ -371,14 +397,21 @@ class Engine:
     # ------------------------------------------------------------------ refresh
 
     def refresh(self, campaign_id: str | None = None) -> None:
-        """Re-read arm statistics and rebuild allocation snapshots (one campaign or all)."""
-        if campaign_id is not None and campaign_id not in self._tables:
-            raise CampaignNotFound(campaign_id)
-        targets = [campaign_id] if campaign_id is not None else self._tables.campaign_ids()
+        """Re-read arm statistics and rebuild allocation snapshots (one campaign or all).
+
+        A campaign whose allocation cannot be computed keeps serving its last snapshot and
+        is listed by :meth:`refresh_failures`. Refreshing one campaign raises the store's
+        error if it cannot be read at all; refreshing all of them goes on to the others.
+        """
+        if campaign_id is not None:
+            if campaign_id not in self._tables:
+                raise CampaignNotFound(campaign_id)
+            self.flush()
+            with self._lock:
+                self._tables.build(campaign_id)
+            return
         self.flush()
-        with self._lock:
-            for target in targets:
-                self._tables.build(target)
+        self._rebuild_each(self._tables.campaign_ids())
 
     def flush(self) -> None:
         """Hand queued decisions to the store and wait until everything is committed."""
@@ -388,11 +421,23 @@ class Engine:
     def _refresh_due(self) -> None:
         """Rebuild the snapshots that enough new activity or time has made stale."""
         due = self._tables.due(self._clock())
-        if due:
+        if not due:
+            return
+        try:
             self.flush()
+        except Exception:  # noqa: BLE001 - stale stats beat frozen ones; the flush is retried
+            _log.debug("flush before refresh failed; refreshing from committed data")
+        self._rebuild_each(due)
+
+    def _rebuild_each(self, campaign_ids: Sequence[str]) -> None:
+        """Rebuild each campaign on its own: one failure never stops the others.
+
+        The lock is taken per campaign, not around the loop, so a request waiting for it
+        (a campaign creation, a pool change) waits for one build, never for all of them.
+        """
+        for campaign_id in campaign_ids:
             with self._lock:
-                for campaign_id in due:
-                    self._tables.build(campaign_id)
+                self._tables.build_isolated(campaign_id)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -9,7 +9,9 @@ Hierarchy::
     ├── InvalidRequest (ValueError) a bad argument; ``field`` names the offending input
     ├── ConfigError (ValueError)    a bad ``EngineConfig`` field; ``field`` names it, the
     │                               message says which values are allowed
-    └── AuthError                   missing, unknown or insufficient API key
+    ├── AuthError                   missing, unknown or insufficient API key
+    └── HTTPError                   an HTTP request rejected with a status, error code and
+                                    field (raised and answered inside the service only)
 
 ``CampaignNotFound`` and ``VariantNotFound`` are also ``KeyError``; ``InvalidRequest`` and
 ``ConfigError`` are also ``ValueError``, so callers that catch the builtins keep working.
@@ -20,10 +22,13 @@ Errors from the leaf packages (``storage.StorageError``, ``generators.GeneratorE
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthError",
     "CampaignNotFound",
     "ConfigError",
+    "HTTPError",
     "InvalidRequest",
     "NoActiveVariants",
     "OptimizerError",
@@ -96,3 +101,29 @@ class AuthError(OptimizerError):
     def __init__(self, message: str, *, status: int = 401) -> None:
         self.status = status
         super().__init__(message)
+
+
+class HTTPError(OptimizerError):
+    """An HTTP request the service rejects with a given HTTP status, error code and field.
+
+    Raised by request decoding and the routes only; the handler installed by
+    :func:`adloop.optimizer.http_errors.install_error_handlers` answers it, so it never
+    escapes the application.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+        self.headers = headers

@@ -21,7 +21,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from adloop.optimizer.http_errors import HTTPError
+from adloop.optimizer.errors import HTTPError
 from adloop.optimizer.http_models import (
     MAX_CHOOSE_N,
     MAX_EVENTS_PER_BATCH,
@@ -123,7 +123,8 @@ class PlainChoose(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
     segment: _MsgId | None = None
     request_id: _MsgId | None = None
-    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOOSE_N)] | None = None
+    # A float, so that ``41.0`` decodes as the model's ``Whole`` takes it; checked whole below.
+    n: Annotated[float, msgspec.Meta(ge=1, le=MAX_CHOOSE_N)] | None = None
 
 
 _plain_choose_decoder = msgspec.json.Decoder(PlainChoose)
@@ -134,9 +135,14 @@ def plain_choose(raw: bytes) -> PlainChoose | None:
     if not raw.strip():
         return PlainChoose()
     try:
-        return _plain_choose_decoder.decode(raw)
+        body = _plain_choose_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if body.n is not None:
+        if not body.n.is_integer():
+            return None
+        body.n = int(body.n)
+    return body
 
 
 def decode_choose(raw: bytes) -> PlainChoose | ChooseBody:

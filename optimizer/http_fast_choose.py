@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adloop.optimizer.auth import KeyRing
@@ -54,8 +55,9 @@ class ChooseFastPath:
         The application behind: the request metrics, then FastAPI's exception handlers and
         router.
     engine, keys:
-        The engine that chooses and the key ring that knows the caller (in memory only: a key
-        not yet cached goes to the route, which may look it up in the store).
+        The engine that chooses and the key ring that knows the caller. A key valid when last
+        checked is checked again here once its answer is a second old; a key never seen
+        valid goes to the route, which looks it up (or refuses it, rate-limited).
     metrics:
         Counts ``answered`` and ``handed_on`` choose requests, and counts and times the
         answered ones under the route's template ``route_path``, as the request metrics
@@ -104,6 +106,9 @@ class ChooseFastPath:
                 length = value
         key = api_key_from(authorization, x_api_key)
         who = self.keys.cached(key) if key else None
+        if who is None and key and self.keys.recognizes(key):
+            # Valid when last checked, more than a second ago: check again (revoked? expired?)
+            who = await run_in_threadpool(self.keys.authenticate, key)
         if who is None or length is None or not length.isdigit() or int(length) > _MAX_FAST_BODY:
             return receive
         body = b""

@@ -1,21 +1,34 @@
 """The HTTP service's Prometheus metrics, and the ASGI middleware that counts every request.
 
 ``GET /metrics`` renders :attr:`ServiceMetrics.registry`: requests and latency by route and
-status, events by outcome, decisions, snapshot refreshes and ages, ingest and decision queues,
-and how many ``choose`` requests the fast path answered.
+status, events by outcome, failed authentications by reason, decisions, snapshot refreshes and
+ages, ingest and decision queues, and how many ``choose`` requests the fast path answered.
+
+Who sees what (:func:`scrape_scope`): series labelled with a campaign (or another tenant's
+identifier) are shown to an admin key in full, to a tenant key for that tenant's campaigns
+only, and to a scrape without a key not at all; the identifier-free series (totals, queues,
+latency by route template, the largest snapshot age) are shown to every scrape.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adloop.optimizer.engine import Engine
-from adloop.optimizer.metrics import Counter, Histogram, Registry
+from adloop.optimizer.metrics import Counter, Histogram, Registry, Visible
 
-__all__ = ["FastPathCounts", "IngestQueue", "RequestMetrics", "ServiceMetrics", "service_metrics"]
+__all__ = [
+    "FastPathCounts",
+    "IngestQueue",
+    "RequestMetrics",
+    "ServiceMetrics",
+    "scrape_scope",
+    "service_metrics",
+]
 
 
 @dataclass
@@ -45,6 +58,7 @@ class ServiceMetrics:
     requests: Counter = field(repr=False)
     latency: Histogram = field(repr=False)
     events: Counter = field(repr=False)
+    auth_failures: Counter = field(repr=False)
     choose_fast_path: FastPathCounts = field(repr=False)
     ingest: IngestQueue = field(repr=False)
 
@@ -68,6 +82,12 @@ def service_metrics(engine: Engine) -> ServiceMetrics:
             "adloop_http_request_duration_seconds", "HTTP request latency by route.", ("route",)
         ),
         events=registry.counter("adloop_events_total", "Events received by outcome.", ("outcome",)),
+        auth_failures=registry.counter(
+            "adloop_auth_failures_total",
+            "Requests refused for their API key: 'missing', 'wrong' (unknown, revoked or "
+            "expired), or 'rate_limited' (429: too many failures from one client).",
+            ("reason",),
+        ),
         choose_fast_path=fast_path,
         ingest=ingest,
     )
@@ -92,10 +112,28 @@ def service_metrics(engine: Engine) -> ServiceMetrics:
         kind="counter",
     )
     registry.gauge(
+        "adloop_snapshot_refresh_failing",
+        "Consecutive failed snapshot builds of each campaign whose last build failed (it "
+        "serves its last snapshot or a uniform split meanwhile).",
+        lambda: {(cid,): float(n) for cid, n in engine.stats()["refresh_failing"].items()},
+        ("campaign_id",),
+    )
+    registry.gauge(
+        "adloop_snapshot_refresh_failing_campaigns",
+        "How many campaigns' last snapshot build failed.",
+        lambda: float(len(engine.stats()["refresh_failing"])),
+    )
+    registry.gauge(
         "adloop_snapshot_age_seconds",
-        "Age of each campaign's allocation snapshot.",
+        "Age of each campaign's allocation snapshot (admin keys: all campaigns; tenant "
+        "keys: their own; no key: none).",
         lambda: {(cid,): age for cid, age in engine.stats()["snapshot_age_seconds"].items()},
         ("campaign_id",),
+    )
+    registry.gauge(
+        "adloop_snapshot_age_max_seconds",
+        "Age of the oldest allocation snapshot, over all campaigns.",
+        lambda: max(engine.stats()["snapshot_age_seconds"].values(), default=0.0),
     )
     registry.gauge(
         "adloop_ingest_queue_events",
@@ -113,6 +151,18 @@ def service_metrics(engine: Engine) -> ServiceMetrics:
         lambda: float(engine.stats()["pending_decisions"]),
     )
     return metrics
+
+
+def scrape_scope(admin: bool, campaign_ids: Collection[str] | None) -> Visible | None:
+    """What one scrape may see: ``visible(label, value)`` for :meth:`Registry.render`.
+
+    ``admin``: everything (None). Otherwise only series about ``campaign_ids`` (a tenant's
+    own campaigns; None for a scrape without a key, which sees no identifier at all).
+    """
+    if admin:
+        return None
+    own = frozenset(campaign_ids or ())
+    return lambda label, value: label == "campaign_id" and value in own
 
 
 class RequestMetrics:

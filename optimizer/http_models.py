@@ -11,19 +11,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from adloop.bandits import OBJECTIVES
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CHOOSE_N",
     "MAX_EVENTS_PER_BATCH",
+    "MAX_KEY_LIFETIME_SECONDS",
     "AddVariantsBody",
     "ChooseBody",
     "CreateCampaignBody",
     "EventIn",
+    "ErrorBody",
     "EventsBody",
     "KeyBody",
     "VariantIn",
+    "Whole",
     "naive_utc",
 ]
 
@@ -33,8 +38,21 @@ MAX_BODY_BYTES = 4 << 20
 MAX_EVENTS_PER_BATCH = 10_000
 #: Most decisions per ``choose`` call (``"n"``).
 MAX_CHOOSE_N = 1000
+#: Longest lifetime a key may be given (``expires_in_seconds``): ten years.
+MAX_KEY_LIFETIME_SECONDS = 10 * 365 * 86_400
 
 _Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _whole(value: Any) -> Any:
+    """An integral float (``41.0``) as the int it is: JSON Schema counts it an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer field: JSON integers, and floats with no fraction (no strings, no booleans).
+Whole = Annotated[int, BeforeValidator(_whole)]
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
@@ -56,14 +74,22 @@ class VariantIn(_Strict):
     text: str | None = Field(None, min_length=1, max_length=2000)
     headline: str | None = Field(None, min_length=1, max_length=500)
     description: str | None = Field(None, max_length=2000)
+    override_filters: bool = Field(
+        False,
+        description="Keep the variant although it fails the brief's filters (banned or missing "
+        "terms, lengths, ...); needs override_reason, recorded with who and when.",
+    )
+    override_reason: str | None = Field(
+        None, min_length=1, max_length=500, description="Why the filters are overridden."
+    )
 
 
 class CreateCampaignBody(_Strict):
     """``POST /v1/campaigns``."""
 
     brief: dict[str, Any] = Field(description="The brief (see generators.Brief).")
-    n_candidates: int = Field(8, ge=1, le=200, description="Variants to generate.")
-    objective: Literal["ctr", "cvr", "value"] = "ctr"
+    n_candidates: Whole = Field(8, ge=1, le=200, description="Variants to generate.")
+    objective: Literal[OBJECTIVES] = "ctr"
     variants: list[VariantIn] | None = Field(
         None, max_length=200, description="Variants to use instead of generating."
     )
@@ -74,18 +100,44 @@ class CreateCampaignBody(_Strict):
 
 
 class AddVariantsBody(_Strict):
-    """``POST /v1/campaigns/{id}/variants``: give ``variants``, or ask for ``n`` generated."""
+    """``POST /v1/campaigns/{id}/variants``: give ``variants``, or ask for ``n`` generated.
+
+    Exactly one of the two (not null): ``{}`` or both are rejected with 422, as the schema's
+    ``oneOf`` says.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["variants"], "properties": {"variants": {"type": "array"}}},
+                {"required": ["n"], "properties": {"n": {"type": "integer"}}},
+            ]
+        }
+    )
 
     variants: list[VariantIn] | None = Field(None, min_length=1, max_length=200)
-    n: int | None = Field(None, ge=1, le=200)
+    n: Whole | None = Field(None, ge=1, le=200)
 
 
 class ChooseBody(_Strict):
-    """``POST /v1/campaigns/{id}/choose``."""
+    """``POST /v1/campaigns/{id}/choose``.
+
+    ``request_id`` (an idempotent single choice) and ``n`` (several choices) exclude each
+    other: both (not null) are rejected with 422, as the schema's ``not`` says.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["n", "request_id"],
+                "properties": {"n": {"type": "integer"}, "request_id": {"type": "string"}},
+            }
+        }
+    )
 
     segment: str | None = Field(None, min_length=1, max_length=128)
     request_id: str | None = Field(None, min_length=1, max_length=128)
-    n: int | None = Field(None, ge=1, le=MAX_CHOOSE_N)
+    n: Whole | None = Field(None, ge=1, le=MAX_CHOOSE_N)
 
 
 class EventIn(_Strict):
@@ -113,7 +165,29 @@ class EventsBody(_Strict):
 
 
 class KeyBody(_Strict):
-    """``POST /v1/keys`` (admin keys only)."""
+    """``POST /v1/keys`` (admin keys only): a key for any tenant, optionally expiring."""
 
-    tenant: str = Field(min_length=1, max_length=64)
-    admin: bool = False
+    tenant: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Letters, digits, '_', '.' or '-', starting alphanumeric.",
+    )
+    admin: bool = Field(False, description="An admin key can mint, list and revoke keys.")
+    expires_in_seconds: Whole | None = Field(
+        None,
+        ge=1,
+        le=MAX_KEY_LIFETIME_SECONDS,
+        description="The key stops working this many seconds from now (default: never).",
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a code, a message and the field at fault (null when none)."""
+
+    error: str = Field(description="A stable code, e.g. 'invalid_request', 'not_found'.")
+    message: str = Field(description="What was wrong and how to fix it.")
+    field: str | None = Field(description="The dotted path of the offending input, or null.")
+    details: list[dict[str, Any]] | None = Field(
+        None, description="For a body that failed validation: up to 20 errors, each named."
+    )

@@ -1,26 +1,38 @@
 """The HTTP service's routes: serving (choose, events), operations, campaigns, keys.
 
-Each route finds what it works with (engine, key ring, metrics, body limit) in the
-application's :class:`ServiceState`, set by ``create_app``. Bodies are read and validated by
-:mod:`adloop.optimizer.http_codec`; errors raised here are answered by the handlers of
-:mod:`adloop.optimizer.http_errors`. Blocking store work runs on the threadpool.
+Each route finds what it works with (engine, key ring, failed-auth limiter, metrics, body
+limit) in the application's :class:`ServiceState`, set by ``create_app``. Bodies are read and
+validated by :mod:`adloop.optimizer.http_codec`; errors raised here are answered by the
+handlers of :mod:`adloop.optimizer.http_errors`; each route's OpenAPI entry comes from
+:mod:`adloop.optimizer.http_openapi`. Blocking store work runs on the threadpool.
+
+Keys: an admin key is an operator's key for the whole deployment. It can create, list and
+revoke keys for every tenant and scrape every tenant's metrics; for campaigns it acts as its
+own tenant, like any key. Give admin keys to operators only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
-from pydantic import BaseModel
+from fastapi.responses import PlainTextResponse, Response
 
-from adloop.optimizer.auth import KeyRing, Principal, validate_tenant
+from adloop.optimizer.auth import (
+    FailedAuthLimiter,
+    KeyRing,
+    Principal,
+    key_id,
+    validate_tenant,
+)
 from adloop.optimizer.engine import Engine
-from adloop.optimizer.errors import InvalidRequest
+from adloop.optimizer.errors import HTTPError, InvalidRequest
 from adloop.optimizer.http_codec import (
     api_key_from,
     decode_choose,
@@ -30,8 +42,7 @@ from adloop.optimizer.http_codec import (
     parse_body,
     read_body,
 )
-from adloop.optimizer.http_errors import HTTPError
-from adloop.optimizer.http_metrics import ServiceMetrics
+from adloop.optimizer.http_metrics import ServiceMetrics, scrape_scope
 from adloop.optimizer.http_models import (
     AddVariantsBody,
     ChooseBody,
@@ -39,6 +50,8 @@ from adloop.optimizer.http_models import (
     EventsBody,
     KeyBody,
 )
+from adloop.optimizer.http_openapi import install_openapi, route_doc
+from adloop.storage import ConflictError, InvalidArgumentError, NotFoundError, utc_now
 
 __all__ = ["CHOOSE_PATH", "ServiceState", "add_routes", "install_openapi"]
 
@@ -55,15 +68,50 @@ class ServiceState:
     keys: KeyRing
     metrics: ServiceMetrics
     max_body_bytes: int
+    failed_auth: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
 
 
 def _state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-async def _principal(request: Request, keys: KeyRing) -> Principal:
-    """Who is calling, from the API key; :class:`HTTPError` 401 when missing or unknown."""
+async def _principal(request: Request, state: ServiceState) -> Principal:
+    """Who is calling, from the API key; 401 when it is missing or wrong, 429 when the
+    client has failed too often.
+
+    A key known valid in memory costs no I/O, and a key remembered as wrong neither: the
+    store is asked at most once a second per key (:class:`KeyRing`). Each failure is counted
+    against the client's address; once its budget is spent, the client's requests with a
+    key this server has not seen valid are answered 429 with ``Retry-After``, without a
+    lookup (a flood of fresh random keys costs no I/O). Keys in use keep working.
+    """
     key = api_key_from(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if key:
+        found = state.keys.cached(key)
+        if found is not None:
+            return found
+    client = request.client.host if request.client else "unknown"
+    spent = False
+    if not (key and state.keys.recognizes(key)):  # may fail: spend the client's budget first
+        spent, wait = state.failed_auth.try_spend(client)
+        if wait > 0:
+            state.metrics.auth_failures.inc(reason="rate_limited")
+            raise HTTPError(
+                429,
+                "too_many_failures",
+                f"too many failed authentications from {client}; retry in {math.ceil(wait)} s",
+                "authorization",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+    if key and not state.keys.known_wrong(key):
+        found = await run_in_threadpool(state.keys.authenticate, key)
+        if found is not None:
+            if spent:
+                state.failed_auth.refund(client)
+            return found
+    if not spent:
+        state.failed_auth.record_failure(client)
+    state.metrics.auth_failures.inc(reason="wrong" if key else "missing")
     if not key:
         raise HTTPError(
             401,
@@ -71,32 +119,29 @@ async def _principal(request: Request, keys: KeyRing) -> Principal:
             "missing API key: send 'Authorization: Bearer <key>'",
             "authorization",
         )
-    found = keys.cached(key)
-    if found is None:
-        found = await run_in_threadpool(keys.authenticate, key)
-    if found is None:
-        raise HTTPError(401, "unauthorized", "unknown API key", "authorization")
-    return found
+    raise HTTPError(401, "unauthorized", "unknown, revoked or expired API key", "authorization")
 
 
-_SECURITY: dict[str, Any] = {"security": [{"ApiKey": []}]}
+async def _admin(request: Request, state: ServiceState) -> Principal:
+    """The caller, who must hold an admin key (else 403)."""
+    who = await _principal(request, state)
+    if not who.admin:
+        raise HTTPError(403, "forbidden", "only admin keys can manage keys", "authorization")
+    return who
+
+
 _CAMPAIGN_PARAMETER = {
     "name": "campaign_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "title": "Campaign Id"},
 }
-
-
-def _body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
-    """OpenAPI for a route that reads its body itself (so FastAPI cannot see the model)."""
-    return {
-        **_SECURITY,
-        "requestBody": {
-            "required": required,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        },
-    }
+_KEY_ID_HELP = "The key's id: the first 16 (or more) hex characters of its SHA-256."
+_HEALTH_DOWN = {
+    "type": "object",
+    "properties": {"status": {"const": "unavailable"}, "error": {"type": "string"}},
+    "required": ["status", "error"],
+}
 
 
 # -- serving --------------------------------------------------------------------------------
@@ -108,7 +153,7 @@ async def choose(request: Request) -> Response:
     # FastAPI's per-request parameter validation on the hottest route.
     campaign_id = request.path_params["campaign_id"]
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     body = decode_choose(await read_body(request, state.max_body_bytes))
     if body.n is not None:
         if body.request_id is not None:
@@ -128,7 +173,7 @@ async def choose(request: Request) -> Response:
 async def post_events(request: Request) -> Response:
     """Append events; answered after the batch is committed (2xx = durable)."""
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     rows = decode_events(await read_body(request, state.max_body_bytes), state.engine.clock())
     ingest, events = state.metrics.ingest, state.metrics.events
     ingest.events += rows.num_rows
@@ -156,6 +201,12 @@ async def healthz(request: Request) -> Response:
         await run_in_threadpool(engine.store.api_key, "0" * 64)
     except Exception as exc:  # noqa: BLE001 - any store failure means "not ready"
         return json_response({"status": "unavailable", "error": str(exc)}, 503)
+    # [hardening: storage faults] a failing write (full disk, I/O) means "not ready" too
+    health = engine.store.write_health()
+    if health.fault is not None:
+        status = "disk_full" if health.disk_full else "unavailable"
+        payload = {"status": status, "error": health.fault, "kept": health.deferred_rows}
+        return json_response(payload, 503)
     stats = engine.stats()
     return json_response(
         {
@@ -167,9 +218,22 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: decisions, events by outcome, snapshot age, queues, latency."""
-    registry = _state(request).metrics.registry
-    return Response(registry.render(), media_type=registry.content_type)
+    """Prometheus metrics: decisions, events by outcome, snapshot age, queues, latency.
+
+    Without a key: only series that name no campaign (totals, queues, latency by route).
+    With a tenant key: also that tenant's campaigns' series. With an admin key: everything.
+    """
+    state = _state(request)
+    visible = scrape_scope(False, None)
+    if api_key_from(request.headers.get("authorization"), request.headers.get("x-api-key")):
+        who = await _principal(request, state)
+        own = None
+        if not who.admin:
+            rows = await run_in_threadpool(state.engine.campaigns, who.tenant)
+            own = {row["campaign_id"] for row in rows}
+        visible = scrape_scope(who.admin, own)
+    registry = state.metrics.registry
+    return Response(registry.render(visible), media_type=registry.content_type)
 
 
 # -- campaigns ------------------------------------------------------------------------------
@@ -178,7 +242,7 @@ async def metrics(request: Request) -> Response:
 async def create_campaign(request: Request) -> Response:
     """Create a campaign from a brief; its first variants are generated (or given)."""
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     body = parse_body(await read_body(request, state.max_body_bytes), CreateCampaignBody)
     variants = [v.model_dump(exclude_none=True) for v in body.variants] if body.variants else None
     view = await run_in_threadpool(
@@ -198,7 +262,7 @@ async def create_campaign(request: Request) -> Response:
 async def list_campaigns(request: Request) -> Response:
     """The caller's campaigns."""
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     rows = await run_in_threadpool(state.engine.campaigns, who.tenant)
     return json_response({"campaigns": rows})
 
@@ -206,7 +270,7 @@ async def list_campaigns(request: Request) -> Response:
 async def show_campaign(campaign_id: str, request: Request) -> Response:
     """One campaign: variants with counts and posteriors, winner, data quality."""
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     view = await run_in_threadpool(lambda: state.engine.campaign(campaign_id, tenant=who.tenant))
     return json_response(view)
 
@@ -214,7 +278,7 @@ async def show_campaign(campaign_id: str, request: Request) -> Response:
 async def add_variants(campaign_id: str, request: Request) -> Response:
     """Add variants (given, or ``n`` generated); they get traffic at once."""
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     body = parse_body(await read_body(request, state.max_body_bytes), AddVariantsBody)
     if (body.variants is None) == (body.n is None):
         raise HTTPError(422, "invalid_request", "give exactly one of 'variants' or 'n'", "variants")
@@ -228,7 +292,7 @@ async def add_variants(campaign_id: str, request: Request) -> Response:
 async def retire(campaign_id: str, variant_id: str, request: Request) -> Response:
     """Retire a variant: it gets no further traffic."""
     state = _state(request)
-    who = await _principal(request, state.keys)
+    who = await _principal(request, state)
     await run_in_threadpool(lambda: state.engine.retire(campaign_id, variant_id, tenant=who.tenant))
     return json_response(
         {"campaign_id": campaign_id, "variant_id": variant_id, "status": "retired"}
@@ -239,18 +303,56 @@ async def retire(campaign_id: str, variant_id: str, request: Request) -> Respons
 
 
 async def create_key(request: Request) -> Response:
-    """Create an API key for a tenant (admin keys only); the key is shown once."""
+    """Create an API key for any tenant (admin keys only); the key is shown once."""
     state = _state(request)
-    who = await _principal(request, state.keys)
-    if not who.admin:
-        raise HTTPError(403, "forbidden", "only admin keys can create keys", "authorization")
+    await _admin(request, state)
     body = parse_body(await read_body(request, state.max_body_bytes), KeyBody)
     try:
         tenant = validate_tenant(body.tenant)
     except InvalidRequest as exc:
         raise HTTPError(422, "invalid_request", str(exc), "tenant") from None
-    key = await run_in_threadpool(lambda: state.keys.create(tenant=tenant, admin=body.admin))
-    return json_response({"tenant": tenant, "api_key": key, "admin": body.admin}, 201)
+    expires_at = None
+    if body.expires_in_seconds is not None:
+        expires_at = utc_now() + timedelta(seconds=body.expires_in_seconds)
+    key = await run_in_threadpool(
+        lambda: state.keys.create(tenant=tenant, admin=body.admin, expires_at=expires_at)
+    )
+    return json_response(
+        {
+            "tenant": tenant,
+            "api_key": key,
+            "admin": body.admin,
+            "key_id": key_id(key),
+            "expires_at": expires_at,
+        },
+        201,
+    )
+
+
+async def list_keys(request: Request, tenant: str | None = None) -> Response:
+    """Every stored key (of ``tenant`` when given) and the file's keys, never the secrets."""
+    state = _state(request)
+    await _admin(request, state)
+    rows = await run_in_threadpool(state.keys.keys, tenant)
+    return json_response({"keys": rows})
+
+
+async def revoke_key(
+    key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16,64}$", description=_KEY_ID_HELP)],
+    request: Request,
+) -> Response:
+    """Revoke a stored key by the id ``GET /v1/keys`` lists; it stops working at once."""
+    state = _state(request)
+    await _admin(request, state)
+    try:
+        row = await run_in_threadpool(state.keys.revoke, key_id)
+    except NotFoundError as exc:
+        raise HTTPError(404, "not_found", str(exc), "key_id") from None
+    except ConflictError as exc:
+        raise HTTPError(409, "ambiguous_key_id", str(exc), "key_id") from None
+    except InvalidArgumentError as exc:
+        raise HTTPError(422, "invalid_request", str(exc), "key_id") from None
+    return json_response(row)
 
 
 # -- assembly -------------------------------------------------------------------------------
@@ -270,49 +372,60 @@ def add_routes(app: FastAPI, *, bare_endpoint: bool = False) -> None:
     """
     if bare_endpoint:
         app.add_api_route("/bench/bare", _bare, methods=["GET", "POST"], include_in_schema=False)
-    choose_doc = {**_body_doc(ChooseBody, required=False), "parameters": [_CAMPAIGN_PARAMETER]}
-    campaign, doc = "/v1/campaigns/{campaign_id}", _body_doc
-    # method, path, endpoint, tag, status on success, OpenAPI extras
-    routes: list[tuple[str, str, Callable[..., Any], str, int, dict[str, Any] | None]] = [
-        ("POST", CHOOSE_PATH, choose, "serving", 200, choose_doc),
-        ("POST", "/v1/events", post_events, "serving", 200, doc(EventsBody)),
-        ("GET", "/healthz", healthz, "ops", 200, None),
-        ("GET", "/metrics", metrics, "ops", 200, None),
-        ("POST", "/v1/campaigns", create_campaign, "campaigns", 201, doc(CreateCampaignBody)),
-        ("GET", "/v1/campaigns", list_campaigns, "campaigns", 200, _SECURITY),
-        ("GET", campaign, show_campaign, "campaigns", 200, _SECURITY),
-        ("POST", f"{campaign}/variants", add_variants, "campaigns", 201, doc(AddVariantsBody)),
-        ("POST", f"{campaign}/retire/{{variant_id}}", retire, "campaigns", 200, _SECURITY),
-        ("POST", "/v1/keys", create_key, "admin", 201, doc(KeyBody)),
-    ]
-    for method, path, endpoint, tag, status, extras in routes:
-        app.add_api_route(
-            path, endpoint, methods=[method], tags=[tag], status_code=status, openapi_extra=extras
-        )
-
-
-def install_openapi(app: FastAPI) -> None:
-    """Document the bearer-key scheme the routes require in the OpenAPI schema.
-
-    The routes read the key themselves (no FastAPI security dependency on the hot path), so
-    the scheme is added to the generated schema, as FastAPI's "Extending OpenAPI" guide does.
-    """
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                description=app.description,
-                routes=app.routes,
-            )
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "ApiKey": {"type": "http", "scheme": "bearer"}
+    choose_doc = route_doc(404, 409, 503, 507, body=ChooseBody, body_required=False)
+    choose_doc["openapi_extra"]["parameters"] = [_CAMPAIGN_PARAMETER]
+    campaign, doc = "/v1/campaigns/{campaign_id}", route_doc
+    metrics_doc = route_doc(secured=False)
+    metrics_doc["responses"].update(route_doc()["responses"])  # when a key is sent
+    metrics_doc["responses"][200] = {
+        "description": "Prometheus text format 0.0.4.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    metrics_doc["openapi_extra"] = {"security": [{}, {"ApiKey": []}]}
+    health_doc: dict[str, Any] = {
+        "responses": {
+            503: {
+                "description": "The store does not answer.",
+                "content": {"application/json": {"schema": _HEALTH_DOWN}},
             }
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+        }
+    }
+    # method, path, endpoint, tag, status on success, OpenAPI (route_doc)
+    routes: list[tuple[str, str, Callable[..., Any], str, int, dict[str, Any]]] = [
+        ("POST", CHOOSE_PATH, choose, "serving", 200, choose_doc),
+        ("POST", "/v1/events", post_events, "serving", 200, doc(503, 507, body=EventsBody)),
+        ("GET", "/healthz", healthz, "ops", 200, health_doc),
+        ("GET", "/metrics", metrics, "ops", 200, metrics_doc),
+        (
+            "POST",
+            "/v1/campaigns",
+            create_campaign,
+            "campaigns",
+            201,
+            doc(409, 503, 507, body=CreateCampaignBody),
+        ),
+        ("GET", "/v1/campaigns", list_campaigns, "campaigns", 200, doc()),
+        ("GET", campaign, show_campaign, "campaigns", 200, doc(404, 422)),
+        (
+            "POST",
+            f"{campaign}/variants",
+            add_variants,
+            "campaigns",
+            201,
+            doc(404, 409, 503, 507, body=AddVariantsBody),
+        ),
+        ("POST", f"{campaign}/retire/{{variant_id}}", retire, "campaigns", 200, doc(404, 422, 503)),
+        ("POST", "/v1/keys", create_key, "admin", 201, doc(403, 503, 507, body=KeyBody)),
+        ("GET", "/v1/keys", list_keys, "admin", 200, doc(403, 422)),
+        ("DELETE", "/v1/keys/{key_id}", revoke_key, "admin", 200, doc(403, 404, 409, 422, 503)),
+    ]
+    for method, path, endpoint, tag, status, documented in routes:
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            tags=[tag],
+            status_code=status,
+            **({"response_class": PlainTextResponse} if endpoint is metrics else {}),
+            **documented,
+        )

@@ -82,9 +82,11 @@ class CampaignLifecycle:
         campaign_id = self._factory.new_id("c_")
         now = self._clock()
         if explicit:
-            rows = self._factory.manual(campaign_id, explicit, brief, now, "variants")
+            rows = self._factory.manual(campaign_id, explicit, brief, now, "variants", by=tenant)
+            self._check_pool_size("variants", 0, len(rows))
             n_target = len(rows)
         else:
+            self._check_pool_size("n_candidates", 0, n_candidates)
             rows, result = self._factory.generate(
                 campaign_id, brief, n_candidates, seed=seed_for(seed, campaign_id), now=now
             )
@@ -126,15 +128,21 @@ class CampaignLifecycle:
         row = self._tables.visible_row(campaign_id, tenant)
         brief = load_brief(row["brief"])
         now = self._clock()
-        existing = [v["text"] for v in self._store.variants(campaign_id)]
+        stored = self._store.variants(campaign_id)
+        existing = [v["text"] for v in stored]
+        n_servable = sum(v["status"] in SERVABLE for v in stored)
         if variants:
-            rows = self._factory.manual(campaign_id, variants, brief, now, "variants")
+            rows = self._factory.manual(
+                campaign_id, variants, brief, now, "variants", by=tenant or row["tenant"]
+            )
             for i, new in enumerate(rows):
                 if new["text"] in existing:
                     raise InvalidRequest(f"variants.{i}.text", "the campaign already has this text")
+            self._check_pool_size("variants", n_servable, len(rows))
         else:
             n = 1 if n is None else n
             _check_count("n", n)
+            self._check_pool_size("n", n_servable, n)
             rows, _ = self._factory.generate(
                 campaign_id,
                 brief,
@@ -145,6 +153,8 @@ class CampaignLifecycle:
             )
         if rows:
             with self._lock:
+                # Checked again under the lock: a concurrent request may have added some.
+                self._check_pool_size("variants", self._n_servable(campaign_id), len(rows))
                 self._store.insert_variants(campaign_id, rows)
                 self._tables.build(campaign_id)
         return [public_variant(r) for r in rows]
@@ -167,7 +177,12 @@ class CampaignLifecycle:
             self._tables.build(campaign_id)
 
     def retire_and_refill(self, campaign_id: str, *, seed: int | None) -> dict[str, Any]:
-        """Retire clear losers, then top the pool up to its size with new candidates."""
+        """Retire clear losers, then top the pool up to its size with new candidates.
+
+        The engine's lock is held only for the short store changes (retiring, inserting),
+        never while the generators write (a language model can take a minute), so choosing
+        and every other campaign's changes go on meanwhile.
+        """
         row = self._tables.visible_row(campaign_id, None)
         objective = row.get("objective") or "ctr"
         self._refresh(campaign_id)
@@ -194,28 +209,49 @@ class CampaignLifecycle:
                 leaders = [
                     variants[int(i)] for i in order[:_N_PARENTS] if ids[int(i)] not in retired
                 ]
-            target = int((row.get("settings") or {}).get("n_candidates", len(ids)))
-            n_active = len(ids) - len(retired)
-            # every retired variant is replaced, and a pool below its size is topped up
-            n_new = max(len(retired), target - n_active) if retired else max(0, target - n_active)
-            added: list[dict[str, Any]] = []
-            notes: list[str] = []
-            if n_new > 0:
-                existing = [v["text"] for v in self._store.variants(campaign_id)]
-                rows, _ = self._factory.generate(
-                    campaign_id,
-                    load_brief(row["brief"]),
-                    n_new,
-                    seed=_refill_seed(seed, campaign_id, existing),
-                    now=self._clock(),
-                    existing_texts=existing,
-                    winners=leaders,
-                    notes=notes,
+            if retired:
+                self._tables.build(campaign_id)
+            existing = [v["text"] for v in self._store.variants(campaign_id)]
+        target = min(
+            int((row.get("settings") or {}).get("n_candidates", len(ids))),
+            self._config.max_variants_per_campaign,
+        )
+        n_active = len(ids) - len(retired)
+        # every retired variant is replaced, and a pool below its size is topped up
+        n_new = max(len(retired), target - n_active) if retired else max(0, target - n_active)
+        n_new = min(n_new, self._config.max_variants_per_campaign - n_active)
+        added: list[dict[str, Any]] = []
+        notes: list[str] = []
+        if n_new > 0:
+            rows, _ = self._factory.generate(
+                campaign_id,
+                load_brief(row["brief"]),
+                n_new,
+                seed=_refill_seed(seed, campaign_id, existing),
+                now=self._clock(),
+                existing_texts=existing,
+                winners=leaders,
+                notes=notes,
+            )
+            with self._lock:
+                # The pool may have changed while the generators wrote: skip texts added
+                # meanwhile and stay within the limit.
+                current = self._store.variants(campaign_id)
+                texts = {v["text"] for v in current}
+                room = self._config.max_variants_per_campaign - sum(
+                    v["status"] in SERVABLE for v in current
                 )
-                if rows:
-                    self._store.insert_variants(campaign_id, rows)
-                added = [public_variant(r) for r in rows]
-            self._tables.build(campaign_id)
+                fresh = [r for r in rows if r["text"] not in texts]
+                if len(fresh) > max(0, room):
+                    notes.append(
+                        f"kept {max(0, room)} of {len(fresh)} new candidates: the campaign is at "
+                        f"max_variants_per_campaign={self._config.max_variants_per_campaign}"
+                    )
+                    fresh = fresh[: max(0, room)]
+                if fresh:
+                    self._store.insert_variants(campaign_id, fresh)
+                    self._tables.build(campaign_id)
+                added = [public_variant(r) for r in fresh]
         return {"campaign_id": campaign_id, "retired": retired, "added": added, "notes": notes}
 
     def declare_winner(self, campaign_id: str, *, tenant: str | None) -> dict[str, Any] | None:
@@ -250,6 +286,20 @@ class CampaignLifecycle:
             "value_remaining": float(decision.value_remaining),
             "reason": decision.reason,
         }
+
+    def _n_servable(self, campaign_id: str) -> int:
+        return sum(v["status"] in SERVABLE for v in self._store.variants(campaign_id))
+
+    def _check_pool_size(self, field: str, n_servable: int, n_new: int) -> None:
+        """Refuse to grow a pool past ``EngineConfig.max_variants_per_campaign``."""
+        limit = self._config.max_variants_per_campaign
+        if n_servable + n_new > limit:
+            raise InvalidRequest(
+                field,
+                f"the campaign would have {n_servable + n_new} servable variants, over the "
+                f"limit of {limit} (EngineConfig.max_variants_per_campaign); retire variants "
+                "first (POST /v1/campaigns/{id}/retire/{variant_id}) or ask for fewer",
+            )
 
 
 def _check_count(field: str, n: Any) -> None:

@@ -3,6 +3,10 @@
 Small on purpose (no client library dependency): the service needs a handful of series,
 and the request path pays one dict lookup and one bisect per observation.
 
+Series labelled with an identifier (:data:`IDENTIFYING_LABELS`: a campaign, variant,
+segment or tenant) belong to one tenant; :meth:`Registry.render` takes a ``visible``
+predicate so a scrape shows only the identifiers its caller may see.
+
 Example::
 
     registry = Registry()
@@ -18,7 +22,14 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["Counter", "Gauge", "Histogram", "Registry", "LATENCY_BUCKETS"]
+__all__ = ["IDENTIFYING_LABELS", "LATENCY_BUCKETS", "Counter", "Gauge", "Histogram", "Registry"]
+
+#: Labels whose values identify something of one tenant's: a series carrying one is rendered
+#: only for callers allowed to see that value (see :meth:`Registry.render`).
+IDENTIFYING_LABELS = frozenset({"campaign_id", "variant_id", "segment", "tenant"})
+
+#: ``visible(label, value)``: may this scrape show the series labelled ``label=value``?
+Visible = Callable[[str, str], bool]
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -64,6 +75,15 @@ class _Metric:
         self.name = name
         self.help = help_text
         self.label_names = tuple(label_names)
+        self._identifying = [
+            (i, n) for i, n in enumerate(self.label_names) if n in IDENTIFYING_LABELS
+        ]
+
+    def _shown(self, key: tuple[str, ...], visible: Visible | None) -> bool:
+        """Whether the series ``key`` may be rendered for a scrape limited by ``visible``."""
+        if visible is None or not self._identifying:
+            return True
+        return all(visible(name, key[i]) for i, name in self._identifying)
 
     def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
         return tuple(str(labels[n]) for n in self.label_names)
@@ -90,10 +110,11 @@ class Counter(_Metric):
         """The current value of one series."""
         return self._values.get(self._key(labels), 0.0)
 
-    def lines(self) -> list[str]:
+    def lines(self, visible: Visible | None = None) -> list[str]:
         return [
             f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
             for k, v in sorted(self._values.items())
+            if self._shown(k, visible)
         ]
 
 
@@ -115,13 +136,14 @@ class Gauge(_Metric):
         # a value kept elsewhere (e.g. the engine's decision count) may be exposed as a counter
         self.kind = kind
 
-    def lines(self) -> list[str]:
+    def lines(self, visible: Visible | None = None) -> list[str]:
         values = self._read()
         if not isinstance(values, dict):
             values = {(): values}
         return [
             f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
             for k, v in sorted(values.items())
+            if self._shown(k, visible)
         ]
 
 
@@ -156,9 +178,11 @@ class Histogram(_Metric):
         series = self._series.get(self._key(labels))
         return int(sum(series[:-1])) if series else 0
 
-    def lines(self) -> list[str]:
+    def lines(self, visible: Visible | None = None) -> list[str]:
         out = []
         for key, series in sorted(self._series.items()):
+            if not self._shown(key, visible):
+                continue
             running = 0.0
             for bound, n in zip(self.buckets, series, strict=False):
                 running += n
@@ -214,10 +238,14 @@ class Registry:
         """Register and return a histogram."""
         return self._add(Histogram(name, help_text, label_names, buckets))  # type: ignore[return-value]
 
-    def render(self) -> str:
-        """All metrics as Prometheus text."""
+    def render(self, visible: Visible | None = None) -> str:
+        """All metrics as Prometheus text.
+
+        ``visible(label, value)`` limits the series labelled with an identifier
+        (:data:`IDENTIFYING_LABELS`) to those it allows; None renders every series.
+        """
         lines: list[str] = []
         for metric in list(self._metrics):
             lines.extend(metric.header())
-            lines.extend(metric.lines())
+            lines.extend(metric.lines(visible))
         return "\n".join(lines) + "\n"

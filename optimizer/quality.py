@@ -9,6 +9,7 @@ import numpy as np
 
 from adloop.optimizer.arm_stats import VariantStats
 from adloop.optimizer.config import EngineConfig
+from adloop.optimizer.serving import RefreshFailure
 
 __all__ = ["data_quality", "srm_check"]
 
@@ -69,14 +70,21 @@ def srm_check(
 
 
 def data_quality(
-    store: Any, campaign_id: str, stats: VariantStats, config: EngineConfig
+    store: Any,
+    campaign_id: str,
+    stats: VariantStats,
+    config: EngineConfig,
+    refresh_failure: RefreshFailure | None = None,
 ) -> dict[str, Any]:
     """The store's orphan/duplicate counts plus the SRM check and the number of decisions.
 
     ``stats`` are the campaign's per-variant counts (``stats_by_variant``); the store must
-    be flushed first for the numbers to include queued decisions.
+    be flushed first for the numbers to include queued decisions. ``refresh_failure`` is
+    the campaign's current snapshot build failure, reported as ``refresh_failure`` (None
+    while builds succeed).
     """
     quality = dict(store.data_quality(campaign_id))
+    quality["refresh_failure"] = refresh_failure.as_dict() if refresh_failure else None
     decisions = list(store.decision_stats(campaign_id).iter_rows(named=True))
     # Expected impressions follow the logged assignments: each decision is one draw from
     # the allocation in force, so its variant's decision count is the expected share.

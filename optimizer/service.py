@@ -14,6 +14,13 @@ survives SIGKILL. Decisions (and the impressions ``choose`` logs) are queued in 
 written within ``EngineConfig.flush_interval`` (0.2 s) plus one group commit; SIGTERM drains
 them, SIGKILL can lose that last fraction of a second of decisions (never acknowledged events).
 
+Storage faults: a write on a full disk answers ``507`` (``storage_full``), any other storage
+failure ``503`` (``storage_unavailable``), naming the cause; ``/healthz`` answers 503 while
+writes fail. Decisions that could not be written are kept in memory and retried every second
+(up to 2,000,000 rows), a database DuckDB invalidated is reopened, and the service recovers by
+itself once space is freed. If kept decisions still cannot be written at shutdown, the
+shutdown fails loudly and ``adloop serve`` exits non-zero.
+
 Every error is JSON ``{"error": CODE, "message": TEXT, "field": "dotted.path" | null}``.
 A request rejected as a whole changes nothing; ``POST /v1/events`` answers only after the
 batch is committed, and reports per-row rejections (unknown campaign/variant, duplicates)
@@ -41,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -51,8 +59,10 @@ from adloop.optimizer.auth import KeyRing
 from adloop.optimizer.engine import Engine
 from adloop.optimizer.http_errors import install_error_handlers
 from adloop.optimizer.http_fast_choose import ChooseFastPath
+from adloop.optimizer.http_limits import BODY_TIMEOUT_SECONDS, BodyReadTimeout
 from adloop.optimizer.http_metrics import RequestMetrics, service_metrics
 from adloop.optimizer.http_models import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
+from adloop.optimizer.http_openapi import install_docs
 from adloop.optimizer.http_routes import (
     CHOOSE_PATH,
     ServiceState,
@@ -61,6 +71,8 @@ from adloop.optimizer.http_routes import (
 )
 
 __all__ = ["MAX_BODY_BYTES", "MAX_EVENTS_PER_BATCH", "create_app"]
+
+_log = logging.getLogger("adloop.service")
 
 
 def _lifespan(
@@ -74,18 +86,29 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.shutdown_error = None
         if on_startup is not None:
             on_startup()
         try:
             yield
         finally:
-            if on_shutdown is not None:
-                on_shutdown()
             # Requests in flight have finished (uvicorn drains them before the lifespan
-            # ends); now commit queued decisions so nothing acknowledged is lost.
-            await run_in_threadpool(engine.flush)
-            if close_engine:
-                await run_in_threadpool(engine.close)
+            # ends); now commit queued decisions so nothing acknowledged is lost. Every step
+            # runs even if one fails, and the first failure is kept in
+            # ``app.state.shutdown_error`` so ``adloop serve`` can exit non-zero.
+            steps = [on_shutdown, engine.flush, engine.close if close_engine else None]
+            errors: list[Exception] = []
+            for step in steps:
+                if step is None:
+                    continue
+                try:
+                    await run_in_threadpool(step)
+                except Exception as exc:  # noqa: BLE001 - reported below, after every step
+                    _log.error("shutdown step %s failed: %s", step.__name__, exc)
+                    errors.append(exc)
+            if errors:
+                app.state.shutdown_error = errors[0]
+                raise errors[0]
 
     return lifespan
 
@@ -95,6 +118,7 @@ def create_app(
     *,
     keyring: KeyRing | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     bare_endpoint: bool = False,
     close_engine: bool = False,
     on_startup: Callable[[], None] | None = None,
@@ -110,6 +134,8 @@ def create_app(
         Resolves API keys (default: keys stored in the engine's store).
     max_body_bytes:
         Largest accepted request body; larger ones get 413.
+    body_timeout:
+        Seconds a request may take to deliver its body; a slower one gets 408 and is closed.
     bare_endpoint:
         Also mount ``GET|POST /bench/bare``, an ``async def`` returning a constant, used by the
         service benchmark as the ceiling of the stack.
@@ -134,6 +160,8 @@ def create_app(
             f"{MAX_EVENTS_PER_BATCH} events. Errors: "
             '`{"error": code, "message": text, "field": path}`.'
         ),
+        docs_url=None,  # install_docs serves the docs pages with local assets
+        redoc_url=None,
         lifespan=_lifespan(
             engine, close_engine=close_engine, on_startup=on_startup, on_shutdown=on_shutdown
         ),
@@ -146,6 +174,7 @@ def create_app(
     install_error_handlers(app)
     add_routes(app, bare_endpoint=bare_endpoint)
     install_openapi(app)
+    install_docs(app)
 
     # The last middleware added is the outermost. The fast path stands first, as the cheapest
     # way to a common answer; it counts and times what it answers itself.
@@ -153,4 +182,5 @@ def create_app(
     app.add_middleware(
         ChooseFastPath, engine=engine, keys=keys, metrics=metrics, route_path=CHOOSE_PATH
     )
+    app.add_middleware(BodyReadTimeout, seconds=body_timeout)  # outermost: every body read
     return app

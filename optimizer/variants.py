@@ -2,6 +2,12 @@
 
 Both paths produce the same row shape (``Store.insert_variants``), stamped a microsecond
 apart so the store lists them in the order they were given.
+
+Variants given by hand pass the same brief filters as generated ones (banned and required
+terms, lengths, language, repetition; see ``generators.check_candidate``): a variant that fails
+is rejected with its drop reason. A human who insists sets ``override_filters: true`` with an
+``override_reason``; the override (reason, who, when, the filter it overrode) is recorded in
+the variant's provenance and shown as its ``filter_override``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from adloop.optimizer.errors import InvalidRequest
 __all__ = ["VariantFactory", "load_brief", "public_variant", "seed_for"]
 
 _MAX_TEXT = 2000
-_MANUAL_FIELDS = frozenset({"text", "headline", "description"})
+_MAX_REASON = 500
+_MANUAL_FIELDS = frozenset(
+    {"text", "headline", "description", "override_filters", "override_reason"}
+)
 
 
 class VariantFactory:
@@ -82,21 +91,50 @@ class VariantFactory:
         return _in_order(rows), result
 
     def manual(
-        self, campaign_id: str, variants: Iterable[Any], brief: Any, now: datetime, where: str
+        self,
+        campaign_id: str,
+        variants: Iterable[Any],
+        brief: Any,
+        now: datetime,
+        where: str,
+        *,
+        by: str | None = None,
     ) -> list[dict[str, Any]]:
         """Rows for variants the caller listed (strings or ``{text|headline, description}``).
 
-        ``where`` is the field name errors are reported under (``variants.2.text``).
+        ``where`` is the field name errors are reported under (``variants.2.text``); ``by``
+        (the tenant) is recorded with any filter override.
+
+        Raises:
+            InvalidRequest: a variant is malformed, repeats another, or fails the brief's
+                filters without ``override_filters`` (the message gives the drop reason).
         """
         if isinstance(variants, str | bytes) or not isinstance(variants, Iterable):
             raise InvalidRequest(where, "must be a list of variants")
         rows = []
         seen: set[str] = set()
         for i, given in enumerate(variants):
-            headline, description, text = _manual_fields(given, f"{where}.{i}")
+            field = f"{where}.{i}"
+            headline, description, text = _manual_fields(given, field)
             if text in seen:
-                raise InvalidRequest(f"{where}.{i}.text", "duplicate text")
+                raise InvalidRequest(f"{field}.text", "duplicate text")
             seen.add(text)
+            provenance: dict[str, Any] = {"generator": "manual"}
+            override = _override(given, field)
+            reason = filter_reason(given, headline, description, text, brief)
+            if reason is not None and override is None:
+                raise InvalidRequest(
+                    field,
+                    f"variant {text!r} fails the brief's filters: {reason}; rewrite it, or "
+                    'keep it anyway with "override_filters": true and an "override_reason"',
+                )
+            if reason is not None:
+                provenance["filter_override"] = {
+                    "overrode": reason,
+                    "reason": override,
+                    "by": by or "unknown",
+                    "at": now.isoformat(),
+                }
             rows.append(
                 self._row(
                     campaign_id,
@@ -108,7 +146,7 @@ class VariantFactory:
                     generator="manual",
                     model_version=None,
                     parent_ids=[],
-                    provenance={"generator": "manual"},
+                    provenance=provenance,
                 )
             )
         if not rows:
@@ -165,6 +203,54 @@ def _manual_fields(given: Any, where: str) -> tuple[str, str, str]:
     return headline, description, text
 
 
+def _override(given: Any, where: str) -> str | None:
+    """The reason given with ``override_filters: true``, or None when not overriding."""
+    if not isinstance(given, Mapping) or not given.get("override_filters"):
+        return None
+    if given.get("override_filters") is not True:
+        raise InvalidRequest(f"{where}.override_filters", "must be true or false")
+    reason = given.get("override_reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > _MAX_REASON:
+        raise InvalidRequest(
+            f"{where}.override_reason",
+            f"say why the filters are overridden (1..{_MAX_REASON} characters); it is recorded",
+        )
+    return reason.strip()
+
+
+def filter_reason(given: Any, headline: str, description: str, text: str, brief: Any) -> str | None:
+    """Why the brief's filters drop this hand-given variant (reason: detail), or None.
+
+    A variant given as plain ``text`` is one block of copy, so its length is checked against
+    the whole ad (headline + description limits) rather than the headline's alone.
+    """
+    from adloop.generators import Candidate, check_candidate
+
+    if isinstance(given, str) or (isinstance(given, Mapping) and not given.get("headline")):
+        channel = brief.channel
+        whole = channel.headline_max + channel.description_max
+        brief = brief.model_copy(
+            update={"channel": channel.model_copy(update={"headline_max": whole})}
+        )
+        headline, description = text, ""
+    reason = check_candidate(Candidate(headline, description, brief.language, "manual"), brief)
+    if reason is None:
+        return None
+    lowered = text.lower()
+    if reason == "banned_term":
+        terms = [t for t in brief.banned_terms if t.lower() in lowered]
+        return f"banned_term (contains {', '.join(map(repr, terms))})"
+    if reason == "missing_required_term":
+        terms = [t for t in brief.required_terms if t.lower() not in lowered]
+        return f"missing_required_term (lacks {', '.join(map(repr, terms))})"
+    if reason in ("headline_too_long", "description_too_long"):
+        return (
+            f"{reason} (limits: headline {brief.channel.headline_max}, description "
+            f"{brief.channel.description_max} units)"
+        )
+    return reason
+
+
 def seed_for(seed: int | None, key: str) -> int:
     """``seed`` if given, else a stable seed derived from ``key``."""
     if seed is not None:
@@ -187,8 +273,11 @@ def load_brief(source: Any) -> Any:
 
 
 def public_variant(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored variant row as the API returns it (no campaign id, timestamps or provenance)."""
-    return {
+    """A stored variant row as the API returns it (no campaign id, timestamps or provenance).
+
+    A variant kept despite the brief's filters also shows its recorded ``filter_override``.
+    """
+    out = {
         "variant_id": row["variant_id"],
         "text": row["text"],
         "headline": row["headline"],
@@ -199,3 +288,7 @@ def public_variant(row: Mapping[str, Any]) -> dict[str, Any]:
         "parent_ids": list(row["parent_ids"]),
         "status": row["status"],
     }
+    override = (row.get("provenance") or {}).get("filter_override")
+    if override:
+        out["filter_override"] = override
+    return out

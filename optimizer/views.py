@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -13,9 +14,11 @@ from adloop.bandits import ThompsonSampling, posterior_summary
 from adloop.optimizer.arm_stats import arm_counts, stats_by_variant
 from adloop.optimizer.config import EngineConfig
 from adloop.optimizer.quality import data_quality
-from adloop.optimizer.serving import SERVABLE, LiveCampaign
+from adloop.optimizer.serving import SERVABLE, LiveCampaign, RefreshFailure
 
 __all__ = ["campaign_summary", "campaign_view"]
+
+_log = logging.getLogger("adloop.engine")
 
 
 def campaign_summary(row: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]) -> dict:
@@ -41,25 +44,29 @@ def campaign_view(
     config: EngineConfig,
     rng: np.random.Generator,
     lock: threading.RLock,
+    refresh_failure: RefreshFailure | None = None,
 ) -> dict[str, Any]:
     """The campaign with per-variant counts, posteriors, winner, data quality and snapshot.
 
     The store must be flushed first. ``rng`` is shared with the engine's refreshes, hence
-    the ``lock`` around the Monte Carlo draws.
+    the ``lock`` around the Monte Carlo draws. When the posteriors cannot be computed
+    (corrupt rows the bandits reject), the counts are still shown, the posterior fields are
+    null and ``data_quality["posterior_error"]`` says why: one campaign's bad data never
+    turns its report into a server error.
     """
     campaign_id = row["campaign_id"]
     variants = store.variants(campaign_id)
     stats = stats_by_variant(store.arm_stats(campaign_id))
-    ids = [v["variant_id"] for v in variants]
     objective = row.get("objective") or "ctr"
-    with lock:
-        summary = posterior_summary(arm_counts(ids, stats), objective, rng=rng) if ids else {}
-        servable = [i for i, v in enumerate(variants) if v["status"] in SERVABLE]
-        p_best = np.zeros(len(ids))
-        if servable:
-            policy = ThompsonSampling(objective, n_draws=config.n_draws)
-            servable_counts = arm_counts([ids[i] for i in servable], stats)
-            p_best[servable] = policy.probability_best(servable_counts, rng)
+    posterior_error = None
+    try:
+        summary, p_best = _posteriors(variants, stats, objective, config, rng, lock)
+    except Exception as error:  # noqa: BLE001 - report it, as the refresh does
+        _log.warning("posteriors of campaign %s failed", campaign_id, exc_info=error)
+        summary, p_best = None, None
+        posterior_error = f"{type(error).__name__}: {error}"
+    quality = data_quality(store, campaign_id, stats, config, refresh_failure)
+    quality["posterior_error"] = posterior_error
     settings = row.get("settings") or {}
     return {
         "campaign_id": campaign_id,
@@ -74,10 +81,10 @@ def campaign_view(
         "created_at": _iso(row.get("created_at")),
         "brief": row.get("brief"),
         "variants": [
-            _variant_view(v, stats.get(v["variant_id"], {}), summary, float(p_best[i]), i)
+            _variant_view(v, stats.get(v["variant_id"], {}), summary, p_best, i)
             for i, v in enumerate(variants)
         ],
-        "data_quality": data_quality(store, campaign_id, stats, config),
+        "data_quality": quality,
         "snapshot": {
             "built_at": _iso(live.built_at) if live else None,
             "weights": live.weights() if live else {},
@@ -86,13 +93,36 @@ def campaign_view(
     }
 
 
+def _posteriors(
+    variants: Sequence[Mapping[str, Any]],
+    stats: Mapping[str, Mapping[str, float]],
+    objective: str,
+    config: EngineConfig,
+    rng: np.random.Generator,
+    lock: threading.RLock,
+) -> tuple[Mapping[str, np.ndarray], np.ndarray]:
+    """Posterior summaries of every variant, and each servable one's probability of being best."""
+    ids = [v["variant_id"] for v in variants]
+    with lock:
+        summary = posterior_summary(arm_counts(ids, stats), objective, rng=rng) if ids else {}
+        servable = [i for i, v in enumerate(variants) if v["status"] in SERVABLE]
+        p_best = np.zeros(len(ids))
+        if servable:
+            policy = ThompsonSampling(objective, n_draws=config.n_draws)
+            servable_counts = arm_counts([ids[i] for i in servable], stats)
+            p_best[servable] = policy.probability_best(servable_counts, rng)
+    return summary, p_best
+
+
 def _variant_view(
     variant: Mapping[str, Any],
     stats: Mapping[str, float],
-    summary: Mapping[str, np.ndarray],
-    probability_best: float,
+    summary: Mapping[str, np.ndarray] | None,
+    p_best: np.ndarray | None,
     index: int,
 ) -> dict[str, Any]:
+    """One variant's counts and posterior (posterior fields null when ``summary`` is None)."""
+    known = summary is not None and p_best is not None
     return {
         "variant_id": variant["variant_id"],
         "text": variant.get("text"),
@@ -106,9 +136,11 @@ def _variant_view(
         "clicks": int(stats.get("clicks", 0)),
         "conversions": int(stats.get("conversions", 0)),
         "value": float(stats.get("value", 0.0)),
-        "posterior_mean": float(summary["mean"][index]),
-        "interval_95": [float(summary["low"][index]), float(summary["high"][index])],
-        "probability_best": probability_best,
+        "posterior_mean": float(summary["mean"][index]) if known else None,
+        "interval_95": (
+            [float(summary["low"][index]), float(summary["high"][index])] if known else None
+        ),
+        "probability_best": float(p_best[index]) if known else None,
     }
 
 

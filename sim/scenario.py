@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adloop.bandits import OBJECTIVES
 from adloop.sim.errors import ScenarioError
 from adloop.sim.features import DEFAULT_LEXICON, feature_names
 from adloop.sim.world import Segment, World, default_segments
@@ -269,7 +270,7 @@ class Scenario(_Strict):
     variants: list[str] | None = Field(
         None, min_length=2, description="Fixed variant texts instead of generating from the brief."
     )
-    objective: Literal["ctr", "cvr", "value"] = "ctr"
+    objective: Literal[OBJECTIVES] = "ctr"
     world: WorldSettings = Field(default_factory=WorldSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     conversions: ConversionSettings = Field(default_factory=ConversionSettings)

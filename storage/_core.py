@@ -12,8 +12,8 @@ import duckdb
 
 from adloop.storage._database import Database
 from adloop.storage._fields import Clock, naive_utc, utc_now
-from adloop.storage._writer import CallJob
-from adloop.storage.errors import StoreClosedError
+from adloop.storage._writer import CallJob, WriterHealth
+from adloop.storage.errors import StoreClosedError, storage_fault
 
 
 class StoreCore:
@@ -31,7 +31,12 @@ class StoreCore:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Commit everything queued, stop the writer (if no other Store shares it), close."""
+        """Commit everything queued, stop the writer (if no other Store shares it), close.
+
+        Raises:
+            StorageUnavailableError: queued chooser decisions could not be written even by a
+                last retry (the file is closed all the same); the message says how many.
+        """
         database, self._database = self._database, None
         if database is not None:
             database.release()
@@ -59,8 +64,29 @@ class StoreCore:
         return future.result()
 
     def _read(self, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
-        return self._db().reader().execute(sql, params or [])
+        database = self._db()
+        try:
+            return database.reader().execute(sql, params or [])
+        except duckdb.Error as error:
+            fault = storage_fault(error)
+            if fault is None:
+                raise
+            database.writer.probe()  # e.g. an invalidated database: the writer reopens it
+            raise fault from error
 
     def flush(self) -> None:
-        """Wait until everything queued so far (e.g. by :meth:`log_decisions`) is committed."""
+        """Wait until everything queued so far (e.g. by :meth:`log_decisions`) is committed.
+
+        While the storage is failing, chooser decisions that could not be written are kept
+        and retried rather than committed; :meth:`write_health` counts them.
+        """
         self._write(lambda connection: None)
+
+    def write_health(self) -> WriterHealth:
+        """Whether writes work: the current storage fault, and the decisions kept for a retry.
+
+        Example:
+            >>> store.write_health().fault is None  # doctest: +SKIP
+            True
+        """
+        return self._db().writer.health()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -20,6 +22,8 @@ from adloop.storage.result import AppendResult
 #: Events stamped further than this ahead of the store's clock are rejected.
 FUTURE_TOLERANCE = timedelta(minutes=5)
 DEFAULT_MAX_ERRORS = 1000
+#: The ``store_meta`` key under which the decision-id secret is kept.
+_DECISION_SECRET_KEY = "decision_id_secret"
 
 _DECISION_SCHEMA = pa.schema(
     [
@@ -87,11 +91,14 @@ class EventsMixin(StoreCore):
 
         The same as ``submit_events(...).result()``.
 
-        Idempotent on ``event_id``: rows whose id is already stored, or that repeat an earlier
-        row of the same batch, count as duplicates and add nothing. Invalid rows (unknown
-        campaign/variant/type, missing or malformed event_id, unparseable timestamp or one more
-        than 5 minutes ahead of the store's clock, NaN/negative/unparseable value) are rejected
-        with a reason; the rest of the batch is still stored, all in one transaction.
+        Idempotent on ``(campaign_id, event_id)``: rows whose id is already stored for the
+        same campaign, or that repeat an earlier row of the same batch, count as duplicates
+        and add nothing. Deduplication is scoped to the campaign (so to its tenant): the same
+        event_id in another campaign is another event, and never counts as a duplicate here.
+        Invalid rows (unknown campaign/variant/type, missing or malformed event_id,
+        unparseable timestamp or one more than 5 minutes ahead of the store's clock,
+        NaN/negative/unparseable value) are rejected with a reason; the rest of the batch is
+        still stored, all in one transaction.
 
         Args:
             batch: a list of dicts, a polars DataFrame or an Arrow table with columns
@@ -114,9 +121,9 @@ class EventsMixin(StoreCore):
         Validation, deduplication and results are exactly those of :meth:`append_events`
         (which waits on this future). An async caller can await it without holding a thread:
         ``await asyncio.wrap_future(store.submit_events(rows))``. A batch queued with others is
-        committed in the same group: a row repeating an event_id of an earlier batch in the
-        group counts as a duplicate of its own batch. If the group's transaction fails, each
-        batch is retried alone and only the failing one's future raises.
+        committed in the same group: a row repeating a (campaign_id, event_id) of an earlier
+        batch in the group counts as a duplicate of its own batch. If the group's transaction
+        fails, each batch is retried alone and only the failing one's future raises.
 
         Raises:
             StoreClosedError: the store is closed.
@@ -201,3 +208,36 @@ class EventsMixin(StoreCore):
             decisions=table,
         )
         self._db().writer.submit(job)
+
+    def decision_id_secret(self) -> bytes:
+        """This store's secret key for the decision ids of idempotent choices (32 bytes).
+
+        Created once, from ``secrets``, on first use and kept in the ``store_meta`` table, so
+        a retried request gets the same decision id after a restart while nobody without the
+        database file can compute another campaign's ids. Anyone who can read the file can
+        also read every event it holds, so the secret adds no new reader.
+
+        Example:
+            >>> len(store.decision_id_secret())  # doctest: +SKIP
+            32
+        """
+        stored = self._read(
+            "SELECT value FROM store_meta WHERE key = ?", [_DECISION_SECRET_KEY]
+        ).fetchall()
+        if stored:
+            return bytes.fromhex(stored[0][0])
+
+        def create(connection: duckdb.DuckDBPyConnection) -> str:
+            # Checked again on the writer thread: two first uses must agree on one secret.
+            found = connection.execute(
+                "SELECT value FROM store_meta WHERE key = ?", [_DECISION_SECRET_KEY]
+            ).fetchall()
+            if found:
+                return found[0][0]
+            value = secrets.token_hex(32)
+            connection.execute(
+                "INSERT INTO store_meta VALUES (?, ?)", [_DECISION_SECRET_KEY, value]
+            )
+            return value
+
+        return bytes.fromhex(self._write(create))

@@ -6,12 +6,14 @@ never ``executemany``), so a thousand small HTTP requests cost one pass, not a t
 
 1. Staging (``_validate``): each row's first error, if any. When every row is plainly valid
    and typed (the HTTP service and the engine send such batches) this is a handful of Arrow
-   checks and one query for the rows' keys (DuckDB's ``hash(event_id)``); otherwise one SQL
-   pass (``STAGE_SELECT``) parses timestamps and values and words each row's reason.
-2. Deduplication: stored events whose 64-bit key matches a key of the group (the writer's
-   in-memory key index, or a semi-join on the log's key column), then a comparison by full
-   event_id of only the rows whose key is stored or repeated; the first row of an event_id
-   (by batch, then row) wins.
+   checks and one query for the rows' keys (``EVENT_KEY_SQL``: DuckDB's
+   ``hash(campaign_id, event_id)``); otherwise one SQL pass (``STAGE_SELECT``) parses
+   timestamps and values and words each row's reason.
+2. Deduplication, scoped to the campaign (so to its tenant): stored events whose 64-bit key
+   matches a key of the group (the writer's in-memory key index, or a semi-join on the log's
+   key column), then a comparison by full ``(campaign_id, event_id)`` of only the rows whose
+   key is stored or repeated; the first row of a pair (by batch, then row) wins. The same
+   event_id in two campaigns is two events.
 3. Three inserts straight from Arrow: the new events, their per-hour aggregates, and the
    ingest log (one row per batch and campaign, whose counts are the batches' results).
 
@@ -63,10 +65,10 @@ class _Traced:
 
 
 # The semi-join builds a hash table on the group's keys and streams only the event_key column
-# of the log past it; event_id is read for the (rare) matching rows.
+# of the log past it; campaign_id and event_id are read for the (rare) matching rows.
 _HITS_SQL = """
 CREATE OR REPLACE TEMP TABLE _hits AS
-SELECT e.event_key, e.event_id FROM events AS e
+SELECT e.event_key, e.campaign_id, e.event_id FROM events AS e
 SEMI JOIN (SELECT event_key FROM _stage WHERE error_field IS NULL) AS s ON e.event_key = s.event_key
 """
 
@@ -79,11 +81,12 @@ WHERE s.error_field IS NULL {not_stored} {first_only}
 """
 
 _NOT_STORED = """AND NOT EXISTS (
-    SELECT 1 FROM _hits AS h WHERE h.event_key = s.event_key AND h.event_id = s.event_id)"""
+    SELECT 1 FROM _hits AS h WHERE h.event_key = s.event_key
+        AND h.campaign_id = s.campaign_id AND h.event_id = s.event_id)"""
 
-# A repeated event_id inside the group: keep its first row (by batch, then row order).
+# A repeated (campaign_id, event_id) inside the group: keep its first row (by batch, then row).
 _FIRST_ONLY = """QUALIFY row_number() OVER (
-    PARTITION BY s.event_key, s.event_id ORDER BY s.job, s.r) = 1"""
+    PARTITION BY s.event_key, s.campaign_id, s.event_id ORDER BY s.job, s.r) = 1"""
 
 # The group's new rows are found by batch_id, which only grows, so zone maps skip the old log.
 _NEW_ROWS = "(SELECT * FROM events WHERE batch_id BETWEEN $first AND $last)"
@@ -133,8 +136,8 @@ def ingest(
     All the group's batches are concatenated into one Arrow table and handled by one set of
     statements, however many batches there are: the writer's throughput for many small HTTP
     batches is bounded by statements per group, not by rows or requests. Results stay exact
-    per batch: a row repeating an earlier row of the group (same batch or an earlier one)
-    counts as a duplicate of the batch it belongs to.
+    per batch: a row repeating an earlier row of the group (same campaign and event_id, same
+    batch or an earlier one) counts as a duplicate of the batch it belongs to.
 
     Args:
         known: the writer's cache of each campaign's variant ids (see ``with_known_flags``).
@@ -276,10 +279,11 @@ def _first_new(
     keys: np.ndarray,
     key_index: KeyIndex,
 ) -> np.ndarray:
-    """Which staged rows to store: valid, not stored already, first of their event_id.
+    """Which staged rows to store: valid, not stored already, first of their (campaign, id).
 
     Only rows whose 64-bit key is stored already or repeats inside the group are compared by
-    full event_id (in row order, so the first row of a repeated id wins); usually none are.
+    full ``(campaign_id, event_id)`` (in row order, so the first row of a repeated pair wins);
+    usually none are.
     """
     accepted = valid.copy()
     valid_keys = keys[valid]
@@ -296,14 +300,16 @@ def _first_new(
     if not len(suspects):
         return accepted
     rows = np.flatnonzero(valid & np.isin(keys, suspects))
-    ids = stage.column("event_id").take(pa.array(rows)).to_pylist()
-    seen = {(int(key), event_id) for key, event_id in hits}
-    for row, key, event_id in zip(rows.tolist(), keys[rows].tolist(), ids, strict=True):
-        pair = (key, event_id)
-        if pair in seen:
+    taken = pa.array(rows)
+    campaign_ids = stage.column("campaign_id").take(taken).to_pylist()
+    event_ids = stage.column("event_id").take(taken).to_pylist()
+    seen = {(int(key), campaign_id, event_id) for key, campaign_id, event_id in hits}
+    identities = zip(keys[rows].tolist(), campaign_ids, event_ids, strict=True)
+    for row, identity in zip(rows.tolist(), identities, strict=True):
+        if identity in seen:
             accepted[row] = False
         else:
-            seen.add(pair)
+            seen.add(identity)
     return accepted
 
 
@@ -384,12 +390,12 @@ def _ingest_big(
     ]
 
 
-def _scan(connection: duckdb.DuckDBPyConnection, keys: np.ndarray) -> list[tuple[int, str]]:
-    """Stored ``(event_key, event_id)`` rows with one of ``keys``: a semi-join on the key column."""
+def _scan(connection: duckdb.DuckDBPyConnection, keys: np.ndarray) -> list[tuple[int, str, str]]:
+    """Stored ``(event_key, campaign_id, event_id)`` rows with one of ``keys`` (a semi-join)."""
     connection.register("_keys", pa.table({"event_key": pa.array(keys, pa.uint64())}))
     try:
         return connection.execute(
-            """SELECT e.event_key, e.event_id FROM events AS e
+            """SELECT e.event_key, e.campaign_id, e.event_id FROM events AS e
                SEMI JOIN _keys AS k ON e.event_key = k.event_key"""
         ).fetchall()
     finally:

@@ -1,4 +1,9 @@
-"""An in-memory index of the log's 64-bit event keys, so small batches skip the log scan.
+"""The log's 64-bit event keys: how they are computed, and an in-memory index of them.
+
+A key is ``EVENT_KEY_SQL``, DuckDB's ``hash(campaign_id, event_id)``: deduplication is scoped
+to the campaign (and so to its tenant), so one tenant's event ids can never collide with, drop
+or reveal another's. The key only narrows the search; two rows are the same event when their
+full ``(campaign_id, event_id)`` pairs are equal.
 
 Deduplicating a batch against the log normally semi-joins its keys with the log's key column:
 cheap per event for a bulk import, but a full column scan (10 M keys) for every group of a few
@@ -10,9 +15,10 @@ HTTP requests. This index answers "could this key be stored, and where?" by bina
 - ``recent`` / ``pending``: keys appended since (committed / in the open transaction); their
   rows all have ``batch_id > built_batch_id``, so the lookup touches only the log's tail.
 
-Only the stored rows fetched this way are compared with the batch, by full event_id, so the
-index can make dedupe faster but never wrong: a key it misses would be a bug caught by the
-verification below, and a stale row id is detected and answered by a full scan instead.
+Only the stored rows fetched this way are compared with the batch, by full (campaign_id,
+event_id), so the index can make dedupe faster but never wrong: a key it misses would be a
+bug caught by the verification below, and a stale row id is detected and answered by a full
+scan instead.
 The index is built lazily (first small group), owned by the writer thread, and costs 16 bytes
 per stored event; it is rebuilt when the recent part outgrows an eighth of the main part.
 """
@@ -23,6 +29,9 @@ import threading
 
 import duckdb
 import numpy as np
+
+#: The SQL expression of an event's key over its ``campaign_id`` and ``event_id`` columns.
+EVENT_KEY_SQL = "hash(campaign_id, event_id)"
 
 #: Groups with at most this many rows use the index; bigger ones the set-based scan.
 SMALL_GROUP_ROWS = 50_000
@@ -112,10 +121,13 @@ class KeyIndex:
 
     def lookup(
         self, connection: duckdb.DuckDBPyConnection, keys: np.ndarray
-    ) -> list[tuple[int, str]]:
-        """Stored ``(event_key, event_id)`` rows whose key is one of ``keys`` (unique, sorted)."""
+    ) -> list[tuple[int, str, str]]:
+        """Stored ``(event_key, campaign_id, event_id)`` rows whose key is one of ``keys``.
+
+        ``keys`` are unique and sorted.
+        """
         assert self._main_keys is not None
-        found: list[tuple[int, str]] = []
+        found: list[tuple[int, str, str]] = []
         positions = np.searchsorted(self._main_keys, keys, side="left")
         ends = np.searchsorted(self._main_keys, keys, side="right")
         hit = ends > positions  # usually none: only hits cost a Python step each
@@ -128,7 +140,8 @@ class KeyIndex:
         ).astype(np.int64)
         if len(rowids):
             rows = connection.execute(
-                "SELECT event_key, event_id FROM events WHERE rowid = ANY($rowids::BIGINT[])",
+                "SELECT event_key, campaign_id, event_id FROM events"
+                " WHERE rowid = ANY($rowids::BIGINT[])",
                 {"rowids": rowids.tolist()},
             ).fetchall()
             expected = set(keys[ends > positions].tolist())
@@ -142,7 +155,7 @@ class KeyIndex:
         if len(tail_keys):
             found.extend(
                 connection.execute(
-                    """SELECT event_key, event_id FROM events
+                    """SELECT event_key, campaign_id, event_id FROM events
                        WHERE batch_id > $built AND event_key = ANY($keys::UBIGINT[])""",
                     {"built": self._built_batch_id, "keys": tail_keys.tolist()},
                 ).fetchall()
@@ -179,9 +192,10 @@ class KeyIndex:
         self._pending = []
 
 
-def _scan(connection: duckdb.DuckDBPyConnection, keys: np.ndarray) -> list[tuple[int, str]]:
+def _scan(connection: duckdb.DuckDBPyConnection, keys: np.ndarray) -> list[tuple[int, str, str]]:
     return connection.execute(
-        "SELECT event_key, event_id FROM events WHERE event_key = ANY($keys::UBIGINT[])",
+        "SELECT event_key, campaign_id, event_id FROM events"
+        " WHERE event_key = ANY($keys::UBIGINT[])",
         {"keys": [int(key) for key in keys]},
     ).fetchall()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 
 from adloop.storage._fields import utc_now
+from adloop.storage._keys import EVENT_KEY_SQL
 from adloop.storage.errors import SchemaError
 from adloop.storage.schema import LATEST_VERSION, MIGRATIONS
 
@@ -43,12 +44,18 @@ def migrate(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
             ) from error
 
 
-_CANARY = "adloop event key canary"
+_CANARY = ("adloop canary campaign", "adloop event key canary")
 
 
 def check_event_keys(connection: duckdb.DuckDBPyConnection) -> None:
-    """Recompute every event_key when this DuckDB's ``hash()`` is not the one that wrote them."""
-    (current,) = connection.execute("SELECT hash(?)::VARCHAR", [_CANARY]).fetchall()[0]
+    """Recompute every event_key when this DuckDB's ``hash()`` is not the one that wrote them.
+
+    The canary is the key (``EVENT_KEY_SQL``) of a fixed (campaign_id, event_id) pair.
+    """
+    (current,) = connection.execute(
+        f"SELECT ({EVENT_KEY_SQL})::VARCHAR FROM (SELECT ? AS campaign_id, ? AS event_id)",
+        list(_CANARY),
+    ).fetchall()[0]
     stored = connection.execute(
         "SELECT value FROM store_meta WHERE key = 'event_key_canary'"
     ).fetchall()
@@ -57,7 +64,7 @@ def check_event_keys(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("BEGIN TRANSACTION")
     if stored:
         # Keys are derived data (the log itself is untouched): rewrite them under the new hash.
-        connection.execute("UPDATE events SET event_key = hash(event_id)")
+        connection.execute(f"UPDATE events SET event_key = {EVENT_KEY_SQL}")
     connection.execute("DELETE FROM store_meta WHERE key = 'event_key_canary'")
     connection.execute("INSERT INTO store_meta VALUES ('event_key_canary', ?)", [current])
     connection.execute("COMMIT")

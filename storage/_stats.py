@@ -9,7 +9,29 @@ import polars as pl
 
 from adloop.storage._core import StoreCore
 from adloop.storage._fields import naive_utc
+from adloop.storage._validate import MAX_EVENT_VALUE
 from adloop.storage.errors import InvalidArgumentError
+
+#: The most events a count in ``arm_stats`` reports (``2**53``, the largest integer a float64
+#: holds exactly). Unreachable by real traffic; it only stops a corrupt aggregate row from
+#: overflowing the BIGINT result.
+MAX_REPORTED_COUNT = 2**53
+
+# Rows written before values were bounded (or edited by hand) may hold NaN, infinite, negative
+# or huge values and counts. Statistics read each row through these guards, so such a row can
+# never make a sum infinite or NaN: a NaN or negative value counts as 0, a huge one as the
+# largest value its events could have carried; ``data_quality`` reports the rows.
+_ROW_COUNT = "greatest(n, 0)::DOUBLE"
+_ROW_VALUE = (
+    f"CASE WHEN isfinite(value) AND value > 0 "
+    f"THEN least(value, greatest(n, 0) * {MAX_EVENT_VALUE!r}) ELSE 0.0 END"
+)
+_EVENT_VALUE = (
+    f"CASE WHEN isfinite(value) AND value > 0 THEN least(value, {MAX_EVENT_VALUE!r}) ELSE 0.0 END"
+)
+# An event's hour-mean time comes from ``ts_offset_sum / n``; a corrupt row can make it NaN or
+# far in the future. Weights are clamped to [0, 1]: no event counts more than a fresh one.
+_WEIGHT = "greatest(0.0, least(1.0, coalesce(pow(2.0, -($now - p.t) / $half_life), 0.0)))"
 
 
 class StatsMixin(StoreCore):
@@ -38,12 +60,15 @@ class StatsMixin(StoreCore):
                 store's clock); counts become floats. Events of one hour are weighted at their
                 mean time: for a half-life of ``h`` hours the relative error is at most
                 ``0.06 / h**2`` (``0.02 / h**2`` for events spread evenly over the hour).
+                No weight exceeds 1: an event stamped after the store's clock counts as fresh.
             by_segment: one row per (variant, segment) seen, instead of one per variant.
 
         Returns:
             ``variant_id`` [, ``segment``], ``impressions``, ``clicks``, ``conversions`` (Int64, or
             Float64 when discounted), ``value`` (Float64); every variant of the campaign appears,
-            with zeros when it has no events; rows in variant creation order.
+            with zeros when it has no events; rows in variant creation order. Always finite and
+            non-negative, even over corrupt rows (see ``data_quality``'s
+            ``values_out_of_range``); counts stop at ``MAX_REPORTED_COUNT``.
 
         Raises:
             InvalidArgumentError: ``half_life`` is zero or negative.
@@ -51,8 +76,8 @@ class StatsMixin(StoreCore):
         params: dict[str, Any] = {"campaign": campaign_id, "segment": segment}
         since_hour = None
         parts = [
-            """SELECT variant_id, segment, type, n::DOUBLE AS n, value,
-                      epoch_us(hour) / 1e6 + ts_offset_sum / n AS t
+            f"""SELECT variant_id, segment, type, {_ROW_COUNT} AS n, {_ROW_VALUE} AS value,
+                      epoch_us(hour) / 1e6 + ts_offset_sum / nullif(n, 0) AS t
                FROM event_aggregates
                WHERE campaign_id = $campaign AND ($segment IS NULL OR segment = $segment)
                  AND ($since_hour IS NULL OR hour >= $since_hour)"""
@@ -64,7 +89,8 @@ class StatsMixin(StoreCore):
             if since_hour != since:
                 params["since"] = since
                 parts.append(
-                    """SELECT variant_id, segment, type, 1.0 AS n, value, epoch_us(ts) / 1e6 AS t
+                    f"""SELECT variant_id, segment, type, 1.0 AS n, {_EVENT_VALUE} AS value,
+                              epoch_us(ts) / 1e6 AS t
                        FROM events
                        WHERE campaign_id = $campaign AND ($segment IS NULL OR segment = $segment)
                          AND ts >= $since AND ts < $since_hour"""
@@ -76,20 +102,20 @@ class StatsMixin(StoreCore):
                 raise InvalidArgumentError(f"half_life must be positive, got {half_life!r}")
             params["now"] = self._now().replace(tzinfo=UTC).timestamp()
             params["half_life"] = seconds
-            weight = "pow(2.0, -($now - t) / $half_life)"
+            weight = _WEIGHT
             count_type, value_type = "DOUBLE", "DOUBLE"
         else:
             weight = "1.0"
             count_type, value_type = "BIGINT", "DOUBLE"
         union = " UNION ALL ".join(parts)
         sums = ", ".join(
-            f"coalesce(sum(p.{column} * {weight}) FILTER (WHERE p.type = '{kind}'), 0)::{cast} "
-            f"AS {name}"
-            for column, kind, cast, name in [
-                ("n", "impression", count_type, "impressions"),
-                ("n", "click", count_type, "clicks"),
-                ("n", "conversion", count_type, "conversions"),
-                ("value", "conversion", value_type, "value"),
+            f"least(coalesce(sum(p.{column} * {weight}) FILTER (WHERE p.type = '{kind}'), 0), "
+            f"{bound})::{cast} AS {name}"
+            for column, kind, cast, name, bound in [
+                ("n", "impression", count_type, "impressions", MAX_REPORTED_COUNT),
+                ("n", "click", count_type, "clicks", MAX_REPORTED_COUNT),
+                ("n", "conversion", count_type, "conversions", MAX_REPORTED_COUNT),
+                ("value", "conversion", value_type, "value", MAX_REPORTED_COUNT * MAX_EVENT_VALUE),
             ]
         )
         if by_segment:
@@ -143,7 +169,10 @@ class StatsMixin(StoreCore):
             ``clicks_exceed_impressions``: variant ids with more clicks than impressions;
             ``events_for_retired_variants``: events stamped after their variant was retired;
             ``duplicate_deliveries``: valid rows received again and not stored;
-            ``rejected_rows``: invalid rows received.
+            ``rejected_rows``: invalid rows received; ``values_out_of_range``: stored events
+            whose value is NaN, infinite, negative or above ``MAX_EVENT_VALUE`` (only rows
+            written before values were validated, or edited by hand; ``arm_stats`` reads them
+            as 0, or as ``MAX_EVENT_VALUE`` when too large).
         """
         reader = self._db().reader()
         orphans = reader.execute(
@@ -171,6 +200,11 @@ class StatsMixin(StoreCore):
             "WHERE campaign_id = ?",
             [campaign_id],
         ).fetchall()[0]
+        (out_of_range,) = reader.execute(
+            """SELECT count(*) FROM events
+               WHERE campaign_id = $c AND NOT (isfinite(value) AND value BETWEEN 0 AND $max)""",
+            {"c": campaign_id, "max": MAX_EVENT_VALUE},
+        ).fetchall()[0]
         stats = self.arm_stats(campaign_id)
         exceed = stats.filter(pl.col("clicks") > pl.col("impressions"))["variant_id"].to_list()
         return {
@@ -181,4 +215,5 @@ class StatsMixin(StoreCore):
             "events_for_retired_variants": int(late),
             "duplicate_deliveries": int(duplicates),
             "rejected_rows": int(rejected),
+            "values_out_of_range": int(out_of_range),
         }

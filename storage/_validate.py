@@ -18,6 +18,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adloop.storage._keys import EVENT_KEY_SQL
+
+MAX_EVENT_VALUE = 1e9
+"""The largest ``value`` an event may carry (conversion value, in the campaign's currency unit).
+
+Values must be finite and in ``[0, MAX_EVENT_VALUE]``; a row outside is rejected with field
+``value``. The bound keeps every aggregate finite: a float64 sum of ``n`` values is at most
+``n * 1e9``, so even ``2**63`` events sum to about ``9.2e27``, far below float64's ``1.8e308``,
+and the bandits' posteriors never see an infinite value sum.
+"""
+
 STAGE_SELECT = """
 WITH parsed AS (
     SELECT
@@ -32,8 +43,8 @@ WITH parsed AS (
     FROM _in AS i
 )
 SELECT
-    job, r, hash(event_id) AS event_key, event_id, type, campaign_id, variant_id, decision_id,
-    segment, ts, value,
+    job, r, hash(campaign_id, event_id) AS event_key,  -- EVENT_KEY_SQL
+    event_id, type, campaign_id, variant_id, decision_id, segment, ts, value,
     CASE
         WHEN parse_error IS NOT NULL THEN parse_field
         WHEN event_id IS NULL OR trim(event_id) = '' OR length(event_id) > 128 THEN 'event_id'
@@ -41,7 +52,8 @@ SELECT
         WHEN campaign_id IS NULL OR NOT campaign_known THEN 'campaign_id'
         WHEN variant_id IS NULL OR NOT variant_known THEN 'variant_id'
         WHEN ts IS NULL OR ts > max_ts THEN 'ts'
-        WHEN value IS NULL OR isnan(value) OR isinf(value) OR value < 0 THEN 'value'
+        WHEN value IS NULL OR isnan(value) OR isinf(value) OR value < 0
+             OR value > $max_value THEN 'value'
     END AS error_field,
     CASE
         WHEN parse_error IS NOT NULL THEN parse_error
@@ -66,9 +78,12 @@ SELECT
         WHEN isnan(value) THEN 'value is NaN'
         WHEN isinf(value) THEN 'value is infinite'
         WHEN value < 0 THEN 'negative value ' || value::VARCHAR
+        WHEN value > $max_value
+            THEN 'value ' || value::VARCHAR || ' is above the maximum ' || $max_value::VARCHAR
+                 || ' (adloop.storage.MAX_EVENT_VALUE)'
     END AS error_reason
 FROM parsed
-"""
+""".replace("$max_value", f"CAST({MAX_EVENT_VALUE!r} AS DOUBLE)")
 
 STAGE_SQL = "CREATE OR REPLACE TEMP VIEW _stage AS " + STAGE_SELECT
 
@@ -99,11 +114,12 @@ def stage_plainly_valid(connection: duckdb.DuckDBPyConnection, merged: pa.Table)
         pc.less_equal(ts, merged.column("max_ts")),
         pc.is_finite(value),
         pc.greater_equal(value, 0.0),
+        pc.less_equal(value, MAX_EVENT_VALUE),
     ]
     for check in checks:
         if check.null_count or not pc.all(check).as_py():
             return None
-    keys = _hashes(connection, event_id)
+    keys = _hashes(connection, merged.column("campaign_id"), event_id)
     nulls = pa.nulls(n, pa.string())
     return pa.table(
         {
@@ -127,13 +143,15 @@ def stage_plainly_valid(connection: duckdb.DuckDBPyConnection, merged: pa.Table)
 _TYPES = pa.array(["impression", "click", "conversion"], pa.string())
 
 
-def _hashes(connection: duckdb.DuckDBPyConnection, event_id: pa.ChunkedArray) -> pa.Array:
-    """DuckDB's ``hash(event_id)`` per row, in row order."""
+def _hashes(
+    connection: duckdb.DuckDBPyConnection, campaign_id: pa.ChunkedArray, event_id: pa.ChunkedArray
+) -> pa.Array:
+    """Each row's event key (``EVENT_KEY_SQL``, as ``STAGE_SELECT`` computes it), in row order."""
     # A projection keeps its input's order (insertion order is preserved by default), and
     # DuckDB finds the local Arrow table by name: cheaper than registering a view.
-    _adloop_event_ids = pa.table({"event_id": event_id})  # noqa: F841 - read by the query
+    _adloop_event_ids = pa.table({"campaign_id": campaign_id, "event_id": event_id})  # noqa: F841
     keys = connection.execute(
-        "SELECT hash(event_id) AS event_key FROM _adloop_event_ids"
+        f"SELECT {EVENT_KEY_SQL} AS event_key FROM _adloop_event_ids"
     ).fetchnumpy()["event_key"]
     return pa.array(np.asarray(keys, dtype=np.uint64), pa.uint64())
 

@@ -34,7 +34,8 @@ class AppendResult:
 
     Attributes:
         accepted: rows newly stored.
-        duplicates: valid rows whose event_id was already stored or appeared earlier in the batch.
+        duplicates: valid rows whose (campaign_id, event_id) was already stored or appeared
+            earlier in the batch (deduplication is scoped to the campaign).
         rejected: invalid rows (exact count).
         errors: one :class:`RowError` per rejected row, capped (see ``max_errors``).
         batch_id: the store's id for this batch (all its accepted rows carry it).

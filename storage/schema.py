@@ -7,11 +7,18 @@ Design notes (why the tables look like this):
 
 - ``events`` is an append-only log. It has no PRIMARY KEY: an index on a random string key
   makes bulk ingest about 15x slower and the file about 5x bigger. Instead each row carries
-  ``event_key = hash(event_id)`` (64 bits; 30x cheaper than MD5), and deduplication semi-joins
-  a batch's keys against the log's key column, then compares the full ``event_id`` of the few
-  matches, so a 64-bit collision can never drop an event. DuckDB does not promise ``hash()`` is
-  stable across versions, so ``store_meta`` keeps the hash of a fixed canary string; when it
-  changes on open, every key is recomputed before any write (see ``Store``).
+  ``event_key = hash(campaign_id, event_id)`` (64 bits; 30x cheaper than MD5), and
+  deduplication semi-joins a batch's keys against the log's key column, then compares the full
+  ``(campaign_id, event_id)`` of the few matches, so a 64-bit collision can never drop an event.
+  Deduplication is scoped to the campaign, and so to its tenant: the same event_id in two
+  campaigns is two events, and one tenant can neither drop nor probe another's ids. (Schema 1
+  keyed on ``hash(event_id)`` alone, deduplicating across tenants; migration 3 recomputes the
+  keys.) DuckDB does not promise ``hash()`` is stable across versions, so ``store_meta`` keeps
+  the key of a fixed canary pair; when it changes on open, every key is recomputed before any
+  write (see ``_migrations.check_event_keys``).
+- ``store_meta`` holds ``(key, value)`` settings of this file: ``event_key_canary`` (above) and
+  ``decision_id_secret``, 32 random bytes (hex) created on first use, which keys the decision
+  ids of idempotent choices (see ``Store.decision_id_secret``).
 - ``event_aggregates`` holds per-(campaign, variant, segment, type, hour) counts, appended in the
   same transaction as the events they summarise. Arm statistics sum these few rows instead of
   scanning millions of events. Counters are never updated in place; the writer occasionally
@@ -132,6 +139,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 error VARCHAR,
                 detail VARCHAR
             )""",
+        ],
+    ),
+    (
+        2,
+        "API keys: expiry and revocation",
+        [
+            "ALTER TABLE api_keys ADD COLUMN expires_at TIMESTAMP",
+            "ALTER TABLE api_keys ADD COLUMN revoked_at TIMESTAMP",
+        ],
+    ),
+    (
+        3,
+        "deduplicate events per campaign: event_key = hash(campaign_id, event_id)",
+        [
+            # Keys are derived data (the log itself is untouched); the canary is dropped so
+            # the open that runs this migration records the new key function's canary.
+            "UPDATE events SET event_key = hash(campaign_id, event_id)",
+            "DELETE FROM store_meta WHERE key = 'event_key_canary'",
         ],
     ),
 ]

@@ -164,15 +164,20 @@ def _check_beats_uniform(ts, uniform, means, horizon, fraction):
         assert ts <= bound
 
 
+def _check_thompson_regret(means, horizon, seeds, *, fraction, rivals=(UCB1, EpsilonGreedy)):
+    """Thompson sampling's mean regret beats uniform (as above) and each rival; returns it."""
+    ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
+    _check_beats_uniform(ts, _mean_regret(Uniform, means, horizon, seeds), means, horizon, fraction)
+    for rival in rivals:
+        assert ts < _mean_regret(rival, means, horizon, seeds), rival.__name__
+    return ts
+
+
 def test_thompson_regret_small_version():
     # ten seeds: regret is heavy-tailed (one unlucky start costs ~1,000 clicks), and three
     # seeds let a single tail decide the comparison.  Measured: ~370 against uniform's 900.
     means, horizon, seeds = EQUAL_GAPS["equal gap 0.5 pp"], 200_000, range(10)
-    ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
-    uniform = _mean_regret(Uniform, means, horizon, seeds)
-    _check_beats_uniform(ts, uniform, means, horizon, fraction=0.5)
-    assert ts < _mean_regret(UCB1, means, horizon, seeds)
-    assert ts < _mean_regret(EpsilonGreedy, means, horizon, seeds)
+    _check_thompson_regret(means, horizon, seeds, fraction=0.5)
 
 
 @pytest.mark.slow
@@ -182,11 +187,7 @@ def test_thompson_regret_full_horizon(name):
     # and 4,500, each below the Lai-Robbins bound (2,286, 657, 3,637)
     means = {**EQUAL_GAPS, **SPACED_GAPS}[name]
     horizon, seeds = 1_000_000, range(5)
-    ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
-    uniform = _mean_regret(Uniform, means, horizon, seeds)
-    _check_beats_uniform(ts, uniform, means, horizon, fraction=0.25)
-    assert ts < _mean_regret(UCB1, means, horizon, seeds)
-    assert ts < _mean_regret(EpsilonGreedy, means, horizon, seeds)
+    _check_thompson_regret(means, horizon, seeds, fraction=0.25)
 
 
 @pytest.mark.slow
@@ -198,9 +199,5 @@ def test_thompson_regret_on_the_near_tie_problem():
     among practically tied arms and loses less than classic Thompson sampling, UCB1 and
     uniform (measured: ~530 against uniform's 900)."""
     means, horizon, seeds = EQUAL_GAPS["equal gap 0.1 pp"], 1_000_000, range(5)
-    ts = _mean_regret(ThompsonSampling, means, horizon, seeds)
-    classic = _mean_regret(lambda: ThompsonSampling(loss_threshold=0.0), means, horizon, seeds)
-    uniform = _mean_regret(Uniform, means, horizon, seeds)
-    _check_beats_uniform(ts, uniform, means, horizon, fraction=0.7)
-    assert ts < classic
-    assert ts < _mean_regret(UCB1, means, horizon, seeds)
+    ts = _check_thompson_regret(means, horizon, seeds, fraction=0.7, rivals=(UCB1,))
+    assert ts < _mean_regret(lambda: ThompsonSampling(loss_threshold=0.0), means, horizon, seeds)

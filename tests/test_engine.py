@@ -60,6 +60,16 @@ def _events(campaign_id: str, variant_id: str, kind: str, n: int, start: int, ts
     ]
 
 
+def _traffic(campaign_id: str, counts: dict[str, tuple[int, int]], ts: datetime) -> list:
+    """Impression and click events per variant, from ``{variant_id: (impressions, clicks)}``."""
+    return [
+        event
+        for variant_id, (impressions, clicks) in counts.items()
+        for kind, n in (("impression", impressions), ("click", clicks))
+        for event in _events(campaign_id, variant_id, kind, n, 0, ts)
+    ]
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -151,10 +161,10 @@ def test_record_then_refresh_moves_traffic_to_the_better_variant(
     view = engine.create_campaign(_brief_with_variants())
     campaign_id = view["campaign_id"]
     ids = [v["variant_id"] for v in view["variants"]]
-    events = []
-    for i, variant_id in enumerate(ids):
-        events += _events(campaign_id, variant_id, "impression", 2000, 0, clock())
-        events += _events(campaign_id, variant_id, "click", [20, 20, 120][i], 0, clock())
+    clicks = [20, 20, 120]
+    events = _traffic(
+        campaign_id, {v: (2000, c) for v, c in zip(ids, clicks, strict=True)}, clock()
+    )
     result = engine.record(events)
     assert result.accepted == len(events) and result.rejected == 0
     engine.refresh(campaign_id)
@@ -173,12 +183,7 @@ def test_simulated_clock_refreshes_inline_after_interval(tmp_path: Path, clock: 
         view = engine.create_campaign(_brief_with_variants(TEXTS[:2]))
         campaign_id, (a, b) = view["campaign_id"], [v["variant_id"] for v in view["variants"]]
         built = engine.campaign(campaign_id)["snapshot"]["built_at"]
-        events = (
-            _events(campaign_id, a, "impression", 1000, 0, clock())
-            + _events(campaign_id, a, "click", 100, 0, clock())
-            + _events(campaign_id, b, "impression", 1000, 0, clock())
-        )
-        engine.record(events)
+        engine.record(_traffic(campaign_id, {a: (1000, 100), b: (1000, 0)}, clock()))
         assert engine.campaign(campaign_id)["snapshot"]["built_at"] == built  # not yet due
         clock.advance(61)
         engine.record(_events(campaign_id, b, "impression", 1, 5000, clock()))
@@ -226,10 +231,10 @@ def test_retired_variant_gets_no_traffic_and_added_variant_serves_at_once(engine
 def test_retire_and_refill_replaces_clear_losers(engine: Engine, clock: FakeClock) -> None:
     view = engine.create_campaign(BRIEF, n_candidates=4)
     campaign_id, ids = view["campaign_id"], [v["variant_id"] for v in view["variants"]]
-    events = []
-    for i, variant_id in enumerate(ids):
-        events += _events(campaign_id, variant_id, "impression", 5000, 0, clock())
-        events += _events(campaign_id, variant_id, "click", 250 if i == 0 else 40, 0, clock())
+    clicks = [250] + [40] * (len(ids) - 1)
+    events = _traffic(
+        campaign_id, {v: (5000, c) for v, c in zip(ids, clicks, strict=True)}, clock()
+    )
     engine.record(events)
     outcome = engine.retire_and_refill(campaign_id)
     assert set(outcome["retired"]) == set(ids[1:])
@@ -246,12 +251,7 @@ def test_declare_winner_follows_the_stopping_rule(engine: Engine, clock: FakeClo
     view = engine.create_campaign(_brief_with_variants(TEXTS[:2]))
     campaign_id, (a, b) = view["campaign_id"], [v["variant_id"] for v in view["variants"]]
     assert engine.declare_winner(campaign_id) is None  # no evidence yet
-    engine.record(
-        _events(campaign_id, a, "impression", 20000, 0, clock())
-        + _events(campaign_id, a, "click", 400, 0, clock())
-        + _events(campaign_id, b, "impression", 20000, 0, clock())
-        + _events(campaign_id, b, "click", 700, 0, clock())
-    )
+    engine.record(_traffic(campaign_id, {a: (20000, 400), b: (20000, 700)}, clock()))
     decision = engine.declare_winner(campaign_id)
     assert decision is not None and decision["variant_id"] == b
     view = engine.campaign(campaign_id)
@@ -262,11 +262,7 @@ def test_declare_winner_follows_the_stopping_rule(engine: Engine, clock: FakeClo
 def test_campaign_view_has_posterior_fields(engine: Engine, clock: FakeClock) -> None:
     view = engine.create_campaign(_brief_with_variants(TEXTS[:2]))
     campaign_id, (a, b) = view["campaign_id"], [v["variant_id"] for v in view["variants"]]
-    engine.record(
-        _events(campaign_id, a, "impression", 1000, 0, clock())
-        + _events(campaign_id, a, "click", 50, 0, clock())
-        + _events(campaign_id, b, "impression", 1000, 0, clock())
-    )
+    engine.record(_traffic(campaign_id, {a: (1000, 50), b: (1000, 0)}, clock()))
     variants = {v["variant_id"]: v for v in engine.campaign(campaign_id)["variants"]}
     assert variants[a]["clicks"] == 50 and variants[a]["impressions"] == 1000
     low, high = variants[a]["interval_95"]
@@ -304,12 +300,7 @@ def test_restart_rebuilds_state_from_the_store(db_path: Path, clock: FakeClock) 
     with Engine(db_path, clock=clock, seed=1) as engine:
         view = engine.create_campaign(_brief_with_variants(TEXTS[:2]))
         campaign_id, (a, b) = view["campaign_id"], [v["variant_id"] for v in view["variants"]]
-        engine.record(
-            _events(campaign_id, a, "impression", 3000, 0, clock())
-            + _events(campaign_id, a, "click", 300, 0, clock())
-            + _events(campaign_id, b, "impression", 3000, 0, clock())
-            + _events(campaign_id, b, "click", 30, 0, clock())
-        )
+        engine.record(_traffic(campaign_id, {a: (3000, 300), b: (3000, 30)}, clock()))
         for _ in range(10):
             engine.choose(campaign_id)
         before = engine.campaign(campaign_id)

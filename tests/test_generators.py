@@ -30,6 +30,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BRIEFS = {"en": EXAMPLES / "brief_jewelry_en.yaml", "zh": EXAMPLES / "brief_jewelry_zh.yaml"}
 
 
+def aurelle_brief(**fields) -> Brief:
+    """An English brief for Aurelle rings; ``fields`` add to or replace its settings."""
+    return Brief(**{"product": "rings", "brand": "Aurelle", "language": "en", **fields})
+
+
 @pytest.fixture(autouse=True)
 def no_installed_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests run without a language model, as on a fresh install."""
@@ -153,10 +158,7 @@ def test_prompt_is_deterministic_and_carries_the_brief() -> None:
 
 
 def test_each_filter_names_its_reason() -> None:
-    brief = Brief(
-        product="rings",
-        brand="Aurelle",
-        language="en",
+    brief = aurelle_brief(
         banned_terms=["cheap"],
         required_terms=["Aurelle"],
         channel=Channel(headline_max=20, description_max=40),
@@ -208,7 +210,7 @@ def test_repetitive_copy(text: str, repetitive: bool) -> None:
 
 
 def test_repetition_threshold_is_a_setting() -> None:
-    brief = Brief(product="rings", brand="Aurelle", language="en")
+    brief = aurelle_brief()
     four = Candidate("Aurelle", "Bespoke look, bespoke care, bespoke fit, bespoke art", "en", "lm")
     assert check_candidate(four, brief) == "repetitive"
     assert check_candidate(four, brief, settings=FilterSettings(max_word_repeats=5)) is None
@@ -243,10 +245,8 @@ def test_pool_avoids_existing_variants() -> None:
 
 def test_impossible_brief_returns_what_it_has_and_why() -> None:
     # Headline-only channel with 8 units and a required 7-letter term: almost nothing fits.
-    brief = Brief(
+    brief = aurelle_brief(
         product="made-to-measure fine jewellery",
-        brand="Aurelle",
-        language="en",
         keywords=["bespoke engagement rings"],
         required_terms=["Lumière"],
         channel=Channel(headline_max=8, description_max=0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from adloop.optimizer.retrain import (  # noqa: E402
     retrain_round,
     validity,
 )
+from adloop.sim.history import seed_campaign  # noqa: E402
 from adloop.storage import Store  # noqa: E402
 
 BRIEF = {
@@ -68,53 +70,14 @@ SIM_SCENARIO = {
 
 def fill_store(store: Store, campaign_id: str = "c_000000000001", arms=ARMS) -> list[str]:
     """One campaign with the arms above; impressions and clicks as real events."""
-    variant_ids = [f"v_{campaign_id[-6:]}{i:06d}" for i in range(len(arms))]
-    store.insert_campaign(
-        {
-            "campaign_id": campaign_id,
-            "tenant": "default",
-            "name": "rings",
-            "brief": BRIEF,
-            "objective": "ctr",
-            "status": "active",
-            "settings": {},
-            "created_at": T0,
-        },
-        [
-            {
-                "variant_id": vid,
-                "campaign_id": campaign_id,
-                "headline": h,
-                "description": d,
-                "text": f"{h} — {d}",
-                "language": "en",
-                "generator": "template",
-                "model_version": None,
-                "parent_ids": [],
-                "provenance": {},
-                "status": "active",
-                "created_at": T0,
-            }
-            for vid, (h, d, _, _) in zip(variant_ids, arms, strict=True)
-        ],
-    )
-    events = []
-    for vid, (_, _, impressions, clicks) in zip(variant_ids, arms, strict=True):
-        for kind, count in (("impression", impressions), ("click", clicks)):
-            events.extend(
-                {
-                    "event_id": f"{vid}-{kind}-{i}",
-                    "type": kind,
-                    "campaign_id": campaign_id,
-                    "variant_id": vid,
-                    "ts": T0 + timedelta(seconds=i % 3600),
-                    "segment": "all",
-                }
-                for i in range(count)
-            )
-    result = store.append_events(events)
-    assert result.rejected == 0
-    return variant_ids
+    return seed_campaign(store, BRIEF, arms, campaign_id=campaign_id, name="rings", start=T0)
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    """A fresh store whose clock reads one day after the seeded history began."""
+    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +106,12 @@ def tiny_config(tmp_path: Path, base_dir: Path, **overrides) -> RetrainConfig:
 
 
 def test_dataset_has_winners_and_only_confident_pairs(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        ids = fill_store(store)
-        config = tiny_config(tmp_path, base_dir, holdout_fraction=0.3)
-        data = build_dataset(store, config=config)
-        again = build_dataset(store, config=config)
+    ids = fill_store(store)
+    config = tiny_config(tmp_path, base_dir, holdout_fraction=0.3)
+    data = build_dataset(store, config=config)
+    again = build_dataset(store, config=config)
 
     assert data.data_hash == again.data_hash
     pair_rows = [r for r in data.rows if r["kind"] == "pair"]
@@ -171,14 +133,13 @@ def test_dataset_has_winners_and_only_confident_pairs(
 
 
 def test_fresh_variants_do_not_hide_a_clear_winner(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
     # Right after a refill: two variants with no impressions yet. Their flat posteriors
     # must not take probability-best from the proven variants.
     fresh = [("Rings for every day", "New in.", 0, 0), ("Aurelle bands", "Just added.", 0, 0)]
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        ids = fill_store(store, arms=[*ARMS, *fresh])
-        data = build_dataset(store, config=tiny_config(tmp_path, base_dir))
+    ids = fill_store(store, arms=[*ARMS, *fresh])
+    data = build_dataset(store, config=tiny_config(tmp_path, base_dir))
     winner_rows = [r for r in data.rows if r["kind"] == "winner"]
     assert [r["variant_id"] for r in winner_rows] == [ids[0]]
     assert winner_rows[0]["probability_best"] > 0.95
@@ -188,13 +149,12 @@ def test_fresh_variants_do_not_hide_a_clear_winner(
 
 
 def test_runners_up_above_the_average_are_trained_on_at_lower_weight(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        ids = fill_store(store)
-        strict = build_dataset(store, config=tiny_config(tmp_path, base_dir))
-        config = tiny_config(tmp_path, base_dir, above_average_confidence=0.9)
-        broad = build_dataset(store, config=config)
+    ids = fill_store(store)
+    strict = build_dataset(store, config=tiny_config(tmp_path, base_dir))
+    config = tiny_config(tmp_path, base_dir, above_average_confidence=0.9)
+    broad = build_dataset(store, config=config)
 
     assert [r["kind"] for r in strict.rows if r["kind"] != "pair"] == ["winner"]
     sft_rows = {r["variant_id"]: r for r in broad.rows if r["kind"] != "pair"}
@@ -209,26 +169,24 @@ def test_runners_up_above_the_average_are_trained_on_at_lower_weight(
         tiny_config(tmp_path, base_dir, above_average_confidence=0.3)
 
 
-def test_no_data_is_skipped(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+def test_no_data_is_skipped(store: Store, tmp_path: Path, base_dir: Path) -> None:
     close_arms = [("Rings one", "a.", 300, 10), ("Rings two", "b.", 300, 11)]
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store, arms=close_arms)
-        report = retrain_round(store, config=tiny_config(tmp_path, base_dir))
-        assert report.outcome == "skipped"
-        assert "no winners" in report.reason
-        # The base model is registered and promoted so later rounds have a parent.
-        assert store.current_model()["path"] == str(base_dir)
+    fill_store(store, arms=close_arms)
+    report = retrain_round(store, config=tiny_config(tmp_path, base_dir))
+    assert report.outcome == "skipped"
+    assert "no winners" in report.reason
+    # The base model is registered and promoted so later rounds have a parent.
+    assert store.current_model()["path"] == str(base_dir)
 
 
-def test_round_trains_gates_and_promotes(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+def test_round_trains_gates_and_promotes(store: Store, tmp_path: Path, base_dir: Path) -> None:
     promoted = []
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
-        report = retrain_round(store, config=config, on_promote=promoted.append)
-        assert report.outcome == "promoted", report.reason
-        current = store.current_model()
-        versions = {v["version"]: v for v in store.model_versions()}
+    fill_store(store)
+    config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
+    report = retrain_round(store, config=config, on_promote=promoted.append)
+    assert report.outcome == "promoted", report.reason
+    current = store.current_model()
+    versions = {v["version"]: v for v in store.model_versions()}
 
     assert current["version"] == report.version == "v0001"
     assert promoted and promoted[0]["version"] == "v0001"
@@ -257,22 +215,11 @@ def test_worse_model_fails_the_gate(tmp_path: Path, base_dir: Path) -> None:
     reversed_pairs = [
         PreferencePair(prompt=prompt, chosen=p.rejected, rejected=p.chosen) for p in heldout
     ]
-    worse = train_version(
-        base_dir,
-        tmp_path / "worse",
-        pairs=reversed_pairs,
-        config=TrainingConfig(
-            sft_steps=0, dpo_steps=20, batch_size=4, learning_rate=1e-2, dpo_beta=0.5
-        ),
+    dpo_only = TrainingConfig(
+        sft_steps=0, dpo_steps=20, batch_size=4, learning_rate=1e-2, dpo_beta=0.5
     )
-    better = train_version(
-        base_dir,
-        tmp_path / "better",
-        pairs=heldout,
-        config=TrainingConfig(
-            sft_steps=0, dpo_steps=20, batch_size=4, learning_rate=1e-2, dpo_beta=0.5
-        ),
-    )
+    worse = train_version(base_dir, tmp_path / "worse", pairs=reversed_pairs, config=dpo_only)
+    better = train_version(base_dir, tmp_path / "better", pairs=heldout, config=dpo_only)
     config = RetrainConfig(gate_candidates=0)
     rejected = evaluate_gate(worse.model_dir, better.model_dir, heldout, config=config)
     accepted = evaluate_gate(better.model_dir, worse.model_dir, heldout, config=config)
@@ -321,93 +268,88 @@ def test_gate_refuses_a_slow_collapse_measured_against_the_base(
 
 
 def test_gate_rejection_keeps_serving_on_the_current_version(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        serving = ServingModel(store)
-        # Demand a diversity the tiny model cannot reach relative to itself: gate must fail.
-        config = tiny_config(
-            tmp_path,
-            base_dir,
-            min_distinct_ratio=1.0,
-            min_pass_rate_ratio=1.0,
-            accuracy_tolerance=0.0,
-            training=TrainingConfig(
-                sft_steps=30,
-                dpo_steps=0,
-                lora=False,
-                batch_size=2,
-                learning_rate=5e-2,
-                max_length=160,
-            ),
-        )
-        retrain_round(
-            store,
-            config=RetrainConfig(
-                **{**config.__dict__, "min_impressions": 10**9, "min_pair_impressions": 10**9}
-            ),
-        )
-        assert serving.sync() is True
-        before = serving.current
-        report = retrain_round(store, config=config)
-        assert report.outcome == "rejected", report
-        assert report.reason
-        assert serving.sync() is False
-        assert serving.current is before
-        assert store.current_model()["version"] == before[0]
-        # The rejected version is on record, with the gate's verdict, but not in force.
-        rejected = [v for v in store.model_versions() if v["version"] == report.version][0]
-        assert rejected["metrics"]["gate_passed"] is False
+    fill_store(store)
+    serving = ServingModel(store)
+    # Demand a diversity the tiny model cannot reach relative to itself: gate must fail.
+    config = tiny_config(
+        tmp_path,
+        base_dir,
+        min_distinct_ratio=1.0,
+        min_pass_rate_ratio=1.0,
+        accuracy_tolerance=0.0,
+        training=TrainingConfig(
+            sft_steps=30,
+            dpo_steps=0,
+            lora=False,
+            batch_size=2,
+            learning_rate=5e-2,
+            max_length=160,
+        ),
+    )
+    retrain_round(
+        store,
+        config=RetrainConfig(
+            **{**config.__dict__, "min_impressions": 10**9, "min_pair_impressions": 10**9}
+        ),
+    )
+    assert serving.sync() is True
+    before = serving.current
+    report = retrain_round(store, config=config)
+    assert report.outcome == "rejected", report
+    assert report.reason
+    assert serving.sync() is False
+    assert serving.current is before
+    assert store.current_model()["version"] == before[0]
+    # The rejected version is on record, with the gate's verdict, but not in force.
+    rejected = [v for v in store.model_versions() if v["version"] == report.version][0]
+    assert rejected["metrics"]["gate_passed"] is False
 
 
 def test_crash_mid_training_leaves_current_version(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        # A learning rate this large drives the loss to inf/NaN within a step: training aborts.
-        config = tiny_config(
-            tmp_path,
-            base_dir,
-            training=TrainingConfig(
-                sft_steps=5, dpo_steps=5, batch_size=2, learning_rate=1e30, max_length=160
-            ),
-        )
-        # A half-written version of a killed earlier round (its process is gone) is cleaned up.
-        stale = tmp_path / "versions" / ".v0001.partial-999999999"
-        stale.mkdir(parents=True)
-        report = retrain_round(store, config=config)
-        assert report.outcome == "failed"
-        assert "training failed" in report.reason
-        current = store.current_model()
-        assert current["path"] == str(base_dir)
-        assert [v["version"] for v in store.model_versions()] == [current["version"]]
+    fill_store(store)
+    # A learning rate this large drives the loss to inf/NaN within a step: training aborts.
+    config = tiny_config(
+        tmp_path,
+        base_dir,
+        training=TrainingConfig(
+            sft_steps=5, dpo_steps=5, batch_size=2, learning_rate=1e30, max_length=160
+        ),
+    )
+    # A half-written version of a killed earlier round (its process is gone) is cleaned up.
+    stale = tmp_path / "versions" / ".v0001.partial-999999999"
+    stale.mkdir(parents=True)
+    report = retrain_round(store, config=config)
+    assert report.outcome == "failed"
+    assert "training failed" in report.reason
+    current = store.current_model()
+    assert current["path"] == str(base_dir)
+    assert [v["version"] for v in store.model_versions()] == [current["version"]]
     leftovers = list((tmp_path / "versions").iterdir())
     assert leftovers == []
 
 
 def test_promotion_switches_serving_and_rollback_restores(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        serving = ServingModel(store)
-        report = retrain_round(
-            store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0)
-        )
-        assert report.outcome == "promoted"
-        assert serving.sync() is True
-        version, generator = serving.current
-        assert version == "v0001" and generator.model_version == "v0001"
-        previous = store.rollback_model()
-        assert previous["version"].startswith("base-")
-        assert serving.sync() is True
-        assert serving.current[0] == previous["version"]
+    fill_store(store)
+    serving = ServingModel(store)
+    report = retrain_round(store, config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0))
+    assert report.outcome == "promoted"
+    assert serving.sync() is True
+    version, generator = serving.current
+    assert version == "v0001" and generator.model_version == "v0001"
+    previous = store.rollback_model()
+    assert previous["version"].startswith("base-")
+    assert serving.sync() is True
+    assert serving.current[0] == previous["version"]
 
 
 def test_rounds_can_start_from_the_base_model_instead_of_the_current_version(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
     """train_from="base": a later round trains the lineage's base model afresh, so on the same
     evidence it writes the same weights as the first round did; "current" builds on them."""
@@ -417,16 +359,15 @@ def test_rounds_can_start_from_the_base_model_instead_of_the_current_version(
     def weights(version: dict) -> dict:
         return load_file(str(Path(version["path"]) / "model.safetensors"))
 
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        reports = [
-            retrain_round(
-                store,
-                config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, train_from=start),
-            )
-            for start in ("current", "base", "current")
-        ]
-        versions = {v["version"]: v for v in store.model_versions()}
+    fill_store(store)
+    reports = [
+        retrain_round(
+            store,
+            config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, train_from=start),
+        )
+        for start in ("current", "base", "current")
+    ]
+    versions = {v["version"]: v for v in store.model_versions()}
     assert [r.outcome for r in reports] == ["promoted"] * 3, [r.reason for r in reports]
     first, from_base, built_on = (versions[r.version] for r in reports)
     assert from_base["metrics"]["trained_from"] == str(base_dir)
@@ -452,18 +393,17 @@ SCORED_ARMS = [
 
 
 def test_a_round_ships_a_copy_scorer_with_the_version(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
     """The scorer is fitted on the proven variants, validated, saved in the version directory,
     recorded with the version, and the promoted version's generator reranks with it."""
     from adloop.generators.scorer import load_scorer
 
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store, arms=SCORED_ARMS)
-        config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, rerank_oversample=4)
-        report = retrain_round(store, config=config)
-        assert report.outcome == "promoted", report.reason
-        record = {v["version"]: v for v in store.model_versions()}[report.version]
+    fill_store(store, arms=SCORED_ARMS)
+    config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, rerank_oversample=4)
+    report = retrain_round(store, config=config)
+    assert report.outcome == "promoted", report.reason
+    record = {v["version"]: v for v in store.model_versions()}[report.version]
     assert report.data["variants"] == 8
     scorer_report = record["metrics"]["scorer"]
     assert scorer_report["shipped"] is True
@@ -480,19 +420,16 @@ def test_a_round_ships_a_copy_scorer_with_the_version(
 
 
 def test_no_scorer_ships_without_enough_variants_or_when_reranking_is_off(
-    db_path: Path, tmp_path: Path, base_dir: Path
+    store: Store, tmp_path: Path, base_dir: Path
 ) -> None:
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)  # four variants
-        few = retrain_round(
-            store,
-            config=tiny_config(
-                tmp_path / "few", base_dir, accuracy_tolerance=1.0, rerank_oversample=4
-            ),
-        )
-        off = retrain_round(  # the default: no scorer
-            store, config=tiny_config(tmp_path / "off", base_dir, accuracy_tolerance=1.0)
-        )
+    fill_store(store)  # four variants
+    few = retrain_round(
+        store,
+        config=tiny_config(tmp_path / "few", base_dir, accuracy_tolerance=1.0, rerank_oversample=4),
+    )
+    off = retrain_round(  # the default: no scorer
+        store, config=tiny_config(tmp_path / "off", base_dir, accuracy_tolerance=1.0)
+    )
     assert "4 proven variants; a scorer needs 6" in few.metrics["scorer"]["reason"]
     assert "reranking is off" in off.metrics["scorer"]["reason"]
     for report in (few, off):
@@ -578,19 +515,18 @@ def test_the_example_scenarios_retraining_settings_are_valid(name: str) -> None:
     assert config.train_from == ("base" if name.endswith("refresh") else "current")
 
 
-def test_promotion_switches_a_generator_pool(db_path: Path, tmp_path: Path, base_dir: Path) -> None:
+def test_promotion_switches_a_generator_pool(store: Store, tmp_path: Path, base_dir: Path) -> None:
     from adloop.generators import GeneratorPool
     from adloop.optimizer.retrain import switch_pool_model
 
     pool = GeneratorPool(["template", "lm"], model_dir=base_dir)
     before = pool.model_version
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        report = retrain_round(
-            store,
-            config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0),
-            on_promote=lambda model: switch_pool_model(pool, model["path"]),
-        )
+    fill_store(store)
+    report = retrain_round(
+        store,
+        config=tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0),
+        on_promote=lambda model: switch_pool_model(pool, model["path"]),
+    )
     assert report.outcome == "promoted"
     assert before != "v0001" and pool.model_version == "v0001"
     assert pool.names == ["template", "lm"]
@@ -622,7 +558,7 @@ def test_simulator_hook_runs_rounds_through_the_engine(tmp_path: Path, base_dir:
 
 
 @pytest.mark.slow
-def test_round_with_the_default_model(db_path: Path, tmp_path: Path) -> None:
+def test_round_with_the_default_model(store: Store, tmp_path: Path) -> None:
     """One real round on SmolLM2-135M-Instruct (skipped when it is not installed)."""
     from adloop.generators import default_model_dir
 
@@ -639,10 +575,9 @@ def test_round_with_the_default_model(db_path: Path, tmp_path: Path) -> None:
         min_impressions=500,
         min_pair_impressions=200,
     )
-    with Store(db_path, clock=lambda: T0 + timedelta(days=1)) as store:
-        fill_store(store)
-        report = retrain_round(store, config=config)
-        current = store.current_model()
+    fill_store(store)
+    report = retrain_round(store, config=config)
+    current = store.current_model()
     assert report.outcome in {"promoted", "rejected"}, report.reason
     assert report.metrics["steps"] == {"sft": 2, "dpo": 2}
     assert "heldout_accuracy" in report.metrics["gate"]

@@ -136,25 +136,40 @@ def test_config_from_yaml_and_bad_keys(tmp_path: Path) -> None:
         JobSchedule(every_seconds=5, cron="* * * * *")
 
 
-def test_retrain_job_trains_in_a_separate_process_and_promotes(
-    db_path: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def tiny_base(tmp_path: Path) -> Path:
+    """A tiny real model to retrain (the test is skipped without torch and peft)."""
     pytest.importorskip("torch")
     pytest.importorskip("peft")
-    from test_retrain import fill_store, tiny_config
     from test_training import save_tiny_model
 
-    base = save_tiny_model(tmp_path / "tiny")
+    return save_tiny_model(tmp_path / "tiny")
+
+
+def hourly_retraining(tmp_path: Path, base: Path, **settings) -> SchedulerConfig:
+    """Only the retraining job, hourly, with quick tiny-model training and a lenient gate."""
+    from test_retrain import tiny_config
+
+    return SchedulerConfig(
+        refresh=None,
+        retire_refill=None,
+        retrain=JobSchedule(every_seconds=3600),
+        retraining=tiny_config(tmp_path, base, accuracy_tolerance=1.0),
+        **settings,
+    )
+
+
+def test_retrain_job_trains_in_a_separate_process_and_promotes(
+    db_path: Path, tmp_path: Path, tiny_base: Path
+) -> None:
+    from test_retrain import fill_store
+
+    base = tiny_base
     engine = Engine(db_path, config=EngineConfig(background=False), seed=1)
     promoted = []
     try:
         fill_store(engine.store)
-        config = SchedulerConfig(
-            refresh=None,
-            retire_refill=None,
-            retrain=JobSchedule(every_seconds=3600),
-            retraining=tiny_config(tmp_path, base, accuracy_tolerance=1.0),
-        )
+        config = hourly_retraining(tmp_path, base)
         scheduler = Scheduler(engine, config, on_promote=promoted.append)
         assert config.train_in_subprocess
         detail = scheduler.run_job("retrain")
@@ -169,16 +184,13 @@ def test_retrain_job_trains_in_a_separate_process_and_promotes(
 
 
 def test_a_promotion_switches_serving_now_and_after_a_restart(
-    db_path: Path, tmp_path: Path
+    db_path: Path, tmp_path: Path, tiny_base: Path
 ) -> None:
-    pytest.importorskip("torch")
-    pytest.importorskip("peft")
-    from test_retrain import fill_store, tiny_config
-    from test_training import save_tiny_model
+    from test_retrain import fill_store
 
     from adloop.generators import GeneratorPool, LMGenerator
 
-    base = save_tiny_model(tmp_path / "tiny")
+    base = tiny_base
 
     def lm_dirs(pool: GeneratorPool) -> list[Path]:
         return [Path(g.model_dir) for g in pool.generators if isinstance(g, LMGenerator)]
@@ -187,13 +199,7 @@ def test_a_promotion_switches_serving_now_and_after_a_restart(
     engine = Engine(db_path, config=EngineConfig(background=False), seed=1, pool=pool)
     try:
         fill_store(engine.store)
-        config = SchedulerConfig(
-            refresh=None,
-            retire_refill=None,
-            retrain=JobSchedule(every_seconds=3600),
-            retraining=tiny_config(tmp_path, base, accuracy_tolerance=1.0),
-            train_in_subprocess=False,
-        )
+        config = hourly_retraining(tmp_path, base, train_in_subprocess=False)
         scheduler = Scheduler(engine, config)  # default: promotions switch the engine's pool
         detail = scheduler.run_job("retrain")
         scheduler.shutdown()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from adloop.optimizer.auth import Principal, hash_key, load_keys_file
-from adloop.optimizer.errors import InvalidRequest
+from adloop.optimizer.errors import HTTPError, InvalidRequest
 from adloop.optimizer.http_codec import (
     decode_events,
     events_table,
@@ -23,7 +23,6 @@ from adloop.optimizer.http_codec import (
     parse_body,
     plain_choose,
 )
-from adloop.optimizer.http_errors import HTTPError
 from adloop.optimizer.http_models import ChooseBody, EventsBody
 from adloop.optimizer.metrics import Registry
 

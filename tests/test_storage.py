@@ -427,7 +427,13 @@ def test_model_promotion_and_rollback(store: Store, clock: FakeClock):
 
 def test_api_keys_and_job_runs(store: Store):
     store.add_api_key(tenant="acme", key_hash="abc123", admin=True)
-    assert store.api_key("abc123") == {"tenant": "acme", "admin": True, "created_at": NOW}
+    assert store.api_key("abc123") == {
+        "tenant": "acme",
+        "admin": True,
+        "created_at": NOW,
+        "expires_at": None,
+        "revoked_at": None,
+    }
     assert store.api_key("nope") is None
     with pytest.raises(ConflictError):
         store.add_api_key(tenant="other", key_hash="abc123")
@@ -534,7 +540,7 @@ def test_schema_is_versioned_and_newer_files_are_refused(db_path: Path):
         pass
     with duckdb.connect(str(db_path)) as connection:
         versions = connection.execute("SELECT version FROM schema_version").fetchall()
-        assert versions == [(1,)]
+        assert versions == [(version,) for version, _, _ in storage.schema.MIGRATIONS]
         connection.execute("INSERT INTO schema_version VALUES (99, 'from the future', now())")
     with pytest.raises(storage.SchemaError, match="99"):
         Store(db_path)

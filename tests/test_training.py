@@ -11,6 +11,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from tiny_llama import build_tiny_llama  # noqa: E402
+
 from adloop.generators import (  # noqa: E402
     TRAINING_RECORD,
     PreferencePair,
@@ -48,42 +50,19 @@ CORPUS = [
 
 def build_tiny_model(seed: int = 0):
     """A 2-layer Llama with a byte-level BPE tokenizer trained on CORPUS (random weights)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer_core = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer_core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer_core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
+    return build_tiny_llama(
+        CORPUS * 4,
         special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer_core.train_from_iterator(CORPUS * 4, trainer)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer_core,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        unk="<unk>",
+        vocab_size=320,
+        seed=seed,
         max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         # Wider than the usual 0.02 so a few steps visibly change what the model prefers.
         initializer_range=0.2,
     )
-    model = transformers.LlamaForCausalLM(config)
-    model.eval()
-    return model, tokenizer
 
 
 def save_tiny_model(path: Path, seed: int = 0) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -28,6 +31,9 @@ def serve(
         None, help="Comma-separated generators for new variants (template,lm,recombine)."
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    max_connections: int = typer.Option(
+        1000, min=1, help="Open connections beyond which new requests get 503 at once."
+    ),
 ) -> None:
     """Run the HTTP variant-chooser service (OpenAPI docs at /docs).
 
@@ -103,6 +109,7 @@ def serve(
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=30,
+        limit_concurrency=max_connections,  # slow or idle clients cannot pile up unbounded
         access_log=False,
     )
     # uvicorn handles SIGTERM/SIGINT itself (graceful drain), then re-raises the signal to the
@@ -111,5 +118,33 @@ def serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    uvicorn.Server(config).run()
+    _draining_server(config, engine.flush).run()
+    failure = getattr(app.state, "shutdown_error", None)
+    if failure is not None:
+        # uvicorn only logs a failed lifespan shutdown; the exit status must say so too.
+        fail(f"shutdown failed, queued work may be lost: {failure}")
     typer.secho("adloop serve: drained and stopped", err=True)
+
+
+def _draining_server(config: Any, drain: Callable[[], None]) -> Any:
+    """A uvicorn server that commits everything queued before it may cancel any task.
+
+    On SIGTERM uvicorn stops accepting, waits ``timeout_graceful_shutdown`` for requests in
+    flight and then cancels them. Draining first (queued events and decisions committed, so
+    their requests answer) means a cancelled task never held acknowledged work.
+    """
+    import asyncio
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            for server in self.servers:
+                server.close()  # stop accepting first (uvicorn's own close is idempotent)
+            try:
+                await asyncio.to_thread(drain)
+            except Exception as exc:  # noqa: BLE001 - the lifespan's final flush reports it
+                logging.getLogger("adloop.service").error("draining before shutdown: %s", exc)
+            await super().shutdown(sockets)
+
+    return DrainingServer(config)
