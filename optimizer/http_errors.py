@@ -39,7 +39,7 @@ from adloop.storage import (
     storage_fault,
 )
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["error_response", "http_error_response", "install_error_handlers"]
 
 _log = logging.getLogger("adloop.service")
 
@@ -67,9 +67,14 @@ def _challenge(status: int) -> dict[str, str] | None:
     return {"WWW-Authenticate": "Bearer"} if status == 401 else None
 
 
-async def _on_http_error(request: Request, exc: HTTPError) -> JSONResponse:
+def http_error_response(exc: HTTPError) -> JSONResponse:
+    """The answer to an :class:`HTTPError`, as the routes and the fast path give it."""
     headers = {**(_challenge(exc.status) or {}), **(exc.headers or {})}
     return error_response(exc.status, exc.code, exc.message, exc.field, exc.details, headers)
+
+
+async def _on_http_error(request: Request, exc: HTTPError) -> JSONResponse:
+    return http_error_response(exc)
 
 
 async def _on_framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -4,21 +4,22 @@ Routing, dependency solving and request objects cost about as much CPU as everyt
 in a ``choose`` together, so the common case -- a known key, a small body the fast decoder
 accepts, no ``n``, a live campaign -- is answered here with exactly the route's answer.
 Every other request goes on to the documented route, which handles it in full, errors
-included. ``adloop_http_choose_fast_path_total{outcome="answered"|"handed_on"}`` counts both.
+included; a wrong key, or a client over its failure budget, is refused here with the
+routes' own answer (401, 429). ``adloop_http_choose_fast_path_total{outcome=...}`` counts
+``answered``, ``refused`` and ``handed_on``.
 """
 
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adloop.optimizer.auth import KeyRing
-from adloop.optimizer.engine import Engine
-from adloop.optimizer.errors import OptimizerError
+from adloop.optimizer.errors import HTTPError
+from adloop.optimizer.http_auth import ServiceState, authenticate
 from adloop.optimizer.http_codec import api_key_from, encode_plain, plain_choose
-from adloop.optimizer.http_metrics import ServiceMetrics
+from adloop.optimizer.http_errors import http_error_response
 
 __all__ = ["ChooseFastPath"]
 
@@ -46,6 +47,30 @@ def _choose_campaign(scope: Scope) -> str | None:
     return parts[3] or None
 
 
+@lru_cache(maxsize=4096)
+def _refusal(status: int, code: str, message: str, field: str, retry_after: str | None) -> tuple:
+    """The ASGI messages of one refusal, built once: a flood repeats the same few answers."""
+    response = http_error_response(
+        HTTPError(
+            status,
+            code,
+            message,
+            field,
+            headers={"Retry-After": retry_after} if retry_after else None,
+        )
+    )
+    start = {"type": "http.response.start", "status": status, "headers": response.raw_headers}
+    return start, {"type": "http.response.body", "body": response.body}
+
+
+async def _send_refusal(send: Send, error: HTTPError) -> None:
+    """Answer ``error`` (a 401 or 429 from :func:`authenticate`) as the routes would."""
+    retry_after = (error.headers or {}).get("Retry-After")
+    start, body = _refusal(error.status, error.code, error.message, error.field, retry_after)
+    await send(start)
+    await send(body)
+
+
 class ChooseFastPath:
     """Answer a plainly valid ``POST /v1/campaigns/{id}/choose`` itself; pass on the rest.
 
@@ -54,11 +79,12 @@ class ChooseFastPath:
     app:
         The application behind: the request metrics, then FastAPI's exception handlers and
         router.
-    engine, keys:
-        The engine that chooses and the key ring that knows the caller. A key valid when last
-        checked is checked again here once its answer is a second old; a key never seen
-        valid goes to the route, which looks it up (or refuses it, rate-limited).
-    metrics:
+    state:
+        The service's engine, key ring, failed-auth limiter and metrics. The caller's key is
+        checked here exactly as the routes check it (:func:`~adloop.optimizer.http_auth.
+        authenticate`), so a wrong key or a client over its failure budget is refused (401,
+        429) before the router: a flood of wrong keys costs little.
+    metrics (``state.metrics``):
         Counts ``answered`` and ``handed_on`` choose requests, and counts and times the
         answered ones under the route's template ``route_path``, as the request metrics
         behind would have.
@@ -68,25 +94,26 @@ class ChooseFastPath:
         self,
         app: ASGIApp,
         *,
-        engine: Engine,
-        keys: KeyRing,
-        metrics: ServiceMetrics,
+        state: ServiceState,
         route_path: str,
     ) -> None:
         self.app = app
-        self.engine = engine
-        self.keys = keys
-        self.metrics = metrics
+        self.state = state
+        self.engine = state.engine
+        self.metrics = state.metrics
         self.route_path = route_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         campaign_id = _choose_campaign(scope)
         if campaign_id is not None:
             start = time.perf_counter()
-            replay = await self._answer(scope, campaign_id, receive, send)
+            replay, status = await self._answer(scope, campaign_id, receive, send)
             if replay is None:
-                self.metrics.observe_request(self.route_path, 200, time.perf_counter() - start)
-                self.metrics.choose_fast_path.answered += 1
+                if status == 200:
+                    self.metrics.observe_request(self.route_path, 200, time.perf_counter() - start)
+                    self.metrics.choose_fast_path.answered += 1
+                else:  # counted here and by reason in adloop_auth_failures_total, cheaply
+                    self.metrics.choose_fast_path.refused += 1
                 return
             self.metrics.choose_fast_path.handed_on += 1
             receive = replay
@@ -94,8 +121,8 @@ class ChooseFastPath:
 
     async def _answer(
         self, scope: Scope, campaign_id: str, receive: Receive, send: Send
-    ) -> Receive | None:
-        """None once the request is answered; else a ``receive`` replaying what was read."""
+    ) -> tuple[Receive | None, int]:
+        """``(None, status)`` once answered; else a ``receive`` replaying what was read."""
         authorization = x_api_key = length = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -105,17 +132,21 @@ class ChooseFastPath:
             elif name == b"content-length":
                 length = value
         key = api_key_from(authorization, x_api_key)
-        who = self.keys.cached(key) if key else None
-        if who is None and key and self.keys.recognizes(key):
-            # Valid when last checked, more than a second ago: check again (revoked? expired?)
-            who = await run_in_threadpool(self.keys.authenticate, key)
-        if who is None or length is None or not length.isdigit() or int(length) > _MAX_FAST_BODY:
-            return receive
+        if not key:  # the route says what is missing
+            return receive, 0
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        try:
+            who = await authenticate(self.state, key, client)
+        except HTTPError as error:
+            await _send_refusal(send, error)
+            return None, error.status
+        if length is None or not length.isdigit() or int(length) > _MAX_FAST_BODY:
+            return receive, 0
         body = b""
         while True:
             message = await receive()
             if message["type"] != "http.request":  # e.g. the client left: the route sees it
-                return _replay(message, receive)
+                return _replay(message, receive), 0
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
@@ -128,7 +159,7 @@ class ChooseFastPath:
                     request_id=plain.request_id,
                     tenant=who.tenant,
                 )
-            except OptimizerError:  # the route raises it again and answers with the error
+            except Exception:  # noqa: BLE001 - the route raises it again and answers properly
                 pass
             else:
                 payload = encode_plain(choice.to_dict())
@@ -143,5 +174,5 @@ class ChooseFastPath:
                     }
                 )
                 await send({"type": "http.response.body", "body": payload})
-                return None
-        return _replay({"type": "http.request", "body": body, "more_body": False}, receive)
+                return None, 200
+        return _replay({"type": "http.request", "body": body, "more_body": False}, receive), 0

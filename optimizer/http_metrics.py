@@ -41,12 +41,13 @@ class IngestQueue:
 
 @dataclass
 class FastPathCounts:
-    """``choose`` requests the fast path answered, and those it handed on to the route.
+    """``choose`` requests the fast path answered, refused for their key, or handed on.
 
     Plain integers, read by a counter at scrape time: this is counted on the hottest path.
     """
 
     answered: int = 0
+    refused: int = 0
     handed_on: int = 0
 
 
@@ -93,9 +94,14 @@ def service_metrics(engine: Engine) -> ServiceMetrics:
     )
     registry.gauge(
         "adloop_http_choose_fast_path_total",
-        "Choose requests seen by the fast path: 'answered' there, or 'handed_on' to the "
-        "route (no or unknown key, 'n', a body it declines, an unknown campaign, ...).",
-        lambda: {("answered",): fast_path.answered, ("handed_on",): fast_path.handed_on},
+        "Choose requests seen by the fast path: 'answered' there, 'refused' there for their "
+        "key (401 wrong key, 429 too many failures), or 'handed_on' to the route (no key, "
+        "'n', a body it declines, an unknown campaign, ...).",
+        lambda: {
+            ("answered",): fast_path.answered,
+            ("refused",): fast_path.refused,
+            ("handed_on",): fast_path.handed_on,
+        },
         ("outcome",),
         kind="counter",
     )

@@ -14,9 +14,7 @@ own tenant, like any key. Give admin keys to operators only.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -25,14 +23,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
 from adloop.optimizer.auth import (
-    FailedAuthLimiter,
-    KeyRing,
     Principal,
     key_id,
     validate_tenant,
 )
-from adloop.optimizer.engine import Engine
 from adloop.optimizer.errors import HTTPError, InvalidRequest
+from adloop.optimizer.http_auth import ServiceState, authenticate
 from adloop.optimizer.http_codec import (
     api_key_from,
     decode_choose,
@@ -42,7 +38,7 @@ from adloop.optimizer.http_codec import (
     parse_body,
     read_body,
 )
-from adloop.optimizer.http_metrics import ServiceMetrics, scrape_scope
+from adloop.optimizer.http_metrics import scrape_scope
 from adloop.optimizer.http_models import (
     AddVariantsBody,
     ChooseBody,
@@ -53,22 +49,11 @@ from adloop.optimizer.http_models import (
 from adloop.optimizer.http_openapi import install_openapi, route_doc
 from adloop.storage import ConflictError, InvalidArgumentError, NotFoundError, utc_now
 
-__all__ = ["CHOOSE_PATH", "ServiceState", "add_routes", "install_openapi"]
+__all__ = ["CHOOSE_PATH", "add_routes", "install_openapi"]
 
 #: The hottest route; :class:`~adloop.optimizer.http_fast_choose.ChooseFastPath` stands in
 #: for it on plainly valid requests.
 CHOOSE_PATH = "/v1/campaigns/{campaign_id}/choose"
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    """What the routes work with, kept in ``app.state.service``."""
-
-    engine: Engine
-    keys: KeyRing
-    metrics: ServiceMetrics
-    max_body_bytes: int
-    failed_auth: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
 
 
 def _state(request: Request) -> ServiceState:
@@ -76,50 +61,9 @@ def _state(request: Request) -> ServiceState:
 
 
 async def _principal(request: Request, state: ServiceState) -> Principal:
-    """Who is calling, from the API key; 401 when it is missing or wrong, 429 when the
-    client has failed too often.
-
-    A key known valid in memory costs no I/O, and a key remembered as wrong neither: the
-    store is asked at most once a second per key (:class:`KeyRing`). Each failure is counted
-    against the client's address; once its budget is spent, the client's requests with a
-    key this server has not seen valid are answered 429 with ``Retry-After``, without a
-    lookup (a flood of fresh random keys costs no I/O). Keys in use keep working.
-    """
+    """Who is calling (see :func:`~adloop.optimizer.http_auth.authenticate`)."""
     key = api_key_from(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    if key:
-        found = state.keys.cached(key)
-        if found is not None:
-            return found
-    client = request.client.host if request.client else "unknown"
-    spent = False
-    if not (key and state.keys.recognizes(key)):  # may fail: spend the client's budget first
-        spent, wait = state.failed_auth.try_spend(client)
-        if wait > 0:
-            state.metrics.auth_failures.inc(reason="rate_limited")
-            raise HTTPError(
-                429,
-                "too_many_failures",
-                f"too many failed authentications from {client}; retry in {math.ceil(wait)} s",
-                "authorization",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-    if key and not state.keys.known_wrong(key):
-        found = await run_in_threadpool(state.keys.authenticate, key)
-        if found is not None:
-            if spent:
-                state.failed_auth.refund(client)
-            return found
-    if not spent:
-        state.failed_auth.record_failure(client)
-    state.metrics.auth_failures.inc(reason="wrong" if key else "missing")
-    if not key:
-        raise HTTPError(
-            401,
-            "unauthorized",
-            "missing API key: send 'Authorization: Bearer <key>'",
-            "authorization",
-        )
-    raise HTTPError(401, "unauthorized", "unknown, revoked or expired API key", "authorization")
+    return await authenticate(state, key, request.client.host if request.client else "unknown")
 
 
 async def _admin(request: Request, state: ServiceState) -> Principal:
@@ -358,11 +302,7 @@ async def revoke_key(
 # -- assembly -------------------------------------------------------------------------------
 
 
-async def _bare() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-def add_routes(app: FastAPI, *, bare_endpoint: bool = False) -> None:
+def add_routes(app: FastAPI) -> None:
     """Mount the routes on ``app``; they find their engine and keys in ``app.state.service``.
 
     Serving routes come first: routes are matched in order, and these are hot.
@@ -370,8 +310,6 @@ def add_routes(app: FastAPI, *, bare_endpoint: bool = False) -> None:
     benchmark uses as the ceiling of the stack (GET and POST, so it can be sent the same
     request shape as ``choose``).
     """
-    if bare_endpoint:
-        app.add_api_route("/bench/bare", _bare, methods=["GET", "POST"], include_in_schema=False)
     choose_doc = route_doc(404, 409, 503, 507, body=ChooseBody, body_required=False)
     choose_doc["openapi_extra"]["parameters"] = [_CAMPAIGN_PARAMETER]
     campaign, doc = "/v1/campaigns/{campaign_id}", route_doc

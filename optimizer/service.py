@@ -54,9 +54,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adloop.optimizer.auth import KeyRing
 from adloop.optimizer.engine import Engine
+from adloop.optimizer.http_auth import ServiceState
 from adloop.optimizer.http_errors import install_error_handlers
 from adloop.optimizer.http_fast_choose import ChooseFastPath
 from adloop.optimizer.http_limits import BODY_TIMEOUT_SECONDS, BodyReadTimeout
@@ -65,7 +67,6 @@ from adloop.optimizer.http_models import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
 from adloop.optimizer.http_openapi import install_docs
 from adloop.optimizer.http_routes import (
     CHOOSE_PATH,
-    ServiceState,
     add_routes,
     install_openapi,
 )
@@ -113,13 +114,36 @@ def _lifespan(
     return lifespan
 
 
+class ServiceApp(FastAPI):
+    """The service's FastAPI application, with a front door ahead of Starlette's stack.
+
+    Starlette runs every request through its error, telemetry and body-limit layers before
+    any middleware of ours; for the two things that must cost least -- a plainly valid
+    ``choose`` and the refusal of a wrong key -- those layers cost as much as the work. So the
+    application, a plain :class:`FastAPI` to everyone else, first hands each request to
+    ``front`` (body read timeout, then the choose fast path), which answers what it can and
+    passes everything else to the full stack, exactly as FastAPI would run it.
+    """
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None or scope["type"] != "http":
+            await self.stack(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request through FastAPI's own middleware stack, routes and handlers."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     engine: Engine,
     *,
     keyring: KeyRing | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
-    bare_endpoint: bool = False,
     close_engine: bool = False,
     on_startup: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
@@ -136,9 +160,6 @@ def create_app(
         Largest accepted request body; larger ones get 413.
     body_timeout:
         Seconds a request may take to deliver its body; a slower one gets 408 and is closed.
-    bare_endpoint:
-        Also mount ``GET|POST /bench/bare``, an ``async def`` returning a constant, used by the
-        service benchmark as the ceiling of the stack.
     close_engine:
         Close the engine (committing queued decisions) when the application shuts down.
     on_startup, on_shutdown:
@@ -150,7 +171,7 @@ def create_app(
     """
     keys = keyring or KeyRing(engine.store)
     metrics = service_metrics(engine)
-    app = FastAPI(
+    app = ServiceApp(
         title="adloop",
         version="0.1.0",
         summary="Variant chooser: choose ad copy per impression and learn from events.",
@@ -172,15 +193,13 @@ def create_app(
     app.state.registry = metrics.registry
 
     install_error_handlers(app)
-    add_routes(app, bare_endpoint=bare_endpoint)
+    add_routes(app)
     install_openapi(app)
     install_docs(app)
 
-    # The last middleware added is the outermost. The fast path stands first, as the cheapest
-    # way to a common answer; it counts and times what it answers itself.
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(
-        ChooseFastPath, engine=engine, keys=keys, metrics=metrics, route_path=CHOOSE_PATH
-    )
-    app.add_middleware(BodyReadTimeout, seconds=body_timeout)  # outermost: every body read
+    # Ahead of the stack: the body timeout covers every body read, the fast path's included;
+    # the fast path counts and times what it answers itself.
+    fast_path = ChooseFastPath(app.stack, state=app.state.service, route_path=CHOOSE_PATH)
+    app.front = BodyReadTimeout(fast_path, seconds=body_timeout)
     return app

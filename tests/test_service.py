@@ -217,7 +217,7 @@ def test_choose_answers_the_same_however_the_request_comes(service) -> None:
 
 def _fast_path_counts(http: httpx.Client) -> dict[str, float]:
     """``adloop_http_choose_fast_path_total`` by outcome, from ``GET /metrics``."""
-    counts = {"answered": 0.0, "handed_on": 0.0}
+    counts = {"answered": 0.0, "refused": 0.0, "handed_on": 0.0}
     for line in http.get("/metrics").text.splitlines():
         if line.startswith("adloop_http_choose_fast_path_total{"):
             labels, value = line.rsplit(" ", 1)
@@ -239,7 +239,7 @@ def test_only_a_plainly_valid_single_choice_takes_the_fast_path(service) -> None
             assert response.status_code == status, response.text
             after = _fast_path_counts(http)
             moved = {outcome: after[outcome] - before[outcome] for outcome in after}
-            assert sorted(moved.values()) == [0, 1], moved
+            assert sorted(moved.values()) == [0, 0, 1], moved
             return max(moved, key=moved.__getitem__)
 
         plain = [
@@ -258,10 +258,16 @@ def test_only_a_plainly_valid_single_choice_takes_the_fast_path(service) -> None
             (lambda: http.post(path, content=b"{nope"), 400),
             (lambda: http.post("/v1/campaigns/c_000000000000/choose", json={}), 404),
             (lambda: httpx.post(f"{url}{path}", json={}), 401),
-            (lambda: httpx.post(f"{url}{path}", json={}, headers={"X-API-Key": "adk_nope"}), 401),
         ]
         for send, status in not_plain:
             assert way(send, status) == "handed_on"
+        # a wrong key is refused ahead of the router, with the route's own answer
+        wrong = {"X-API-Key": "adk_nope"}
+        refused = httpx.post(f"{url}{path}", json={}, headers=wrong)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json() == httpx.get(f"{url}/v1/campaigns", headers=wrong).json()
+        assert way(lambda: httpx.post(f"{url}{path}", json={}, headers=wrong), 401) == "refused"
         # other requests never reach it
         before = _fast_path_counts(http)
         assert http.get(f"/v1/campaigns/{campaign_id}").status_code == 200
