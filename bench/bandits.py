@@ -63,7 +63,11 @@ class _Live:
 
         self.engine = Engine(
             folder / f"arms{n_arms}.duckdb",
-            config=EngineConfig(refresh_interval=3600.0, refresh_events=10**9),
+            config=EngineConfig(
+                refresh_interval=3600.0,
+                refresh_events=10**9,
+                max_variants_per_campaign=1000,
+            ),
             seed=0,
         )
         brief = {

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request, Response  # module level: FastAPI resolves the annotations
 
 from bench._common import max_rss_mb, write_results
 
@@ -148,7 +149,7 @@ def serve_ceiling(port: int) -> None:
     through FastAPI costs on top.
     """
     import uvicorn
-    from fastapi import FastAPI, Request, Response
+    from fastapi import FastAPI
 
     routed = FastAPI()
 

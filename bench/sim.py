@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from adloop.bandits import POLICIES
 from bench._common import max_rss_mb, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ def _fast_rows(quick: bool) -> list[dict[str, Any]]:
     n_runs = 20 if quick else 100
     horizon = 200_000 if quick else 1_000_000
     simulate(ARMS_10, policy="ts", horizon=10_000, n_updates=10, n_runs=4, seed=0)  # warm-up
-    for policy in ("ts", "uniform", "ucb1", "egreedy"):
+    for policy in POLICIES:
         for batch in (1_000, 10_000):
             n_updates = horizon // batch
             start = time.perf_counter()
@@ -136,13 +137,14 @@ def main(out: Path, quick: bool) -> None:
     np.seterr(all="ignore")
     rows = _fast_rows(quick) + _engine_rows(quick) + _replay_rows(quick)
     notes = (
-        "Fast mode: expected clicks per allocation, policy weights from "
-        "bandits.batch_thompson_weights; impressions/s counts simulated impressions over all "
-        "runs. Engine mode: every impression is a real Engine.choose_many decision logged to "
-        "DuckDB with its impression; clicks and conversions go through Engine.record; the "
-        "snapshot is refreshed every simulated hour. Replay: ts_eb = Thompson sampling with "
-        "a cross-fitted empirical-Bayes Beta prior from the other half of the tests."
+        "Fast mode: expected clicks per allocation, policy weights from the engine's own "
+        "policy objects (adloop.bandits.POLICIES, batch_weights); impressions/s counts "
+        "simulated impressions over all runs. Engine mode: every impression is a real "
+        "Engine.choose_many decision logged to DuckDB with its impression; clicks and "
+        "conversions go through Engine.record; the snapshot is refreshed every simulated hour. "
+        "Replay: ts_eb = Thompson sampling with a cross-fitted empirical-Bayes Beta prior "
+        "from the other folds of the tests."
     )
     if quick:
         notes += " (--quick: smaller sizes; replay on the first 300 tests.)"
-    write_results("adloop.sim", rows, out, notes)
+    write_results("sim", rows, out, notes)

@@ -165,7 +165,7 @@ def main(out: Path, quick: bool) -> None:
         "event that wall time hides. 1-minute load average at start / end: "
         f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}."
     )
-    write_results("adloop.storage", rows, out, notes)
+    write_results("storage", rows, out, notes)
 
 
 def _timed(fn, *args):

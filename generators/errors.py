@@ -6,6 +6,10 @@ Hierarchy::
     ├── BriefError                 a brief lacks a field or has a bad value (``.field`` names it)
     ├── ConfigError                a setting or argument (generator, pool, filter, scorer) is out
     │                              of range; also a ``ValueError``
+    ├── GenerationFailedError      a generator raised while writing; names the generator
+    ├── MissingDependencyError     an optional package (transformers, torch, peft) is not
+    │                              installed; says which and how to install it; also an
+    │                              ``ImportError``
     ├── ModelNotFoundError         a model directory is missing or is not a causal language model
     ├── ModelPullError             ``adloop models pull`` could not fetch or convert a model
     └── TrainingError              fine-tuning could not run: bad settings, no data, bad model
@@ -18,7 +22,9 @@ from __future__ import annotations
 __all__ = [
     "BriefError",
     "ConfigError",
+    "GenerationFailedError",
     "GeneratorError",
+    "MissingDependencyError",
     "ModelNotFoundError",
     "ModelPullError",
     "TrainingError",
@@ -47,6 +53,33 @@ class ConfigError(GeneratorError, ValueError):
     Example: ``ConfigError("LMGenerator temperature must be > 0, got 0; pass e.g. 0.9")``.
     A ``ValueError`` too, so callers that validate input generically still catch it.
     """
+
+
+class GenerationFailedError(GeneratorError):
+    """A generator raised while writing candidates; ``generator`` names it.
+
+    The pool stops rather than quietly writing with the others: a broken generator is a
+    fault to fix, not a smaller result to accept.
+    """
+
+    def __init__(self, generator: str, error: BaseException) -> None:
+        self.generator = generator
+        super().__init__(f"the {generator} generator failed: {type(error).__name__}: {error}")
+
+
+class MissingDependencyError(GeneratorError, ImportError):
+    """An optional package a generator needs is not installed; the message says how to add it.
+
+    Example: ``MissingDependencyError("transformers", "lm")``.
+    """
+
+    def __init__(self, package: str, needed_by: str, extra: str = "lm") -> None:
+        self.package = package
+        super().__init__(
+            f"the {needed_by} generator needs the {package!r} package, which is not installed; "
+            f"install it with: pip install 'adloop[{extra}]'",
+            name=package,
+        )
 
 
 class ModelNotFoundError(GeneratorError, FileNotFoundError):

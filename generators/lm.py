@@ -34,7 +34,12 @@ from adloop.generators.brief import Brief
 from adloop.generators.candidate import Candidate
 from adloop.generators.errors import ConfigError
 from adloop.generators.filters import check_candidate, complete_required_terms
-from adloop.generators.model_dir import check_model_dir, load_causal_lm, model_version
+from adloop.generators.model_dir import (
+    check_model_dir,
+    load_causal_lm,
+    model_version,
+    require_lm_packages,
+)
 from adloop.generators.scorer import CopyScorer, load_scorer
 
 __all__ = [
@@ -200,7 +205,8 @@ class LMGenerator:
         keep well-scored ones that differ from each other. False samples plainly.
 
     The model is loaded on the first :meth:`generate` and kept. Raises
-    :class:`ModelNotFoundError` at construction when the directory is missing or not a causal LM.
+    :class:`ModelNotFoundError` at construction when the directory is missing or not a causal LM,
+    and :class:`MissingDependencyError` when torch or transformers is not installed.
 
     Example
     -------
@@ -236,6 +242,7 @@ class LMGenerator:
                 f"got {max_new_tokens!r}"
             )
         self.model_dir = check_model_dir(model_dir)
+        require_lm_packages(self.model_dir, self.name)
         self.temperature = temperature
         self.top_p = top_p
         self.batch_size = batch_size

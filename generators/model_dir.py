@@ -18,12 +18,13 @@ ModelNotFoundError: no model directory at /nonexistent; ...
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import warnings
 from pathlib import Path
 from typing import Any
 
-from adloop.generators.errors import ModelNotFoundError
+from adloop.generators.errors import MissingDependencyError, ModelNotFoundError
 
 __all__ = ["PULL_HINT", "VERSION_FILE", "check_model_dir", "load_causal_lm", "model_version"]
 
@@ -129,6 +130,24 @@ def _adapter_base(adapter_dir: Path) -> Path:
         ) from exc
 
 
+def require_lm_packages(model_dir: str | Path, needed_by: str = "lm") -> None:
+    """Raise :class:`MissingDependencyError` unless the packages to load ``model_dir`` are there.
+
+    torch and transformers always, peft too for an adapter directory. Only looks the packages
+    up (no import), so it is cheap enough to call when a generator is built.
+    """
+    packages = ["torch", "transformers"]
+    if (Path(model_dir) / "adapter_config.json").is_file():
+        packages.append("peft")
+    for package in packages:
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # a finder that refuses it, or a broken install
+            found = False
+        if not found:
+            raise MissingDependencyError(package, needed_by)
+
+
 def load_causal_lm(model_dir: str | Path, *, device: str | None = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a model directory or a LoRA adapter directory.
 
@@ -145,6 +164,7 @@ def load_causal_lm(model_dir: str | Path, *, device: str | None = None) -> tuple
     >>> model, tokenizer = load_causal_lm(resolve_model("smollm2"))  # doctest: +SKIP
     """
     path = check_model_dir(model_dir)
+    require_lm_packages(path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging

@@ -8,8 +8,12 @@ quota, candidates that passed beyond other generators' quotas fill the gap. The 
 asks for what is still missing, with shares shifted towards the generators whose candidates
 pass. It stops when ``n`` pass, the request budget or time budget is spent, the round limit is
 reached or every generator is exhausted. It never loops forever and never
-raises for lack of a model: without an installed LM it writes with the other generators and
-says so once in ``PoolResult.notes``.
+raises for lack of a model when left to pick its generators: without an installed LM (or
+without torch and transformers) it writes with the other generators and says so once in
+``PoolResult.notes``. A generator asked for by name that cannot run is an error
+(:class:`MissingDependencyError`, :class:`ModelNotFoundError`), and a generator that raises
+while writing stops the call with :class:`GenerationFailedError` naming it: a broken generator
+is a fault to fix, never a quietly smaller result.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ import numpy as np
 
 from adloop.generators.brief import Brief, load_brief
 from adloop.generators.candidate import Candidate
-from adloop.generators.errors import ConfigError, ModelNotFoundError
+from adloop.generators.errors import (
+    ConfigError,
+    GenerationFailedError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
 from adloop.generators.filters import (
     FilterSettings,
     NearDuplicateIndex,
@@ -138,7 +147,7 @@ class GeneratorPool:
         self.oversample = oversample
         self._explicit = generators is not None
         self._setup_notes: list[str] = []
-        self._lm_missing = False
+        self._lm_missing = ""  # why the LM is left out, when it is
         self.generators: list[Generator] = []
         for item in generators if generators is not None else GENERATOR_NAMES:
             if not isinstance(item, str):
@@ -159,19 +168,29 @@ class GeneratorPool:
         if not self.generators:
             raise ConfigError("generators: no usable generator (add 'template')")
         if self._lm_missing:
+            plural = "s" if len(self.names) > 1 else ""
             self._setup_notes.append(
-                "no language model installed, so candidates come from the "
-                f"{' and '.join(self.names)} generator{'s' if len(self.names) > 1 else ''}; "
-                "add one with `adloop models pull smollm2`"
+                f"{self._lm_missing}, so candidates come from the "
+                f"{' and '.join(self.names)} generator{plural}"
             )
 
     def _make_lm(self, model_dir: str | Path | None, options: dict[str, Any]) -> LMGenerator | None:
-        if model_dir is not None:
-            return LMGenerator(model_dir, **options)  # explicit: a bad directory is an error
+        """The LM generator, or None (and a note) when no model is installed; without torch or
+        transformers, None too when the pool picks its own generators, an error when asked."""
         try:
-            return LMGenerator(resolve_model(None), **options)
-        except ModelNotFoundError:
-            self._lm_missing = True
+            if model_dir is not None:
+                return LMGenerator(model_dir, **options)  # explicit: a bad directory is an error
+            try:
+                return LMGenerator(resolve_model(None), **options)
+            except ModelNotFoundError:
+                self._lm_missing = (
+                    "no language model installed (add one with `adloop models pull smollm2`)"
+                )
+                return None
+        except MissingDependencyError as exc:
+            if self._explicit:
+                raise
+            self._lm_missing = f"the lm generator is off ({exc})"
             return None
 
     @property
@@ -293,13 +312,8 @@ class GeneratorPool:
                 round_seed = _derived_seed(seed, position, round_index)
                 try:
                     batch = generator.generate(brief, ask, seed=round_seed, winners=winners)
-                except Exception as exc:  # noqa: BLE001 - one broken generator must not stop the pool
-                    result.notes.append(
-                        f"{generator.name} generator failed and was skipped: "
-                        f"{type(exc).__name__}: {exc}"
-                    )
-                    exhausted.append(position)
-                    continue
+                except Exception as exc:
+                    raise GenerationFailedError(generator.name, exc) from exc
                 if not batch:
                     exhausted.append(position)
                 taken = 0

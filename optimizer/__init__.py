@@ -24,6 +24,7 @@ from adloop.optimizer.errors import (
     InvalidRequest,
     NoActiveVariants,
     OptimizerError,
+    ReviewConflict,
     VariantNotFound,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidRequest",
     "NoActiveVariants",
     "OptimizerError",
+    "ReviewConflict",
     "ThompsonSampling",
     "UCB1",
     "Uniform",

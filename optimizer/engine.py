@@ -222,12 +222,16 @@ class Engine:
         impressions_reported_separately: bool = False,
         name: str | None = None,
         seed: int | None = None,
+        auto_approve: bool = False,
     ) -> dict[str, Any]:
         """Create a campaign from a brief and its first pool of variants; return its view.
 
         Variants listed in ``variants`` (or under a ``variants`` key of a brief dict) are used
-        as given; otherwise the generator pool writes ``n_candidates`` of them. Creation never
-        needs a language model: the pool falls back to the generators it has.
+        as given and serve at once; otherwise the generator pool writes ``n_candidates`` of
+        them, which start ``pending`` and serve only once approved (:meth:`review`), unless
+        ``auto_approve`` (or an ``auto_approve: true`` key of a brief dict) is set: then every
+        generated variant of the campaign, refills included, serves without review. Creation
+        never needs a language model: the pool falls back to the generators it has.
         """
         campaign_id = self._lifecycle.create(
             brief,
@@ -238,6 +242,7 @@ class Engine:
             impressions_reported_separately=impressions_reported_separately,
             name=name,
             seed=seed,
+            auto_approve=auto_approve,
         )
         return self.campaign(campaign_id)
 
@@ -370,8 +375,31 @@ class Engine:
         tenant: str | None = None,
         seed: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Add variants (given, or ``n`` new ones from the generators); they serve at once."""
+        """Add variants: given ones serve at once; ``n`` generated ones await review (as at
+        creation) unless the campaign auto-approves."""
         return self._lifecycle.add_variants(campaign_id, variants, n=n, tenant=tenant, seed=seed)
+
+    def review(
+        self,
+        campaign_id: str,
+        variant_id: str,
+        action: str,
+        *,
+        reviewer: str,
+        note: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve or reject a variant (``action``: ``"approve"`` or ``"reject"``).
+
+        Approving a pending (or rejected) variant makes it serve from the next decision on;
+        rejecting a pending one keeps it from ever serving. ``reviewer`` (a tenant and key id,
+        or a user name), the time and the ``note`` are recorded; the review is returned with
+        the variant's new ``status``; ``tenant`` limits it to that tenant's campaigns. Errors:
+        see ``CampaignLifecycle.review``.
+        """
+        return self._lifecycle.review(
+            campaign_id, variant_id, action, reviewer=reviewer, note=note, tenant=tenant
+        )
 
     def retire(self, campaign_id: str, variant_id: str, *, tenant: str | None = None) -> None:
         """Retire one variant: it gets no more traffic from the next decision on."""

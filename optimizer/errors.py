@@ -5,7 +5,10 @@ Hierarchy::
     OptimizerError                  base of everything raised on purpose here
     ├── CampaignNotFound            no such campaign (or it belongs to another tenant)
     ├── VariantNotFound             no such variant in that campaign
-    ├── NoActiveVariants            the campaign has nothing left to serve
+    ├── NoActiveVariants            the campaign has nothing left to serve (or only variants
+    │                               that await review)
+    ├── ReviewConflict              approving or rejecting a variant whose status does not
+    │                               allow it (an active variant is retired, not rejected)
     ├── InvalidRequest (ValueError) a bad argument; ``field`` names the offending input
     ├── ConfigError (ValueError)    a bad ``EngineConfig`` field; ``field`` names it, the
     │                               message says which values are allowed
@@ -32,6 +35,7 @@ __all__ = [
     "InvalidRequest",
     "NoActiveVariants",
     "OptimizerError",
+    "ReviewConflict",
     "VariantNotFound",
 ]
 
@@ -64,14 +68,38 @@ class VariantNotFound(OptimizerError, KeyError):
 
 
 class NoActiveVariants(OptimizerError):
-    """The campaign has no active variant to choose from; add variants or refill the pool."""
+    """The campaign has no active variant to choose from; approve, add or refill variants.
 
-    def __init__(self, campaign_id: str) -> None:
+    ``n_pending`` counts the generated variants that await review: when there are any, the
+    message says how to approve them.
+    """
+
+    def __init__(self, campaign_id: str, n_pending: int = 0) -> None:
         self.campaign_id = campaign_id
-        super().__init__(
-            f"campaign {campaign_id!r} has no active variants; add variants "
-            "(POST /v1/campaigns/{id}/variants) or run retire_and_refill"
-        )
+        self.n_pending = n_pending
+        if n_pending:
+            message = (
+                f"campaign {campaign_id!r} has no active variants: {n_pending} generated "
+                "variant(s) await review; approve one with POST "
+                "/v1/campaigns/{id}/variants/{variant_id}/approve or `adloop variants approve "
+                "CAMPAIGN_ID VARIANT_ID --db PATH` (list them with `adloop variants list "
+                "CAMPAIGN_ID --status pending --db PATH`)"
+            )
+        else:
+            message = (
+                f"campaign {campaign_id!r} has no active variants; add variants "
+                "(POST /v1/campaigns/{id}/variants) or run retire_and_refill"
+            )
+        super().__init__(message)
+
+
+class ReviewConflict(OptimizerError):
+    """The variant's status does not allow this review (e.g. rejecting an active variant)."""
+
+    def __init__(self, campaign_id: str, variant_id: str, message: str) -> None:
+        self.campaign_id = campaign_id
+        self.variant_id = variant_id
+        super().__init__(message)
 
 
 class InvalidRequest(OptimizerError, ValueError):

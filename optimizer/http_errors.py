@@ -29,6 +29,7 @@ from adloop.optimizer.errors import (
     InvalidRequest,
     NoActiveVariants,
     OptimizerError,
+    ReviewConflict,
     VariantNotFound,
 )
 from adloop.storage import (
@@ -117,6 +118,10 @@ async def _on_no_active_variants(request: Request, exc: NoActiveVariants) -> JSO
     return error_response(409, "no_active_variants", str(exc), "campaign_id")
 
 
+async def _on_review_conflict(request: Request, exc: ReviewConflict) -> JSONResponse:
+    return error_response(409, "review_conflict", str(exc), "variant_id")
+
+
 async def _on_invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
     return error_response(422, "invalid_request", str(exc), exc.field)
 
@@ -182,6 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CampaignNotFound, _on_campaign_not_found)
     app.add_exception_handler(VariantNotFound, _on_variant_not_found)
     app.add_exception_handler(NoActiveVariants, _on_no_active_variants)
+    app.add_exception_handler(ReviewConflict, _on_review_conflict)
     app.add_exception_handler(InvalidRequest, _on_invalid_request)
     app.add_exception_handler(AuthError, _on_auth_error)
     app.add_exception_handler(OptimizerError, _on_optimizer_error)

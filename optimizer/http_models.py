@@ -97,6 +97,20 @@ class CreateCampaignBody(_Strict):
         False, description="True when the ad server posts impression events itself."
     )
     name: str | None = Field(None, max_length=200)
+    auto_approve: bool = Field(
+        False,
+        description="Serve generated variants without review. By default they start pending "
+        "and serve once approved (POST /v1/campaigns/{id}/variants/{variant_id}/approve); "
+        "listed variants always serve at once.",
+    )
+
+
+class ReviewBody(_Strict):
+    """``POST /v1/campaigns/{id}/variants/{variant_id}/approve`` (or ``/reject``)."""
+
+    note: str | None = Field(
+        None, min_length=1, max_length=2000, description="Why; recorded with the review."
+    )
 
 
 class AddVariantsBody(_Strict):

@@ -37,6 +37,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     http_models.ErrorBody,
     http_models.EventsBody,
     http_models.KeyBody,
+    http_models.ReviewBody,
 )
 _REF = "#/components/schemas/{model}"
 

@@ -45,6 +45,7 @@ from adloop.optimizer.http_models import (
     CreateCampaignBody,
     EventsBody,
     KeyBody,
+    ReviewBody,
 )
 from adloop.optimizer.http_openapi import install_openapi, route_doc
 from adloop.storage import ConflictError, InvalidArgumentError, NotFoundError, utc_now
@@ -198,6 +199,7 @@ async def create_campaign(request: Request) -> Response:
             variants=variants,
             impressions_reported_separately=body.impressions_reported_separately,
             name=body.name,
+            auto_approve=body.auto_approve,
         )
     )
     return json_response(view, 201)
@@ -241,6 +243,43 @@ async def retire(campaign_id: str, variant_id: str, request: Request) -> Respons
     return json_response(
         {"campaign_id": campaign_id, "variant_id": variant_id, "status": "retired"}
     )
+
+
+async def _review(campaign_id: str, variant_id: str, request: Request, action: str) -> Response:
+    """Approve or reject a variant as the caller (tenant and key id are recorded)."""
+    state = _state(request)
+    who = await _principal(request, state)
+    body = parse_body(await read_body(request, state.max_body_bytes), ReviewBody, empty_ok=True)
+    key = api_key_from(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    reviewer = f"{who.tenant} (key {key_id(key)})" if key else who.tenant
+    done = await run_in_threadpool(
+        lambda: state.engine.review(
+            campaign_id, variant_id, action, reviewer=reviewer, note=body.note, tenant=who.tenant
+        )
+    )
+    return json_response(
+        {
+            "campaign_id": campaign_id,
+            "variant_id": variant_id,
+            "status": done["status"],
+            "review": {
+                "action": done["action"],
+                "by": done["reviewer"],
+                "at": done["reviewed_at"],
+                "note": done["note"],
+            },
+        }
+    )
+
+
+async def approve_variant(campaign_id: str, variant_id: str, request: Request) -> Response:
+    """Approve a variant awaiting review (or one rejected before): it serves at once."""
+    return await _review(campaign_id, variant_id, request, "approve")
+
+
+async def reject_variant(campaign_id: str, variant_id: str, request: Request) -> Response:
+    """Reject a variant awaiting review: it never serves."""
+    return await _review(campaign_id, variant_id, request, "reject")
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -328,6 +367,11 @@ def add_routes(app: FastAPI) -> None:
             }
         }
     }
+    review_doc = (
+        "campaigns",
+        200,
+        doc(404, 409, 503, 507, body=ReviewBody, body_required=False),
+    )
     # method, path, endpoint, tag, status on success, OpenAPI (route_doc)
     routes: list[tuple[str, str, Callable[..., Any], str, int, dict[str, Any]]] = [
         ("POST", CHOOSE_PATH, choose, "serving", 200, choose_doc),
@@ -353,6 +397,8 @@ def add_routes(app: FastAPI) -> None:
             doc(404, 409, 503, 507, body=AddVariantsBody),
         ),
         ("POST", f"{campaign}/retire/{{variant_id}}", retire, "campaigns", 200, doc(404, 422, 503)),
+        ("POST", f"{campaign}/variants/{{variant_id}}/approve", approve_variant, *review_doc),
+        ("POST", f"{campaign}/variants/{{variant_id}}/reject", reject_variant, *review_doc),
         ("POST", "/v1/keys", create_key, "admin", 201, doc(403, 503, 507, body=KeyBody)),
         ("GET", "/v1/keys", list_keys, "admin", 200, doc(403, 422)),
         ("DELETE", "/v1/keys/{key_id}", revoke_key, "admin", 200, doc(403, 404, 409, 422, 503)),

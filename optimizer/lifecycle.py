@@ -1,7 +1,12 @@
-"""The campaign lifecycle: create, add and retire variants, refill the pool, declare a winner.
+"""The campaign lifecycle: create, add, review and retire variants, refill the pool, declare
+a winner.
 
 Every change goes to the store first (the source of truth) and then rebuilds the campaign's
 serving tables at once, so the next decision already follows it.
+
+Generated variants start ``pending``: they serve only once a person approves them
+(:meth:`CampaignLifecycle.review`), unless the campaign was created with ``auto_approve``
+(the simulator, which has no person, does that). Variants listed by hand start ``active``.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ import numpy as np
 from adloop.bandits import OBJECTIVES, ThompsonSampling, decide_winner, retire_candidates
 from adloop.optimizer.arm_stats import arm_counts, stats_by_variant
 from adloop.optimizer.config import EngineConfig
-from adloop.optimizer.errors import InvalidRequest, VariantNotFound
+from adloop.optimizer.errors import InvalidRequest, ReviewConflict, VariantNotFound
 from adloop.optimizer.serving import SERVABLE, ServingTables
 from adloop.optimizer.variants import VariantFactory, load_brief, public_variant, seed_for
+from adloop.storage import ConflictError, InvalidArgumentError, NotFoundError
 
 __all__ = ["CampaignLifecycle"]
 
 _MAX_GENERATED = 200  # most candidates one request may ask the generators for
 _N_PARENTS = 3  # current leaders handed to the generators as parents on a refill
+# Statuses that count toward a pool's size: variants awaiting review will serve once approved.
+_POOLED = (*SERVABLE, "pending")
 
 
 class CampaignLifecycle:
@@ -66,8 +74,12 @@ class CampaignLifecycle:
         impressions_reported_separately: bool,
         name: str | None,
         seed: int | None,
+        auto_approve: bool = False,
     ) -> str:
-        """Store a new campaign with its first pool and start serving it; return its id."""
+        """Store a new campaign with its first pool and start serving it; return its id.
+
+        A brief dict may carry ``variants`` and ``auto_approve`` (as brief files do).
+        """
         if objective not in OBJECTIVES:
             raise InvalidRequest("objective", f"must be one of {OBJECTIVES}, got {objective!r}")
         _check_count("n_candidates", n_candidates)
@@ -76,7 +88,10 @@ class CampaignLifecycle:
         listed: Any = None
         if isinstance(brief, Mapping):
             listed = brief.get("variants")
-            brief = {k: v for k, v in brief.items() if k != "variants"}
+            auto_approve = auto_approve or brief.get("auto_approve", False)
+            brief = {k: v for k, v in brief.items() if k not in ("variants", "auto_approve")}
+        if not isinstance(auto_approve, bool):
+            raise InvalidRequest("auto_approve", f"must be true or false, got {auto_approve!r}")
         brief = load_brief(brief)
         explicit = variants if variants is not None else listed
         campaign_id = self._factory.new_id("c_")
@@ -88,7 +103,12 @@ class CampaignLifecycle:
         else:
             self._check_pool_size("n_candidates", 0, n_candidates)
             rows, result = self._factory.generate(
-                campaign_id, brief, n_candidates, seed=seed_for(seed, campaign_id), now=now
+                campaign_id,
+                brief,
+                n_candidates,
+                seed=seed_for(seed, campaign_id),
+                now=now,
+                status=_new_status(auto_approve),
             )
             if not rows:
                 raise InvalidRequest(
@@ -107,6 +127,7 @@ class CampaignLifecycle:
             "settings": {
                 "n_candidates": n_target,
                 "impressions_reported_separately": bool(impressions_reported_separately),
+                "auto_approve": auto_approve,
             },
             "created_at": now,
         }
@@ -124,13 +145,14 @@ class CampaignLifecycle:
         tenant: str | None,
         seed: int | None,
     ) -> list[dict[str, Any]]:
-        """Add the given variants, or ``n`` (default 1) generated ones; they serve at once."""
+        """Add the given variants (they serve at once), or ``n`` (default 1) generated ones
+        (``pending`` until approved, unless the campaign auto-approves)."""
         row = self._tables.visible_row(campaign_id, tenant)
         brief = load_brief(row["brief"])
         now = self._clock()
         stored = self._store.variants(campaign_id)
         existing = [v["text"] for v in stored]
-        n_servable = sum(v["status"] in SERVABLE for v in stored)
+        n_servable = sum(v["status"] in _POOLED for v in stored)
         if variants:
             rows = self._factory.manual(
                 campaign_id, variants, brief, now, "variants", by=tenant or row["tenant"]
@@ -150,6 +172,7 @@ class CampaignLifecycle:
                 seed=_refill_seed(seed, campaign_id, existing),
                 now=now,
                 existing_texts=existing,
+                status=_new_status(_auto_approves(row)),
             )
         if rows:
             with self._lock:
@@ -158,6 +181,46 @@ class CampaignLifecycle:
                 self._store.insert_variants(campaign_id, rows)
                 self._tables.build(campaign_id)
         return [public_variant(r) for r in rows]
+
+    def review(
+        self,
+        campaign_id: str,
+        variant_id: str,
+        action: str,
+        *,
+        reviewer: str,
+        note: str | None,
+        tenant: str | None,
+    ) -> dict[str, Any]:
+        """Approve or reject a variant, record who did it, and serve accordingly at once.
+
+        Returns the review (``variant_id, action, reviewer, note, reviewed_at``) and the
+        variant's new ``status``.
+
+        Raises:
+            CampaignNotFound: no such campaign for ``tenant``.
+            VariantNotFound: the campaign has no such variant.
+            ReviewConflict: the variant's status does not allow it (only a pending or rejected
+                variant can be approved, only a pending one rejected).
+            InvalidRequest: ``action`` is not approve/reject, or ``note`` is too long.
+        """
+        self._tables.visible_row(campaign_id, tenant)
+        if action not in ("approve", "reject"):
+            raise InvalidRequest("action", f"must be approve or reject, got {action!r}")
+        with self._lock:
+            try:
+                review = self._store.review_variant(
+                    campaign_id, variant_id, action, reviewer=reviewer, note=note
+                )
+            except NotFoundError:
+                raise VariantNotFound(campaign_id, variant_id) from None
+            except ConflictError as exc:
+                raise ReviewConflict(campaign_id, variant_id, str(exc)) from None
+            except InvalidArgumentError as exc:
+                raise InvalidRequest("note", str(exc)) from None
+            self._tables.build(campaign_id)
+        review["status"] = "active" if action == "approve" else "rejected"
+        return review
 
     def retire(self, campaign_id: str, variant_id: str, *, tenant: str | None) -> None:
         """Retire one variant; refuses to retire the last one that serves."""
@@ -216,7 +279,10 @@ class CampaignLifecycle:
             int((row.get("settings") or {}).get("n_candidates", len(ids))),
             self._config.max_variants_per_campaign,
         )
-        n_active = len(ids) - len(retired)
+        # variants awaiting review count as part of the pool: refills never pile up more
+        n_active = (
+            len(ids) - len(retired) + len(self._store.variants(campaign_id, statuses=("pending",)))
+        )
         # every retired variant is replaced, and a pool below its size is topped up
         n_new = max(len(retired), target - n_active) if retired else max(0, target - n_active)
         n_new = min(n_new, self._config.max_variants_per_campaign - n_active)
@@ -232,6 +298,7 @@ class CampaignLifecycle:
                 existing_texts=existing,
                 winners=leaders,
                 notes=notes,
+                status=_new_status(_auto_approves(row)),
             )
             with self._lock:
                 # The pool may have changed while the generators wrote: skip texts added
@@ -239,7 +306,7 @@ class CampaignLifecycle:
                 current = self._store.variants(campaign_id)
                 texts = {v["text"] for v in current}
                 room = self._config.max_variants_per_campaign - sum(
-                    v["status"] in SERVABLE for v in current
+                    v["status"] in _POOLED for v in current
                 )
                 fresh = [r for r in rows if r["text"] not in texts]
                 if len(fresh) > max(0, room):
@@ -288,7 +355,7 @@ class CampaignLifecycle:
         }
 
     def _n_servable(self, campaign_id: str) -> int:
-        return sum(v["status"] in SERVABLE for v in self._store.variants(campaign_id))
+        return sum(v["status"] in _POOLED for v in self._store.variants(campaign_id))
 
     def _check_pool_size(self, field: str, n_servable: int, n_new: int) -> None:
         """Refuse to grow a pool past ``EngineConfig.max_variants_per_campaign``."""
@@ -296,10 +363,21 @@ class CampaignLifecycle:
         if n_servable + n_new > limit:
             raise InvalidRequest(
                 field,
-                f"the campaign would have {n_servable + n_new} servable variants, over the "
+                f"the campaign would have {n_servable + n_new} variants (serving or awaiting "
+                "review), over the "
                 f"limit of {limit} (EngineConfig.max_variants_per_campaign); retire variants "
                 "first (POST /v1/campaigns/{id}/retire/{variant_id}) or ask for fewer",
             )
+
+
+def _auto_approves(row: Mapping[str, Any]) -> bool:
+    """Whether the campaign's generated variants serve without review (its settings say so)."""
+    return bool((row.get("settings") or {}).get("auto_approve", False))
+
+
+def _new_status(auto_approve: bool) -> str:
+    """The status generated variants start with."""
+    return "active" if auto_approve else "pending"
 
 
 def _check_count(field: str, n: Any) -> None:

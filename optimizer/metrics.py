@@ -88,6 +88,14 @@ class _Metric:
     def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
         return tuple(str(labels[n]) for n in self.label_names)
 
+    def _series(self, values: dict[tuple[str, ...], float], visible: Visible | None) -> list[str]:
+        """One exposition line per series of ``values`` that ``visible`` lets through."""
+        return [
+            f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
+            for k, v in sorted(values.items())
+            if self._shown(k, visible)
+        ]
+
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
@@ -111,11 +119,7 @@ class Counter(_Metric):
         return self._values.get(self._key(labels), 0.0)
 
     def lines(self, visible: Visible | None = None) -> list[str]:
-        return [
-            f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
-            for k, v in sorted(self._values.items())
-            if self._shown(k, visible)
-        ]
+        return self._series(self._values, visible)
 
 
 class Gauge(_Metric):
@@ -140,11 +144,7 @@ class Gauge(_Metric):
         values = self._read()
         if not isinstance(values, dict):
             values = {(): values}
-        return [
-            f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
-            for k, v in sorted(values.items())
-            if self._shown(k, visible)
-        ]
+        return self._series(values, visible)
 
 
 class Histogram(_Metric):

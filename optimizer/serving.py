@@ -32,7 +32,8 @@ __all__ = ["SERVABLE", "LiveCampaign", "RefreshFailure", "ServingTables", "alloc
 _log = logging.getLogger("adloop.engine")
 
 SERVABLE = ("active", "winner")
-"""Variant statuses that receive traffic."""
+"""Variant statuses that receive traffic (``pending`` ones await review, ``rejected`` never
+serve)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -57,6 +58,8 @@ class LiveCampaign:
     while builds fail)."""
     activity: int = 0
     """Decisions + events since a build was last tried (drives ``refresh_events``)."""
+    n_pending: int = 0
+    """Variants awaiting review (named by the error when nothing else serves)."""
 
     def weights(self) -> dict[str, float]:
         """Variant id -> traffic share of the campaign-wide snapshot."""
@@ -160,7 +163,7 @@ class ServingTables:
         if segment is not None:
             snapshot = live.by_segment.get(segment, snapshot)
         if snapshot is None:
-            raise NoActiveVariants(campaign_id)
+            raise NoActiveVariants(campaign_id, live.n_pending)
         return live, snapshot
 
     def visible_row(self, campaign_id: str, tenant: str | None) -> dict[str, Any]:
@@ -234,7 +237,9 @@ class ServingTables:
             raise CampaignNotFound(campaign_id)
         settings = row.get("settings") or {}
         now = self._clock()
-        variants = self._store.variants(campaign_id, statuses=SERVABLE)
+        stored = self._store.variants(campaign_id)
+        n_pending = sum(v["status"] == "pending" for v in stored)
+        variants = [v for v in stored if v["status"] in SERVABLE]
         winner = row.get("winner_variant_id")
         if winner:
             variants = [v for v in variants if v["variant_id"] == winner] or variants
@@ -266,6 +271,7 @@ class ServingTables:
             by_segment=by_segment,
             built_at=built_at,
             attempted_at=now,
+            n_pending=n_pending,
         )
 
     def build_isolated(self, campaign_id: str) -> bool:

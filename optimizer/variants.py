@@ -3,6 +3,10 @@
 Both paths produce the same row shape (``Store.insert_variants``), stamped a microsecond
 apart so the store lists them in the order they were given.
 
+Variants given by hand start ``active``: the person who listed them has reviewed them.
+Generated ones start with the status the caller asks for: ``pending`` (they wait for a
+person's approval, see ``CampaignLifecycle.review``) unless the campaign auto-approves.
+
 Variants given by hand pass the same brief filters as generated ones (banned and required
 terms, lengths, language, repetition; see ``generators.check_candidate``): a variant that fails
 is rejected with its drop reason. A human who insists sets ``override_filters: true`` with an
@@ -65,10 +69,12 @@ class VariantFactory:
         existing_texts: Sequence[str] = (),
         winners: Sequence[Mapping[str, Any]] = (),
         notes: list[str] | None = None,
+        status: str = "pending",
     ) -> tuple[list[dict[str, Any]], Any]:
         """Up to ``n`` new rows from the generator pool, and the pool's result.
 
-        ``existing_texts`` keep near-duplicates out; ``winners`` are parents for
+        Rows start with ``status`` (``pending``: awaiting review; ``active`` when the campaign
+        auto-approves). ``existing_texts`` keep near-duplicates out; ``winners`` are parents for
         recombination (see :func:`seed_for` for a seed that repeats across runs).
         What the pool dropped, and why, is appended to ``notes`` when given.
         """
@@ -87,7 +93,7 @@ class VariantFactory:
                     f"asked for {n} candidates, got {len(result.candidates)}; "
                     f"drops: {dict(result.drop_counts)}"
                 )
-        rows = [self._candidate_row(campaign_id, c, now) for c in result.candidates]
+        rows = [self._candidate_row(campaign_id, c, now, status) for c in result.candidates]
         return _in_order(rows), result
 
     def manual(
@@ -147,16 +153,20 @@ class VariantFactory:
                     model_version=None,
                     parent_ids=[],
                     provenance=provenance,
+                    status="active",
                 )
             )
         if not rows:
             raise InvalidRequest(where, "must list at least one variant")
         return _in_order(rows)
 
-    def _candidate_row(self, campaign_id: str, candidate: Any, now: datetime) -> dict[str, Any]:
+    def _candidate_row(
+        self, campaign_id: str, candidate: Any, now: datetime, status: str
+    ) -> dict[str, Any]:
         return self._row(
             campaign_id,
             now,
+            status=status,
             headline=candidate.headline,
             description=candidate.description or "",
             text=candidate.text,
@@ -172,7 +182,6 @@ class VariantFactory:
             "variant_id": self.new_id("v_"),
             "campaign_id": campaign_id,
             **fields,
-            "status": "active",
             "created_at": now,
         }
 

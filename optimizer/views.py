@@ -32,6 +32,7 @@ def campaign_summary(row: Mapping[str, Any], variants: Sequence[Mapping[str, Any
         "winner": row.get("winner_variant_id"),
         "n_variants": len(variants),
         "n_active": sum(v["status"] in SERVABLE for v in variants),
+        "n_pending": sum(v["status"] == "pending" for v in variants),
         "created_at": _iso(row.get("created_at")),
     }
 
@@ -47,6 +48,9 @@ def campaign_view(
     refresh_failure: RefreshFailure | None = None,
 ) -> dict[str, Any]:
     """The campaign with per-variant counts, posteriors, winner, data quality and snapshot.
+
+    ``reviews`` lists every approval and rejection (who, when, note), oldest first; each
+    variant also shows its latest ``review`` (null when none: given by hand, or auto-approved).
 
     The store must be flushed first. ``rng`` is shared with the engine's refreshes, hence
     the ``lock`` around the Monte Carlo draws. When the posteriors cannot be computed
@@ -68,6 +72,8 @@ def campaign_view(
     quality = data_quality(store, campaign_id, stats, config, refresh_failure)
     quality["posterior_error"] = posterior_error
     settings = row.get("settings") or {}
+    reviews = [_review_view(r) for r in store.variant_reviews(campaign_id)]
+    latest = {r["variant_id"]: r for r in reviews}
     return {
         "campaign_id": campaign_id,
         "tenant": row["tenant"],
@@ -78,12 +84,17 @@ def campaign_view(
         "impressions_reported_separately": bool(
             settings.get("impressions_reported_separately", False)
         ),
+        "auto_approve": bool(settings.get("auto_approve", False)),
         "created_at": _iso(row.get("created_at")),
         "brief": row.get("brief"),
         "variants": [
-            _variant_view(v, stats.get(v["variant_id"], {}), summary, p_best, i)
+            {
+                **_variant_view(v, stats.get(v["variant_id"], {}), summary, p_best, i),
+                "review": latest.get(v["variant_id"]),
+            }
             for i, v in enumerate(variants)
         ],
+        "reviews": reviews,
         "data_quality": quality,
         "snapshot": {
             "built_at": _iso(live.built_at) if live else None,
@@ -141,6 +152,17 @@ def _variant_view(
             [float(summary["low"][index]), float(summary["high"][index])] if known else None
         ),
         "probability_best": float(p_best[index]) if known else None,
+    }
+
+
+def _review_view(review: Mapping[str, Any]) -> dict[str, Any]:
+    """One review as the API shows it: who (``by``), what, when (ISO) and the note."""
+    return {
+        "variant_id": review["variant_id"],
+        "action": review["action"],
+        "by": review["reviewer"],
+        "at": _iso(review["reviewed_at"]),
+        "note": review.get("note"),
     }
 
 

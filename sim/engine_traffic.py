@@ -108,6 +108,8 @@ class CampaignRun:
             variants=[{"text": text} for text in scenario.variants] if scenario.variants else None,
             name=scenario.name,
             seed=self.seed,
+            # The simulator has no person to review generated copy: it serves as written.
+            auto_approve=True,
         )
         self.campaign_id = view["campaign_id"]
         for variant in view["variants"]:

@@ -22,7 +22,7 @@ from adloop.storage.errors import ConflictError, InvalidRecordError, NotFoundErr
 
 CAMPAIGN_OBJECTIVES = ("ctr", "cvr", "value")
 CAMPAIGN_STATUSES = ("active", "paused", "completed")
-VARIANT_STATUSES = ("active", "retired", "winner")
+VARIANT_STATUSES = ("active", "retired", "winner", "pending", "rejected")
 
 
 class CampaignsMixin(StoreCore):

@@ -25,6 +25,10 @@ Design notes (why the tables look like this):
   compacts the aggregate rows (delete + insert of their sums in one transaction), which leaves
   every total unchanged. ``ts_offset_sum`` (seconds after the hour, summed) lets time-discounted
   statistics use each bucket's mean event time.
+- ``variant_reviews`` is append-only too: one row per approval or rejection of a variant (who,
+  when, the action, an optional note). The variant's ``status`` is what serving reads; the
+  reviews are the record of who put it there (schema 4 adds ``pending`` and ``rejected``
+  statuses, which need no DDL: statuses are validated by the store).
 - ``ingest_log`` records one row per (batch, campaign) with accepted/duplicate/rejected counts,
   so duplicate deliveries stay countable although duplicates themselves are never stored.
 """
@@ -157,6 +161,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             # the open that runs this migration records the new key function's canary.
             "UPDATE events SET event_key = hash(campaign_id, event_id)",
             "DELETE FROM store_meta WHERE key = 'event_key_canary'",
+        ],
+    ),
+    (
+        4,
+        "variant reviews: who approved or rejected a variant, and when",
+        [
+            """CREATE TABLE variant_reviews (
+                campaign_id VARCHAR NOT NULL,
+                variant_id VARCHAR NOT NULL,
+                action VARCHAR NOT NULL,
+                reviewer VARCHAR NOT NULL,
+                note VARCHAR,
+                reviewed_at TIMESTAMP NOT NULL
+            )""",
         ],
     ),
 ]

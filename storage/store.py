@@ -5,6 +5,7 @@
 - ``_core``: opening and closing the file, the clock, the read and write primitives
   (``_database`` keeps one open file per process, ``_migrations`` upgrades its schema);
 - ``_campaigns``: campaigns and variants;
+- ``_reviews``: approving and rejecting variants (append-only review records);
 - ``_events``: appending events and chooser decisions to the log;
 - ``_stats``: arm statistics, decision statistics and data quality;
 - ``_models``: model versions and promotions;
@@ -18,12 +19,13 @@ from adloop.storage._campaigns import CampaignsMixin
 from adloop.storage._events import EventsMixin
 from adloop.storage._fields import utc_now
 from adloop.storage._models import ModelsMixin
+from adloop.storage._reviews import ReviewsMixin
 from adloop.storage._stats import StatsMixin
 
 __all__ = ["Store", "utc_now"]
 
 
-class Store(CampaignsMixin, EventsMixin, StatsMixin, ModelsMixin, AdminMixin):
+class Store(CampaignsMixin, ReviewsMixin, EventsMixin, StatsMixin, ModelsMixin, AdminMixin):
     """A DuckDB file holding campaigns, variants, the append-only event log and model history.
 
     All writes go through one writer thread that owns the write connection and group-commits

@@ -229,7 +229,7 @@ def test_retired_variant_gets_no_traffic_and_added_variant_serves_at_once(engine
 
 
 def test_retire_and_refill_replaces_clear_losers(engine: Engine, clock: FakeClock) -> None:
-    view = engine.create_campaign(BRIEF, n_candidates=4)
+    view = engine.create_campaign(BRIEF, n_candidates=4, auto_approve=True)
     campaign_id, ids = view["campaign_id"], [v["variant_id"] for v in view["variants"]]
     clicks = [250] + [40] * (len(ids) - 1)
     events = _traffic(

@@ -129,7 +129,9 @@ def test_refill_does_not_hold_the_engine_lock_while_generating(tmp_path: Path):
     engine = Engine(tmp_path / "a.duckdb", pool=pool)
     server, clients = _serve(engine, "slow", "other")
     try:
-        slow = clients["slow"].post("/v1/campaigns", json={"brief": BRIEF, "n_candidates": 3})
+        slow = clients["slow"].post(
+            "/v1/campaigns", json={"brief": BRIEF, "n_candidates": 3, "auto_approve": True}
+        )
         assert slow.status_code == 201, slow.text
         campaign_id = slow.json()["campaign_id"]
         variant_id = slow.json()["variants"][0]["variant_id"]

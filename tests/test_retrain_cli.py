@@ -12,6 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from test_retrain import T0, fill_store  # noqa: E402
+from test_service_support import reap  # noqa: E402
 from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
 from typer.testing import CliRunner  # noqa: E402
 
@@ -122,10 +123,7 @@ def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_pat
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+        reap(process)
     with Store(db_path) as store:
         runs = store.job_runs("refresh")
     assert len(runs) >= 2 and all(run["outcome"] == "ok" for run in runs)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
-from test_service_support import free_port, start_serve_process
+from test_service_support import free_port, reap, start_serve_process
 
 from adloop.storage import Store
 
@@ -25,11 +25,7 @@ def test_serve_runs_scheduled_jobs_beside_requests_and_records_them(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout:
-            process.stdout.close()
+        reap(process)
     with Store(db_path) as store:
         runs = store.job_runs("refresh")
         assert store.job_runs("retrain") == []

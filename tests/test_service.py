@@ -65,7 +65,9 @@ def test_full_round_trip(service) -> None:
     url, keys = service
     with client(url, keys["acme"]) as http:
         assert http.get("/healthz").json()["status"] == "ok"
-        created = http.post("/v1/campaigns", json={"brief": BRIEF, "n_candidates": 4})
+        created = http.post(
+            "/v1/campaigns", json={"brief": BRIEF, "n_candidates": 4, "auto_approve": True}
+        )
         assert created.status_code == 201, created.text
         campaign = created.json()
         campaign_id = campaign["campaign_id"]

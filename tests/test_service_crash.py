@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_support import free_port, start_serve_process
+from test_service_support import free_port, reap, start_serve_process
 
 from adloop.optimizer.auth import create_key
 from adloop.storage import Store
@@ -118,11 +118,7 @@ def test_sigkill_mid_ingest_keeps_every_acknowledged_event(deployment) -> None:
         for thread in threads:
             thread.join(timeout=15)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout:
-            process.stdout.close()
+        reap(process)
     assert len(acked) >= 10
     restarted = start_serve_process(db, port)
     try:
@@ -156,11 +152,7 @@ def test_sigterm_drains_requests_and_queued_decisions(deployment) -> None:
         for thread in threads:
             thread.join(timeout=15)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout:
-            process.stdout.close()
+        reap(process)
     with Store(db) as store:
         stats = store.arm_stats(campaign_id)
         # decisions were queued in memory when SIGTERM came; the drain committed them

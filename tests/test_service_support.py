@@ -84,3 +84,13 @@ def start_serve_process(db: Path, port: int, *extra: str) -> subprocess.Popen:
             process.kill()
             raise RuntimeError("adloop serve did not come up within 60 s")
         time.sleep(0.1)
+
+
+def reap(process: subprocess.Popen) -> None:
+    """Make sure a server process has ended (killed if it still runs) and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe:
+            pipe.close()

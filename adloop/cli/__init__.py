@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import typer
 
-from adloop.cli import bench, campaign, demo, events, generate, keys, models, retrain, serve, sim
+from adloop.cli import (
+    bench,
+    campaign,
+    demo,
+    events,
+    generate,
+    keys,
+    models,
+    retrain,
+    serve,
+    sim,
+    variants,
+)
 
 app = typer.Typer(
     name="adloop",
@@ -22,6 +34,7 @@ app = typer.Typer(
 )
 
 app.add_typer(campaign.app, name="campaign")
+app.add_typer(variants.app, name="variants")
 app.add_typer(events.app, name="events")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")

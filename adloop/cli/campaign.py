@@ -7,28 +7,9 @@ from typing import Any
 
 import typer
 
-from adloop.cli._common import fail, print_json
+from adloop.cli._common import campaign_view, fail, open_engine, print_json
 
 app = typer.Typer(help="Create, list and show campaigns.", no_args_is_help=True)
-
-
-def _open_engine(db: Path, *, seed: int | None = None, generators: str | None = None) -> Any:
-    from adloop.optimizer.engine import Engine, EngineConfig
-    from adloop.storage import StorageError
-
-    pool = None
-    if generators:
-        from adloop.generators import GeneratorError, GeneratorPool
-
-        names = [name.strip() for name in generators.split(",") if name.strip()]
-        try:
-            pool = GeneratorPool(names)
-        except (GeneratorError, ValueError) as exc:
-            fail(f"--generators: {exc}")
-    try:
-        return Engine(db, config=EngineConfig(background=False), seed=seed, pool=pool)
-    except StorageError as exc:
-        fail(str(exc))
 
 
 def _read_brief(path: Path) -> dict[str, Any]:
@@ -61,14 +42,23 @@ def create(
     generators: str | None = typer.Option(
         None, help="Comma-separated generators (template,lm,recombine); default: all installed."
     ),
+    auto_approve: bool = typer.Option(
+        False,
+        help="Serve generated variants without review (else they await `adloop variants "
+        "approve`); a brief may say 'auto_approve: true' too.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the campaign as JSON."),
 ) -> None:
-    """Create a campaign from a brief and write its first variants."""
+    """Create a campaign from a brief and write its first variants.
+
+    Variants listed in the brief serve at once; generated ones await review (``adloop
+    variants list/approve/reject``) unless ``--auto-approve``.
+    """
     from adloop.generators import GeneratorError
     from adloop.optimizer.errors import OptimizerError
 
     data = _read_brief(brief)
-    engine = _open_engine(db, generators=generators)
+    engine = open_engine(db, generators=generators)
     try:
         view = engine.create_campaign(
             data,
@@ -77,6 +67,7 @@ def create(
             objective=objective,
             seed=seed,
             impressions_reported_separately=impressions_reported_separately,
+            auto_approve=auto_approve,
         )
     except (GeneratorError, OptimizerError) as exc:
         fail(f"{brief}: {exc}")
@@ -111,11 +102,19 @@ def create(
     from rich.table import Table
 
     table = Table(title=f"campaign {view['campaign_id']} ({view['name']})")
-    for column in ("variant_id", "generator", "text"):
+    for column in ("variant_id", "status", "generator", "text"):
         table.add_column(column)
     for v in variants:
-        table.add_row(v["variant_id"], v["generator"] or "", v["text"])
-    Console().print(table)
+        table.add_row(v["variant_id"], v["status"], v["generator"] or "", v["text"])
+    console = Console()
+    console.print(table)
+    n_pending = sum(v["status"] == "pending" for v in variants)
+    if n_pending:
+        console.print(
+            f"{n_pending} generated variant(s) await review; nothing serves until one is "
+            f"approved: adloop variants approve {view['campaign_id']} VARIANT_ID --db {db}",
+            soft_wrap=True,
+        )
 
 
 @app.command("list")
@@ -125,7 +124,7 @@ def list_(
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List campaigns."""
-    engine = _open_engine(db)
+    engine = open_engine(db)
     try:
         rows = engine.campaigns(tenant)
     finally:
@@ -157,16 +156,8 @@ def show(
     db: Path = typer.Option(..., help="The DuckDB file."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a campaign: variants with counts and posteriors, winner, data quality."""
-    from adloop.optimizer.errors import CampaignNotFound
-
-    engine = _open_engine(db)
-    try:
-        view = engine.campaign(campaign_id)
-    except CampaignNotFound as exc:
-        fail(str(exc))
-    finally:
-        engine.close()
+    """Show a campaign: variants with counts, posteriors and reviews, winner, data quality."""
+    view = campaign_view(db, campaign_id)
     if json_output:
         print_json(view)
         return
@@ -210,6 +201,13 @@ def show(
     console.print(table)
     for row in rows:
         console.print(f"[bold]{row[0]}[/bold]  {escape(row[-1])}", soft_wrap=True)
+    for review in view["reviews"]:
+        note = f" — {escape(review['note'])}" if review["note"] else ""
+        console.print(
+            f"{review['action'].rstrip('e')}ed {review['variant_id']} by {escape(review['by'])} at "
+            f"{review['at']}{note}",
+            soft_wrap=True,
+        )
     srm = view["data_quality"].get("srm", {})
     status = "FLAGGED" if srm.get("flagged") else "ok"
     console.print(f"SRM check: {status} — {srm.get('reason')} (p = {srm.get('p_value')})")

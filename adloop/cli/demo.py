@@ -93,8 +93,9 @@ def _scenario(hours: int, impressions_per_hour: int, seed: int, with_lm: bool) -
 def _lm_installed() -> bool:
     try:
         from adloop.generators import resolve_model
+        from adloop.generators.model_dir import require_lm_packages
 
-        resolve_model(None)
+        require_lm_packages(resolve_model(None))  # a model, and torch + transformers to run it
         return True
     except Exception:  # noqa: BLE001 - any failure means "not usable": run without it
         return False

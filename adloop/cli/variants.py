@@ -1,0 +1,113 @@
+"""``adloop variants``: list a campaign's variants and approve or reject those awaiting review.
+
+Generated variants start ``pending`` (unless the campaign auto-approves) and serve only once
+approved. Each review records who made it (``cli:<user>``, or ``--by``), when, and a note.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from adloop.cli._common import campaign_view, fail, open_engine, print_json
+
+app = typer.Typer(
+    help="List variants; approve or reject those awaiting review.", no_args_is_help=True
+)
+
+_STATUSES = ("pending", "active", "rejected", "retired", "winner")
+
+
+def _cli_user() -> str:
+    """Who runs the command, as recorded with a review."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli"
+
+
+@app.command("list")
+def list_(
+    campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
+    db: Path = typer.Option(..., help="The DuckDB file."),
+    status: str | None = typer.Option(
+        None, help=f"Only variants with this status ({', '.join(_STATUSES)})."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List a campaign's variants (with --status pending: those awaiting review)."""
+    if status is not None and status not in _STATUSES:
+        fail(f"--status must be one of {', '.join(_STATUSES)}, got {status!r}")
+    view = campaign_view(db, campaign_id)
+    rows = [
+        {k: v[k] for k in ("variant_id", "status", "generator", "text", "impressions", "review")}
+        for v in view["variants"]
+        if status is None or v["status"] == status
+    ]
+    if json_output:
+        print_json({"campaign_id": campaign_id, "variants": rows})
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"variants of {campaign_id}" + (f" ({status})" if status else ""))
+    for column in ("variant_id", "status", "generator", "reviewed", "text"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        review = row["review"]
+        reviewed = f"{review['action'].rstrip('e')}ed by {review['by']}" if review else ""
+        table.add_row(
+            row["variant_id"],
+            row["status"],
+            row["generator"] or "",
+            escape(reviewed),
+            escape(row["text"] or ""),
+        )
+    Console().print(table)
+
+
+def _review_command(action: str, help_text: str) -> Callable[..., None]:
+    """The ``adloop variants approve`` or ``reject`` command (they differ only in action)."""
+
+    def command(
+        campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
+        variant_id: str = typer.Argument(..., help="The variant id (v_...)."),
+        db: Path = typer.Option(..., help="The DuckDB file."),
+        note: str | None = typer.Option(None, "--note", help="Why; recorded with the review."),
+        by: str | None = typer.Option(
+            None, "--by", help="Who reviews (default: cli:<login name>)."
+        ),
+    ) -> None:
+        from adloop.optimizer.errors import OptimizerError
+
+        engine = open_engine(db)
+        try:
+            done: dict[str, Any] = engine.review(
+                campaign_id, variant_id, action, reviewer=by or _cli_user(), note=note
+            )
+        except OptimizerError as exc:
+            fail(str(exc))
+        finally:
+            engine.close()
+        typer.echo(
+            f"{variant_id} is {done['status']} ({action.rstrip('e')}ed by {done['reviewer']} at "
+            f"{done['reviewed_at'].isoformat(timespec='seconds')})"
+        )
+
+    command.__doc__ = help_text
+    return command
+
+
+app.command("approve")(
+    _review_command(
+        "approve", "Approve a variant awaiting review (or rejected before): it serves from now on."
+    )
+)
+app.command("reject")(
+    _review_command("reject", "Reject a variant awaiting review: it never serves.")
+)
