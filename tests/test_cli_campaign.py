@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import yaml
+from test_service_support import VARIANT_VIEW_FIELDS
 from typer.testing import CliRunner
 
 from adloop.cli import app
@@ -54,17 +55,7 @@ def test_create_with_listed_variants_then_list_and_show(tmp_path: Path, db_path:
     view = json.loads(shown.stdout)
     assert view["campaign_id"] == body["campaign_id"] and view["status"] == "active"
     for variant in view["variants"]:
-        assert {
-            "variant_id",
-            "status",
-            "impressions",
-            "clicks",
-            "conversions",
-            "value",
-            "posterior_mean",
-            "interval_95",
-            "probability_best",
-        } <= set(variant)
+        assert set(variant) >= VARIANT_VIEW_FIELDS
         assert variant["impressions"] == 0
     human = _run("campaign", "show", body["campaign_id"], "--db", db_path)
     assert human.exit_code == 0 and body["campaign_id"] in human.output

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from test_retrain import T0, fill_store  # noqa: E402
-from test_service_support import reap  # noqa: E402
+from test_service_support import reap, terminate  # noqa: E402
 from test_training import one_torch_thread, save_tiny_model  # noqa: E402, F401
 from typer.testing import CliRunner  # noqa: E402
 
@@ -84,7 +84,6 @@ def test_retrain_bad_input(db_path: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_path: Path) -> None:
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -120,8 +119,7 @@ def test_scheduler_process_runs_jobs_and_stops_on_sigterm(db_path: Path, tmp_pat
                 break
         assert any("scheduled refresh" in line for line in lines), lines
         time.sleep(2.0)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert terminate(process) == 0
     finally:
         reap(process)
     with Store(db_path) as store:

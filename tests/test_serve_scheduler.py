@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
 import httpx
-from test_service_support import free_port, reap, start_serve_process
+from test_service_support import free_port, reap, start_serve_process, terminate
 
 from adloop.storage import Store
 
@@ -22,8 +21,7 @@ def test_serve_runs_scheduled_jobs_beside_requests_and_records_them(
     try:
         time.sleep(3.5)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert terminate(process) == 0
     finally:
         reap(process)
     with Store(db_path) as store:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_support import ThreadServer
+from test_service_support import VARIANT_VIEW_FIELDS, ThreadServer
 
 from adloop.optimizer import Engine
 from adloop.optimizer.auth import KeyRing, Principal, create_key
@@ -73,19 +73,7 @@ def test_full_round_trip(service) -> None:
         campaign_id = campaign["campaign_id"]
         assert campaign["status"] == "active" and campaign["winner"] is None
         assert 1 <= len(campaign["variants"]) <= 4
-        fields = {
-            "variant_id",
-            "text",
-            "status",
-            "impressions",
-            "clicks",
-            "conversions",
-            "value",
-            "posterior_mean",
-            "interval_95",
-            "probability_best",
-        }
-        assert fields <= set(campaign["variants"][0])
+        assert set(campaign["variants"][0]) >= VARIANT_VIEW_FIELDS
         assert "srm" in campaign["data_quality"]
 
         listed = http.get("/v1/campaigns").json()["campaigns"]

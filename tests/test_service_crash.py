@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_support import free_port, reap, start_serve_process
+from test_service_support import free_port, reap, start_serve_process, terminate
 
 from adloop.optimizer.auth import create_key
 from adloop.storage import Store
@@ -146,8 +146,7 @@ def test_sigterm_drains_requests_and_queued_decisions(deployment) -> None:
         deadline = time.monotonic() + 30
         while len(acked) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert terminate(process) == 0
         stop.set()
         for thread in threads:
             thread.join(timeout=15)

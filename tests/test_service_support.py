@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -94,3 +95,26 @@ def reap(process: subprocess.Popen) -> None:
     for pipe in (process.stdout, process.stderr):
         if pipe:
             pipe.close()
+
+
+def terminate(process: subprocess.Popen) -> int:
+    """Send SIGTERM, as an orchestrator stopping the service would; the exit code."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+#: Fields every variant of a campaign view carries (CLI ``--json`` and HTTP alike).
+VARIANT_VIEW_FIELDS = frozenset(
+    {
+        "variant_id",
+        "text",
+        "status",
+        "impressions",
+        "clicks",
+        "conversions",
+        "value",
+        "posterior_mean",
+        "interval_95",
+        "probability_best",
+    }
+)
