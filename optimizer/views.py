@@ -143,6 +143,8 @@ def _variant_view(
         "generator": variant.get("generator"),
         "model_version": variant.get("model_version"),
         "parent_ids": list(variant.get("parent_ids") or []),
+        # kept despite the brief's filters: what it overrode, why, who and when
+        "filter_override": (variant.get("provenance") or {}).get("filter_override"),
         "impressions": int(stats.get("impressions", 0)),
         "clicks": int(stats.get("clicks", 0)),
         "conversions": int(stats.get("conversions", 0)),

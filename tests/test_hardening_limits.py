@@ -200,5 +200,10 @@ def test_hand_given_variants_pass_the_brief_filters_or_record_an_override(tmp_pa
         assert override["reason"] == why
         assert override["by"] == "acme"
         assert override["overrode"].startswith("banned_term")
+        shown = {
+            v["variant_id"]: v for v in http.get(f"/v1/campaigns/{campaign_id}").json()["variants"]
+        }
+        assert shown[response.json()["added"][0]["variant_id"]]["filter_override"] == override
+        assert [v["filter_override"] for v in shown.values()].count(None) == len(shown) - 1
     finally:
         _close(server, clients)
