@@ -121,7 +121,14 @@ def in_process(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-_UVICORN = {"host": "127.0.0.1", "log_level": "warning", "access_log": False}
+#: What ``adloop serve`` gives uvicorn (its defaults), for the service and the ceilings alike.
+_UVICORN = {
+    "host": "127.0.0.1",
+    "log_level": "warning",
+    "access_log": False,
+    "timeout_graceful_shutdown": 30,
+    "limit_concurrency": 1000,
+}
 _CEILING_BODY = (
     b'{"decision_id":"d_0123456789abcdef0123","variant_id":"v_0123456789ab",'
     b'"text":"Bespoke rings, design 0","probability":0.1}'
@@ -138,7 +145,7 @@ def serve(db: str, port: int) -> None:
     overrides = json.loads(os.environ.get("ADLOOP_BENCH_ENGINE", "{}"))
     engine = Engine(Path(db), config=EngineConfig(**overrides))
     app = create_app(engine, close_engine=True)
-    uvicorn.Server(uvicorn.Config(app, port=port, timeout_graceful_shutdown=30, **_UVICORN)).run()
+    uvicorn.Server(uvicorn.Config(app, port=port, **_UVICORN)).run()
 
 
 def serve_ceiling(port: int) -> None:

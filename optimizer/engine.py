@@ -44,7 +44,6 @@ import numpy as np
 
 from adloop.optimizer.arm_stats import stats_by_variant
 from adloop.optimizer.background import BackgroundRefresh
-from adloop.optimizer.clock import utcnow
 from adloop.optimizer.config import EngineConfig
 from adloop.optimizer.decisions import Choice, DecisionLog
 from adloop.optimizer.errors import CampaignNotFound, InvalidRequest
@@ -54,6 +53,7 @@ from adloop.optimizer.quality import data_quality, srm_check
 from adloop.optimizer.serving import ServingTables
 from adloop.optimizer.variants import VariantFactory
 from adloop.optimizer.views import campaign_summary, campaign_view
+from adloop.storage import utc_now
 
 __all__ = ["Choice", "Engine", "EngineConfig", "srm_check"]
 
@@ -99,7 +99,7 @@ class Engine:
 
         self.config = config or EngineConfig()
         self.seed = seed
-        self._clock = clock or utcnow
+        self._clock = clock or utc_now
         # The hot path stamps decisions with time.time() (50 ns) when the clock is real and
         # converts at flush time; a simulated clock is called as given.
         self._stamp: Callable[[], Any] = time.time if clock is None else clock

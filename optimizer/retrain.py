@@ -53,13 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from adloop.generators import ModelNotFoundError
-from adloop.optimizer.clock import utcnow
 from adloop.optimizer.gate import GateResult, evaluate_gate, validity
 from adloop.optimizer.model_swap import ServingModel, switch_pool_model
 from adloop.optimizer.retrain_config import DEFAULT_BASE_MODEL, RetrainConfig
 from adloop.optimizer.retrain_data import RetrainDataset, build_dataset, completion_text
 from adloop.optimizer.retrain_scorer import fit_version_scorer
 from adloop.optimizer.retrain_worker import train_and_gate, training_job
+from adloop.storage import utc_now
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -166,7 +166,7 @@ def retrain_round(
         assert report.outcome in {"promoted", "rejected", "skipped", "failed"}
     """
     config = config or RetrainConfig()
-    clock = clock or utcnow
+    clock = clock or utc_now
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     current = _ensure_current(store, config, clock)

@@ -33,9 +33,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adloop.optimizer.clock import utcnow
 from adloop.optimizer.errors import ConfigError, InvalidRequest
 from adloop.optimizer.retrain import RetrainConfig, retrain_round, switch_pool_model
+from adloop.storage import utc_now
 
 __all__ = ["JOB_NAMES", "JobSchedule", "Scheduler", "SchedulerConfig"]
 
@@ -196,7 +196,7 @@ class Scheduler:
 
         self.engine = engine
         self.config = config or SchedulerConfig()
-        self.clock = clock or getattr(engine, "clock", None) or utcnow
+        self.clock = clock or getattr(engine, "clock", None) or utc_now
         # Serving switches to a promoted version between requests unless the caller says otherwise.
         self.on_promote = on_promote if on_promote is not None else self._switch_serving_model
         self._executor: Executor | None = None
