@@ -18,24 +18,33 @@ Example
 3
 """
 
-from adloop.generators.brief import Brief, Channel, load_brief
+from adloop.generators.brief import KNOWN_GENERATORS, Brief, Channel, GeneratorShare, load_brief
 from adloop.generators.candidate import Candidate
 from adloop.generators.checkpoints import TRAINING_RECORD, TrainingResult, train_version
 from adloop.generators.errors import (
     BriefError,
     ConfigError,
+    EndpointError,
     GenerationFailedError,
     GeneratorError,
     MissingDependencyError,
     ModelNotFoundError,
     ModelPullError,
+    ScorerError,
     TrainingError,
 )
 from adloop.generators.filters import (
     DROP_REASONS,
     FilterSettings,
     NearDuplicateIndex,
+    brief_terms,
     check_candidate,
+)
+from adloop.generators.fluency import (
+    DEFAULT_MIN_FLUENCY,
+    FluencyScore,
+    is_fluent,
+    judge_fluency,
 )
 from adloop.generators.likelihood import (
     completion_logprobs,
@@ -44,6 +53,7 @@ from adloop.generators.likelihood import (
     sft_loss,
 )
 from adloop.generators.lm import (
+    BASELINE,
     COMPLETION_PREFIX,
     LMGenerator,
     build_model_input,
@@ -58,6 +68,12 @@ from adloop.generators.models import (
     pull_smollm2,
     resolve_model,
 )
+from adloop.generators.openai_chat import OpenAIChatGenerator
+from adloop.generators.outcome_scorer import (
+    OutcomeScorer,
+    OutcomeScorerConfig,
+    cross_fitted_predictions,
+)
 from adloop.generators.pool import GENERATOR_NAMES, GeneratorPool, PoolResult
 from adloop.generators.recombine import RecombinationGenerator
 from adloop.generators.scorer import CopyScorer, fit_scorer, load_scorer
@@ -68,10 +84,13 @@ from adloop.generators.training_config import TrainingConfig
 from adloop.generators.training_data import PreferencePair, SFTExample, dataset_hash
 
 __all__ = [
+    "BASELINE",
     "COMPLETION_PREFIX",
+    "DEFAULT_MIN_FLUENCY",
     "DEFAULT_MODEL_NAME",
     "DROP_REASONS",
     "GENERATOR_NAMES",
+    "KNOWN_GENERATORS",
     "TRAINING_RECORD",
     "Brief",
     "BriefError",
@@ -79,27 +98,36 @@ __all__ = [
     "Channel",
     "ConfigError",
     "CopyScorer",
+    "EndpointError",
     "FilterSettings",
+    "FluencyScore",
     "GenerationFailedError",
     "GeneratorError",
     "MissingDependencyError",
     "GeneratorPool",
+    "GeneratorShare",
     "LMGenerator",
     "ModelNotFoundError",
     "ModelPullError",
     "NearDuplicateIndex",
+    "OpenAIChatGenerator",
+    "OutcomeScorer",
+    "OutcomeScorerConfig",
     "PoolResult",
     "PreferencePair",
     "RecombinationGenerator",
     "SFTExample",
+    "ScorerError",
     "TemplateGenerator",
     "TrainingConfig",
     "TrainingError",
     "TrainingResult",
+    "brief_terms",
     "build_model_input",
     "check_candidate",
     "check_model_dir",
     "completion_logprobs",
+    "cross_fitted_predictions",
     "dataset_hash",
     "default_model_dir",
     "distinct_n",
@@ -107,6 +135,8 @@ __all__ = [
     "fit_scorer",
     "format_completion",
     "installed_models",
+    "is_fluent",
+    "judge_fluency",
     "load_brief",
     "load_causal_lm",
     "load_scorer",

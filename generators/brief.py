@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from adloop.generators.errors import BriefError
 
@@ -28,6 +36,8 @@ __all__ = [
     "CJK_RUN",
     "Brief",
     "Channel",
+    "GeneratorShare",
+    "KNOWN_GENERATORS",
     "LANGUAGES",
     "cjk_share",
     "is_wide",
@@ -121,6 +131,71 @@ class Channel(BaseModel):
         return sum(self.cjk_width if is_wide(c) else 1 for c in text)
 
 
+#: Every generator a pool or a brief's ``generators`` mix may name, cheap ones first.
+KNOWN_GENERATORS = ("template", "recombine", "lm", "openai")
+
+
+class GeneratorShare(BaseModel):
+    """One generator of a brief's ``generators`` mix and its relative share of the candidates.
+
+    Example
+    -------
+    >>> GeneratorShare(name="lm", share=2.0).share
+    2.0
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(..., description="Generator: template, recombine, lm or openai.")
+    share: float = Field(1.0, ge=0, description="Relative share of the candidates; 0: off.")
+
+
+def _generator_mix(value: Any) -> tuple[GeneratorShare, ...]:
+    """A brief's ``generators`` value as shares: a list of names (``[template, lm]``, or the
+    string ``"template, lm"``), a mapping ``{template: 1, lm: 2}``, or a list mixing names,
+    ``{lm: 2}`` and ``{name: lm, share: 2}`` items."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        pairs = []
+        for item in value:
+            if isinstance(item, GeneratorShare):
+                pairs.append((item.name, item.share))
+            elif isinstance(item, str):
+                pairs.append((item, 1.0))
+            elif isinstance(item, Mapping) and "name" in item and set(item) <= {"name", "share"}:
+                pairs.append((item["name"], item.get("share", 1.0)))
+            elif isinstance(item, Mapping) and len(item) == 1:
+                pairs.append(next(iter(item.items())))
+            else:
+                raise ValueError(
+                    f"expected a generator name, {{name: share}} or {{name, share}}, found {item!r}"
+                )
+    else:
+        raise ValueError(f"expected a list of generator names, got {value!r}")
+    mix: dict[str, float] = {}
+    for name, share in pairs:
+        name = str(name).strip().lower()
+        if not name:
+            continue
+        if name not in KNOWN_GENERATORS:
+            raise ValueError(f"unknown generator {name!r} (use {', '.join(KNOWN_GENERATORS)})")
+        if name in mix:
+            raise ValueError(f"{name!r} is listed twice; list each generator once")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not share >= 0:
+            raise ValueError(
+                f"the share of {name!r} must be a number >= 0 (0 turns it off), got {share!r}"
+            )
+        mix[name] = float(share)
+    if mix and not any(mix.values()):
+        raise ValueError("every share is 0; give at least one generator a share above 0")
+    return tuple(GeneratorShare(name=name, share=share) for name, share in mix.items())
+
+
 class Brief(BaseModel):
     """What the ads are for; every generator reads only this.
 
@@ -133,6 +208,12 @@ class Brief(BaseModel):
     channel: the :class:`Channel` and its limits.
     banned_terms: terms no candidate may contain (case-insensitive substring).
     required_terms: terms every candidate must contain (headline or description).
+    generators: which generators write this brief's copy, and in what proportion, when the
+        caller (``adloop generate`` without ``--generators``, a campaign's refills) leaves the
+        choice to the pool: names from ``template``, ``recombine``, ``lm``, ``openai``
+        (``generators: [template, openai]``), optionally with relative shares
+        (``generators: {template: 1, openai: 3}``; 0 turns one off). Empty: the pool's
+        default. Not part of the prompt.
 
     Example
     -------
@@ -155,6 +236,12 @@ class Brief(BaseModel):
     channel: Channel = Field(default_factory=Channel, description="Channel and its limits.")
     banned_terms: tuple[str, ...] = Field((), description="Terms no ad may contain.")
     required_terms: tuple[str, ...] = Field((), description="Terms every ad must contain.")
+    generators: tuple[GeneratorShare, ...] = Field(
+        (), description="Generator mix for this brief's copy (default: the pool's)."
+    )
+    # Set only by for_segment: a private attribute, so a narrowed brief dumps (and stores)
+    # exactly like the brief it came from, while its prompt and candidates know the segment.
+    _target_segment: str | None = PrivateAttr(None)
 
     # ValueError, as pydantic expects from a validator (see Channel above).
     @field_validator("language", mode="before")
@@ -181,6 +268,11 @@ class Brief(BaseModel):
                     cleaned.append(item.strip())
             return tuple(dict.fromkeys(cleaned))
         return value
+
+    @field_validator("generators", mode="before")
+    @classmethod
+    def _known_generators(cls, value: Any) -> tuple[GeneratorShare, ...]:
+        return _generator_mix(value)
 
     @model_validator(mode="after")
     def _satisfiable(self) -> Brief:
@@ -209,6 +301,49 @@ class Brief(BaseModel):
                     "no ad can both contain and avoid it"
                 )
         return self
+
+    # ------------------------------------------------------------------ segments
+    @property
+    def target_segment(self) -> str | None:
+        """The segment this brief was narrowed to by :meth:`for_segment`; None for the whole
+        audience."""
+        return self._target_segment
+
+    def for_segment(self, segment: str) -> Brief:
+        """The same brief narrowed to one of its ``segments``: copy written from it speaks
+        to that segment.
+
+        The narrowed brief lists only ``segment`` under ``segments``; its prompt asks for an
+        ad written for that audience, the template grammar puts the segment's words in every
+        description, and every candidate written from it records ``segment``
+        (``Candidate.segment``), which the optimizer turns into a variant targeted to it.
+
+        Raises :class:`~adloop.generators.errors.BriefError` naming ``segments`` when the
+        brief has no such segment (the message lists the ones it has).
+
+        Example
+        -------
+        >>> brief = Brief(product="rings", language="en", segments=["brides", "gift buyers"])
+        >>> narrowed = brief.for_segment("brides")
+        >>> narrowed.segments, narrowed.target_segment
+        (('brides',), 'brides')
+        """
+        name = segment.strip() if isinstance(segment, str) else segment
+        if name not in self.segments:
+            if not self.segments:
+                raise BriefError(
+                    "segments",
+                    f"the brief lists no segments, so no copy can be written for {segment!r}; "
+                    "add the audience segments to the brief (segments: [...])",
+                )
+            raise BriefError(
+                "segments",
+                f"unknown segment {segment!r}; the brief's segments are "
+                f"{', '.join(map(repr, self.segments))}",
+            )
+        narrowed = self.model_copy(update={"segments": (name,)})
+        narrowed._target_segment = name
+        return narrowed
 
     # ------------------------------------------------------------------ prompt
     def prompt(self) -> str:
@@ -240,6 +375,8 @@ class Brief(BaseModel):
             if value:
                 text = value if isinstance(value, str) else ", ".join(value)
                 lines.append(f"{label}: {text}")
+        if self._target_segment is not None:
+            lines.append(f"Write for {self._target_segment} only: speak to what they care about.")
         if self.language == "zh" and channel.cjk_width == 2:
             limits = (
                 f"Headline at most {channel.headline_max // 2} Chinese characters, "

@@ -27,6 +27,8 @@ class Candidate:
     prompt_hash: hash of the brief's prompt (:meth:`Brief.prompt_hash`).
     parent_ids: variant ids it was recombined from.
     seed: the seed the generator ran with.
+    segment: the audience segment it was written for (``Brief.for_segment``); None when
+        written for the whole audience. The optimizer serves it to that segment only.
 
     Example
     -------
@@ -42,6 +44,7 @@ class Candidate:
     prompt_hash: str = ""
     parent_ids: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    segment: str | None = None
 
     @classmethod
     def for_brief(
@@ -55,7 +58,8 @@ class Candidate:
         model_version: str | None = None,
         parent_ids: tuple[str, ...] = (),
     ) -> Candidate:
-        """A candidate written for ``brief``, recording its language and prompt hash."""
+        """A candidate written for ``brief``, recording its language, prompt hash and the
+        segment the brief was narrowed to (if any)."""
         return cls(
             headline,
             description,
@@ -65,6 +69,7 @@ class Candidate:
             prompt_hash=brief.prompt_hash(),
             parent_ids=tuple(parent_ids),
             seed=seed,
+            segment=brief.target_segment,
         )
 
     @property

@@ -11,6 +11,9 @@ Reasons (the keys of ``PoolResult.drop_counts``):
 ``repetitive``               a word twice in a row, or one word ``max_word_repeats`` times or
                              more ("Aurelle bespoke, bespoke — bespoke"); for Chinese, a
                              two-character word
+``not_fluent``               does not read as fluent language: a non-word, an echoed label, an ID,
+                             a phrase cut off (:mod:`adloop.generators.fluency`; the brief's
+                             own terms count as words)
 ``near_duplicate``           too similar to a candidate already accepted in this run
 ``near_duplicate_existing``  too similar to one of the campaign's existing variants
 
@@ -29,11 +32,14 @@ from dataclasses import dataclass
 from adloop.generators.brief import CJK_RUN, Brief, cjk_share, latin_share
 from adloop.generators.candidate import Candidate
 from adloop.generators.errors import ConfigError
+from adloop.generators.fluency import DEFAULT_MIN_FLUENCY, judge_fluency
 
 __all__ = [
     "DROP_REASONS",
     "FilterSettings",
     "NearDuplicateIndex",
+    "brief_terms",
+    "candidates_from_drafts",
     "check_candidate",
     "complete_required_terms",
     "is_repetitive",
@@ -48,6 +54,7 @@ DROP_REASONS = (
     "missing_required_term",
     "wrong_language",
     "repetitive",
+    "not_fluent",
     "near_duplicate",
     "near_duplicate_existing",
 )
@@ -68,18 +75,28 @@ class FilterSettings:
         ideographs) this many times is repetitive. A fine-tuned model that learns a word pays
         can write it over and over ("The bespoke bespoke — Aurelle: It's bespoke."); no
         advertiser would run that copy.
+    min_fluency: least :func:`~adloop.generators.fluency.judge_fluency` score an ad needs
+        (a share in [0, 1]); None turns the fluency check off. The default was chosen on a
+        hand-labelled set (``bench/copy_judge.py`` reports its error).
     """
 
     max_similarity: float = 0.75
     min_cjk_share: float = 0.4
     min_latin_share: float = 0.9
     max_word_repeats: int = 4
+    min_fluency: float | None = DEFAULT_MIN_FLUENCY
 
     def __post_init__(self) -> None:
-        for name in ("max_similarity", "min_cjk_share", "min_latin_share"):
+        for name in ("max_similarity", "min_cjk_share", "min_latin_share", "min_fluency"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"FilterSettings.{name} must be a share in [0, 1], got {value!r}")
+            if name == "min_fluency" and value is None:
+                continue  # the fluency check is off
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not is_number or not 0.0 <= value <= 1.0:
+                hint = " (or None to turn the check off)" if name == "min_fluency" else ""
+                raise ConfigError(
+                    f"FilterSettings.{name} must be a share in [0, 1]{hint}, got {value!r}"
+                )
         if self.max_word_repeats < 2:
             raise ConfigError(
                 f"FilterSettings.max_word_repeats must be at least 2, got {self.max_word_repeats!r}"
@@ -168,6 +185,14 @@ def is_repetitive(*parts: str, max_repeats: int = 4) -> bool:
     return any(n >= max_repeats for n in counts.values())
 
 
+def brief_terms(brief: Brief) -> tuple[str, ...]:
+    """The brief's own words, real words for its ads even when no lexicon has them: brand,
+    product, keywords, required terms, offer, call to action, segments and description."""
+    fields = (brief.brand, brief.product, brief.offer, brief.call_to_action, brief.description)
+    terms = (*fields, *brief.keywords, *brief.required_terms, *brief.segments)
+    return tuple(dict.fromkeys(t for t in terms if t))
+
+
 def _contains(text: str, term: str) -> bool:
     return term.lower() in text.lower()
 
@@ -182,8 +207,9 @@ def check_candidate(
 ) -> str | None:
     """The first reason ``candidate`` fails, or None when it passes every filter.
 
-    Checks run cheapest first: empty, lengths, banned and required terms, language, then
-    similarity to ``existing`` (the campaign's variants) and to ``accepted`` (this run's).
+    Checks run cheapest first: empty, lengths, banned and required terms, language,
+    repetition, fluency (its lexicons load on first use), then similarity to ``existing``
+    (the campaign's variants) and to ``accepted`` (this run's).
 
     Example
     -------
@@ -211,6 +237,10 @@ def check_candidate(
         return "wrong_language"
     if is_repetitive(headline, description, max_repeats=settings.max_word_repeats):
         return "repetitive"
+    if settings.min_fluency is not None:
+        fluency = judge_fluency(text, brief.language, known_terms=brief_terms(brief))
+        if fluency.score < settings.min_fluency:
+            return "not_fluent"
     if existing is not None and existing.is_near_duplicate(text):
         return "near_duplicate_existing"
     if accepted is not None and accepted.is_near_duplicate(text):
@@ -245,6 +275,28 @@ def complete_required_terms(headline: str, description: str, brief: Brief) -> tu
         if channel.length(candidate) <= channel.headline_max:
             headline = candidate
     return headline, description
+
+
+def candidates_from_drafts(
+    drafts: Iterable[tuple[str, str]],
+    brief: Brief,
+    generator: str,
+    *,
+    seed: int,
+    model_version: str | None,
+) -> list[Candidate]:
+    """Model-written ``(headline, description)`` drafts as candidates, in order, each with the
+    brief's missing required terms added where they fit (:func:`complete_required_terms`)."""
+    candidates = []
+    for headline, description in drafts:
+        if headline:
+            headline, description = complete_required_terms(headline, description, brief)
+        candidates.append(
+            Candidate.for_brief(
+                brief, headline, description, generator, seed=seed, model_version=model_version
+            )
+        )
+    return candidates
 
 
 def drop_reasons_in(counts: Iterable[str]) -> dict[str, int]:

@@ -8,32 +8,48 @@ are ``local_files_only``, so ``HF_HUB_OFFLINE=1`` deployments behave exactly as 
 torch, transformers and peft are imported inside functions only, so importing this module is
 cheap.
 
-How prompt and completion fit together (retraining relies on this):
-
-* :func:`build_model_input` wraps :meth:`Brief.prompt` in the tokenizer's chat template (a
-  plain ``prompt + "\\n\\n"`` when the tokenizer has none);
-* the model continues after :data:`COMPLETION_PREFIX` (``"Headline:"``), so sampling starts
-  inside the answer format;
-* :func:`format_completion` writes the target text for a known ad —
-  ``"Headline: <headline>\\nDescription: <description>"`` — which begins with the same prefix,
-  so ``build_model_input(...) + format_completion(...)`` is exactly what generation produces
-  for that ad.
+What the model reads and writes (the brief, few-shot example ads, the ``Headline:`` /
+``Description:`` format) is :mod:`adloop.generators.lm_prompt`; what it may write at each step
+(banned terms, lengths, invented numbers, script) is :mod:`adloop.generators.lm_constraints`.
+A small model writes much copy that no marketer would publish, so by default the generator
+shows it example ads, constrains its sampling, samples more than asked and keeps the fluent,
+on-brief, mutually different candidates; for Chinese it fills template skeletons with
+phrases the model picks (:mod:`adloop.generators.skeleton`). ``LMGenerator(dir, **BASELINE)``
+samples as the first version did (brief only, unconstrained, no selection).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
-import re
+import math
 import threading
-import unicodedata
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from adloop.generators.brief import Brief
 from adloop.generators.candidate import Candidate
 from adloop.generators.errors import ConfigError
-from adloop.generators.filters import check_candidate, complete_required_terms
+from adloop.generators.filters import (
+    FilterSettings,
+    NearDuplicateIndex,
+    brief_terms,
+    candidates_from_drafts,
+    check_candidate,
+)
+from adloop.generators.fluency import judge_fluency
+from adloop.generators.lm_constraints import Constraints, Plan, TokenTable
+from adloop.generators.lm_prompt import (
+    COMPLETION_PREFIX,
+    SYSTEM_MESSAGE,
+    Shot,
+    build_model_input,
+    few_shot_examples,
+    format_completion,
+    parse_completion,
+)
 from adloop.generators.model_dir import (
     check_model_dir,
     load_causal_lm,
@@ -43,148 +59,25 @@ from adloop.generators.model_dir import (
 from adloop.generators.scorer import CopyScorer, load_scorer
 
 __all__ = [
+    "BASELINE",
     "COMPLETION_PREFIX",
     "LMGenerator",
+    "MODES",
     "SYSTEM_MESSAGE",
     "build_model_input",
     "format_completion",
     "parse_completion",
 ]
 
-COMPLETION_PREFIX = "Headline:"
-SYSTEM_MESSAGE = "You are a copywriter. You write short, accurate search ads that follow the brief."
+#: How the model writes: ``free`` whole ads; ``skeleton`` phrases in template skeletons.
+MODES = ("free", "skeleton")
+#: The options that make :class:`LMGenerator` sample as its first version did: the brief
+#: alone, no constraints, no selection, whole ads in every language (the benchmark's baseline).
+BASELINE: Mapping[str, Any] = {"shots": 0, "constrain": False, "best_of": 1.0, "modes": "free"}
+_DEFAULT_MODES = {"en": "free", "zh": "skeleton"}
+_PROMPT_CACHE_SIZE = 2
 
 
-# ---------------------------------------------------------------------------- prompt and parsing
-def build_model_input(tokenizer: Any, brief: Brief) -> str:
-    """The text the model sees before :data:`COMPLETION_PREFIX`: the brief in the chat template.
-
-    Deterministic for a given tokenizer and brief; retraining builds its prompts with it.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        messages = [
-            {"role": "system", "content": SYSTEM_MESSAGE},
-            {"role": "user", "content": brief.prompt()},
-        ]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return brief.prompt() + "\n\n"
-
-
-def format_completion(headline: str, description: str = "") -> str:
-    """The completion for a known ad, in the format the generator parses.
-
-    Example
-    -------
-    >>> format_completion("Bespoke Rings", "Book a fitting.")
-    'Headline: Bespoke Rings\\nDescription: Book a fitting.'
-    """
-    text = f"{COMPLETION_PREFIX} {headline}"
-    if description:
-        text += f"\nDescription: {description}"
-    return text
-
-
-_LABEL = re.compile(
-    r"^\s*(?:\**\s*)(headline|title|description|desc|标题|描述|广告语)\s*\**\s*[:：]\s*",
-    re.IGNORECASE,
-)
-_INLINE_LABEL = re.compile(
-    r"\b(?:headline|title|description|descrip|desc)\s*[:：]\s*|(?:标题|描述|广告语)\s*[:：]\s*",
-    re.IGNORECASE,
-)
-_QUOTES = "\"'“”‘’`「」『』*#"
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
-
-
-def _clean(text: str) -> str:
-    text = "".join(c for c in text if unicodedata.category(c) not in ("So", "Cc", "Cf", "Cs", "Co"))
-    text = re.sub(r"<[^>]{0,40}>", "", text)  # placeholders such as <headline> echoed back
-    text = _INLINE_LABEL.sub("", text)  # a label the model wrote mid-line ("... Descrip: ...")
-    text = re.sub(r"\s+", " ", text).strip()
-    text = text.strip(_QUOTES).strip()
-    text = text.lstrip("-–•:： ").strip()
-    if text.count('"') % 2:  # a stray quote left by truncation reads as a typo in an ad
-        text = text.replace('"', "")
-    return text.strip(_QUOTES).strip()
-
-
-def _fit_sentences(text: str, brief: Brief) -> str:
-    """Whole leading sentences of ``text`` that fit the description limit (all of it if it fits)."""
-    limit = brief.channel.description_max
-    if brief.channel.length(text) <= limit:
-        return text
-    kept = ""
-    for sentence in _SENTENCE_END.split(text):
-        trial = (kept + (" " if kept and brief.language == "en" else "") + sentence).strip()
-        if brief.channel.length(trial) > limit:
-            break
-        kept = trial
-    return kept or text
-
-
-_HEADLINE_BREAKS = (":", "：", " | ", "｜", " - ", " – ", " — ", ",", "，", "!", "！")
-
-
-def _shorten_headline(headline: str, brief: Brief) -> str:
-    """A headline over the limit keeps its first phrase when that phrase fits and says something.
-
-    Small models often write "Short Title: a long elaboration"; the short title is the headline.
-    """
-    channel = brief.channel
-    if channel.length(headline) <= channel.headline_max:
-        return headline
-    for mark in _HEADLINE_BREAKS:
-        head = headline.split(mark, 1)[0].strip()
-        substantial = len(head) >= 4 if brief.language == "zh" else len(head.split()) >= 2
-        if head != headline and substantial and channel.length(head) <= channel.headline_max:
-            return head
-    return headline
-
-
-def parse_completion(completion: str, brief: Brief) -> tuple[str, str]:
-    """Headline and description from the text a model wrote after :data:`COMPLETION_PREFIX`.
-
-    Labels (``Headline:``, ``Description:``, ``标题：``, ``描述：``), quotes, markdown and emoji
-    are removed; a description longer than the channel allows keeps its leading whole
-    sentences. Unparseable output gives an empty headline (the filters then drop it as
-    ``empty``).
-
-    Example
-    -------
-    >>> brief = Brief(product="rings", language="en")
-    >>> parse_completion(' "Bespoke Rings"\\nDescription: Book a fitting.', brief)
-    ('Bespoke Rings', 'Book a fitting.')
-    """
-    lines = [line for line in completion.replace("\r", "\n").split("\n") if line.strip()]
-    headline, description = "", ""
-    for index, line in enumerate(lines):
-        match = _LABEL.match(line)
-        label = match.group(1).lower() if match else None
-        body = _clean(line[match.end() :] if match else line)
-        if not body:
-            continue
-        if label in ("description", "desc", "描述"):
-            description = body
-            break
-        if not headline:
-            headline = body
-            continue
-        if label is None and index > 0:
-            description = body
-            break
-        if label in ("headline", "title", "标题", "广告语"):
-            break  # the model started a second ad; keep the first
-    if brief.language == "en":
-        headline = headline.rstrip(".")
-    headline = _shorten_headline(headline, brief)
-    if brief.channel.description_max == 0:
-        description = ""
-    elif description:
-        description = _fit_sentences(description, brief)
-    return headline, description
-
-
-# ---------------------------------------------------------------------------- generator
 class LMGenerator:
     """Samples ads from a local causal LM (or LoRA adapter) directory.
 
@@ -201,8 +94,17 @@ class LMGenerator:
         cores, ran a decoding step 5x faster than two threads contending for them. None keeps
         torch's setting.
     rerank: when the directory holds a copy scorer (``scorer.json``, written by retraining;
-        see :mod:`adloop.generators.scorer`), sample ``oversample`` times as many completions and
-        keep well-scored ones that differ from each other. False samples plainly.
+        see :mod:`adloop.generators.scorer`), the candidates kept are the ones it ranks high
+        (among those that pass the filters and read fluently). False ignores the scorer.
+    shots: example ads shown in the prompt: the ``winners`` passed to :meth:`generate` first,
+        then ads the template grammar writes for the brief (0: the brief alone).
+    constrain: constrain sampling to copy the brief allows (banned terms, channel lengths,
+        no invented numbers, the brief's script, no repeated phrases).
+    best_of: sample this many times as many ads as asked for and keep the fluent, on-brief,
+        mutually different ones (1: keep every sample; a scorer raises it to its oversample).
+    modes: ``free`` or ``skeleton`` for every language, or a mapping language -> mode
+        (default: English ``free``, Chinese ``skeleton``, where a small model's free Chinese
+        is rarely readable).
 
     The model is loaded on the first :meth:`generate` and kept. Raises
     :class:`ModelNotFoundError` at construction when the directory is missing or not a causal LM,
@@ -222,11 +124,15 @@ class LMGenerator:
         *,
         temperature: float = 0.9,
         top_p: float = 0.95,
-        batch_size: int = 16,
+        batch_size: int = 32,
         max_new_tokens: int | None = None,
         device: str | None = None,
         num_threads: int | None = 1,
         rerank: bool = True,
+        shots: int = 2,
+        constrain: bool = True,
+        best_of: float = 2.0,
+        modes: str | Mapping[str, str] | None = None,
     ) -> None:
         if not temperature > 0:
             raise ConfigError(
@@ -241,29 +147,42 @@ class LMGenerator:
                 f"LMGenerator max_new_tokens must be >= 1 or None (per language default), "
                 f"got {max_new_tokens!r}"
             )
+        if num_threads is not None and num_threads < 1:
+            raise ConfigError(
+                "LMGenerator num_threads must be >= 1 or None (keep torch's setting), "
+                f"got {num_threads!r}"
+            )
+        if shots < 0:
+            raise ConfigError(f"LMGenerator shots must be >= 0 (0: no examples), got {shots!r}")
+        if not best_of >= 1:
+            raise ConfigError(
+                f"LMGenerator best_of must be >= 1 (1 keeps every sample), got {best_of!r}"
+            )
+        self.modes = _check_modes(modes)
         self.model_dir = check_model_dir(model_dir)
         require_lm_packages(self.model_dir, self.name)
         self.temperature = temperature
         self.top_p = top_p
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        if num_threads is not None and num_threads < 1:
-            raise ConfigError(
-                "LMGenerator num_threads must be >= 1 or None (keep torch's setting), "
-                f"got {num_threads!r}"
-            )
         self.device = device
         self.num_threads = num_threads
+        self.shots = shots
+        self.constrain = constrain
+        self.best_of = best_of
         self.model_version = model_version(self.model_dir)
         self.rerank = rerank
         self.scorer = load_scorer(self.model_dir) if rerank else None
         self._loaded: tuple[Any, Any] | None = None
+        self._table: TokenTable | None = None
+        self._prompts: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
             f"LMGenerator({str(self.model_dir)!r}, temperature={self.temperature}, "
-            f"top_p={self.top_p}, batch_size={self.batch_size}, "
+            f"top_p={self.top_p}, batch_size={self.batch_size}, shots={self.shots}, "
+            f"constrain={self.constrain}, best_of={self.best_of}, modes={self.modes}, "
             f"reranked={self.scorer is not None})"
         )
 
@@ -274,24 +193,47 @@ class LMGenerator:
                 self._loaded = load_causal_lm(self.model_dir, device=self.device)
             return self._loaded
 
-    def sample(self, brief: Brief, n: int, *, seed: int = 0) -> list[str]:
+    def token_table(self) -> TokenTable:
+        """The tokenizer's vocabulary as bytes and lengths (built once), for constraints."""
+        _, tokenizer = self.load()
+        with self._lock:
+            if self._table is None:
+                self._table = TokenTable(tokenizer)
+            return self._table
+
+    def mode_for(self, language: str) -> str:
+        """How this generator writes ``language``: ``free`` or ``skeleton``."""
+        return self.modes.get(language, "free")
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        brief: Brief,
+        n: int,
+        *,
+        seed: int = 0,
+        shots: Sequence[Shot] = (),
+        plans: Sequence[Plan] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
         """``n`` raw completions (the text after :data:`COMPLETION_PREFIX`), seeded.
 
-        The prompt is the same for every sequence, so it is encoded once and its key/value
-        cache copied across the batch; each sequence then stops on its own as soon as it has
-        written its headline and description lines (or an end-of-turn token), and finished
-        sequences leave the batch. Sampling uses its own ``torch.Generator``, so the global
-        torch RNG is untouched and the same seed gives the same completions.
+        The prompt is the same for every sequence, so it is encoded once (and kept for the
+        next call with the same prompt) and its key/value cache copied across the batch;
+        each sequence then stops on its own as soon as it has written its headline and
+        description lines (or an end-of-turn token), and finished sequences leave the batch.
+        Sampling uses its own ``torch.Generator``, so the global torch RNG is untouched and the
+        same seed gives the same completions. With ``constrain`` (or ``plans``: per sequence,
+        what it must write around its own words) sampling is constrained (:class:`Constraints`).
         """
         import torch
 
         model, tokenizer = self.load()
-        prompt = build_model_input(tokenizer, brief) + COMPLETION_PREFIX
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=not has_template)
-        device = next(model.parameters()).device
-        prompt_ids = encoded["input_ids"].to(device)
-        max_new_tokens = self.max_new_tokens or (120 if brief.language == "zh" else 64)
+        text = build_model_input(tokenizer, brief, shots) + COMPLETION_PREFIX
+        constraints = None
+        if self.constrain or plans is not None:
+            constraints = Constraints(self.token_table(), brief)
+        budget = max_new_tokens or self.max_new_tokens or (120 if brief.language == "zh" else 64)
         stop_ids = set(_eos_token_ids(model, tokenizer))
         generator = torch.Generator(device="cpu").manual_seed(int(seed) % 2**63)
         completions: list[str] = []
@@ -299,20 +241,25 @@ class LMGenerator:
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
         try:
+            logits, cache = self._encode_prompt(model, tokenizer, text)
             while len(completions) < n:
                 size = min(self.batch_size, n - len(completions))
+                done = len(completions)
                 token_lists = _sample_batch(
                     model,
-                    prompt_ids,
+                    logits,
+                    copy.deepcopy(cache),
                     size,
                     temperature=self.temperature,
                     top_p=self.top_p,
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=budget,
                     stop_ids=stop_ids,
                     is_finished=lambda ids: _is_complete(
                         tokenizer.decode(ids, skip_special_tokens=True), brief
                     ),
                     generator=generator,
+                    constraints=constraints,
+                    plans=None if plans is None else plans[done : done + size],
                 )
                 completions.extend(
                     tokenizer.decode(ids, skip_special_tokens=True) for ids in token_lists
@@ -321,48 +268,123 @@ class LMGenerator:
             torch.set_num_threads(previous_threads)
         return completions
 
+    def _encode_prompt(self, model: Any, tokenizer: Any, text: str) -> tuple[Any, Any]:
+        """Last-position logits and key/value cache of ``text`` (computed once per prompt).
+
+        The pool asks a generator several times per call with the same brief, and few-shot
+        examples make the prompt several hundred tokens long: encoding it is a good part of
+        a small request, so the last prompts' states are kept (callers copy the cache).
+        """
+        with self._lock:
+            if text in self._prompts:
+                self._prompts.move_to_end(text)
+                return self._prompts[text]
+        import torch
+
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=not has_template)
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            state = _forward(model, encoded["input_ids"].to(device), None)
+        with self._lock:
+            self._prompts[text] = state
+            while len(self._prompts) > _PROMPT_CACHE_SIZE:
+                self._prompts.popitem(last=False)
+        return state
+
+    # ------------------------------------------------------------------ generation
     def generate(
         self, brief: Brief, n: int, *, seed: int = 0, winners: Sequence[dict] = ()
     ) -> list[Candidate]:
         """``n`` parsed candidates (some may fail the filters: the pool checks them).
 
-        With a scorer, ``n x oversample`` are sampled and ``n`` distinct ones come back that
-        score well and differ from each other (:meth:`CopyScorer.select`), in the order picked.
+        ``winners`` (dicts with ``headline``/``description`` or ``text``, best first) become
+        the prompt's first examples. With ``best_of`` > 1 (or a scorer), more are sampled and
+        ``n`` come back: those that pass the filters, read fluently and differ from each other
+        and from the examples first, best first (by the scorer when there is one, else by
+        fluency).
         """
-        del winners  # the model writes from the brief; retraining is how winners reach it
         if n <= 0:
             return []
-        candidates = []
-        factor = self.scorer.oversample if self.scorer is not None else 1
-        for completion in self.sample(brief, n * factor, seed=seed):
-            headline, description = parse_completion(completion, brief)
-            if headline:
-                headline, description = complete_required_terms(headline, description, brief)
-            candidates.append(
-                Candidate.for_brief(
-                    brief,
-                    headline,
-                    description,
-                    self.name,
-                    seed=seed,
-                    model_version=self.model_version,
-                )
-            )
-        if factor > 1:
-            candidates = _rerank(self.scorer, candidates, n, brief)
+        shots = few_shot_examples(brief, winners, n_shots=self.shots)
+        factor = max(self.best_of, self.scorer.oversample if self.scorer is not None else 1)
+        wanted = math.ceil(n * factor)
+        if self.mode_for(brief.language) == "skeleton":
+            from adloop.generators.skeleton import fill_skeletons
+
+            drafts = fill_skeletons(self, brief, wanted, seed=seed, shots=shots)
+        else:
+            drafts = [
+                parse_completion(completion, brief)
+                for completion in self.sample(brief, wanted, seed=seed, shots=shots)
+            ]
+        candidates = candidates_from_drafts(
+            drafts, brief, self.name, seed=seed, model_version=self.model_version
+        )
+        if wanted > n:
+            candidates = select_candidates(candidates, n, brief, shots=shots, scorer=self.scorer)
         return candidates
 
 
-def _rerank(
-    scorer: CopyScorer, candidates: list[Candidate], n: int, brief: Brief
+def select_candidates(
+    candidates: Sequence[Candidate],
+    n: int,
+    brief: Brief,
+    *,
+    shots: Sequence[Shot] = (),
+    scorer: CopyScorer | None = None,
+    redundancy_penalty: float = 1.0,
 ) -> list[Candidate]:
-    """``n`` well-scored, mutually different candidates; those the brief's filters (lengths,
-    terms, language) would drop come last, so a scorer that likes short copy cannot fill the
-    selection with copy that lacks its brand name or headline."""
+    """``n`` of ``candidates``: first those that pass the brief's filters, read fluently
+    (the filters' fluency judge) and are no near-copy of an example shown to
+    the model or of one already picked, best first; the rest after them.
+
+    "Best" is the scorer's ranking when there is one (:meth:`CopyScorer.select`), else the
+    fluency score less ``redundancy_penalty`` x the largest n-gram similarity to a candidate
+    already picked (so the picks differ from each other, not only from near-copies).
+    """
+    settings = FilterSettings()
+    terms = brief_terms(brief)
+    examples = NearDuplicateIndex(brief.language, max_similarity=settings.max_similarity)
+    for headline, description in shots:
+        examples.add(Candidate(headline, description, brief.language, "shot").text)
     texts = [c.text for c in candidates]
-    valid = [check_candidate(c, brief) is None for c in candidates]
-    picked = scorer.select(texts, n, eligible=valid)
-    return [candidates[i] for i in picked]
+    quality = []
+    eligible = []
+    for candidate in candidates:
+        # The filters include the fluency judge; its score ranks the candidates that pass.
+        eligible.append(
+            check_candidate(candidate, brief, settings=settings, existing=examples) is None
+        )
+        quality.append(judge_fluency(candidate.text, brief.language, known_terms=terms).score)
+    if scorer is not None:
+        return [candidates[i] for i in scorer.select(texts, n, eligible=eligible)]
+    picked = NearDuplicateIndex(brief.language, max_similarity=settings.max_similarity)
+    chosen: list[int] = []
+    remaining = list(range(len(candidates)))
+    while remaining and len(chosen) < n:
+        merits = []
+        for i in remaining:
+            similarity = picked.max_similarity_to(texts[i])
+            novel = eligible[i] and similarity <= settings.max_similarity
+            merits.append((novel, quality[i] - redundancy_penalty * similarity, -i))
+        best = -max(merits)[2]
+        remaining.remove(best)
+        chosen.append(best)
+        picked.add(texts[best])
+    return [candidates[i] for i in chosen]
+
+
+def _check_modes(modes: str | Mapping[str, str] | None) -> dict[str, str]:
+    if modes is None:
+        return dict(_DEFAULT_MODES)
+    chosen = {language: modes for language in _DEFAULT_MODES} if isinstance(modes, str) else modes
+    for language, mode in chosen.items():
+        if mode not in MODES:
+            raise ConfigError(
+                f"LMGenerator modes[{language!r}] must be one of {', '.join(MODES)}, got {mode!r}"
+            )
+    return {**_DEFAULT_MODES, **dict(chosen)}
 
 
 def _is_complete(text: str, brief: Brief) -> bool:
@@ -402,7 +424,8 @@ def _forward(model: Any, input_ids: Any, cache: Any) -> Any:
 
 def _sample_batch(
     model: Any,
-    prompt_ids: Any,
+    prompt_logits: Any,
+    cache: Any,
     size: int,
     *,
     temperature: float,
@@ -411,18 +434,30 @@ def _sample_batch(
     stop_ids: set[int],
     is_finished: Any,
     generator: Any,
+    constraints: Constraints | None = None,
+    plans: Sequence[Plan] | None = None,
 ) -> list[list[int]]:
-    """Sample ``size`` continuations of one prompt with temperature and nucleus (top-p) sampling."""
+    """Sample ``size`` continuations of one encoded prompt (its last logits and key/value
+    cache, which this call consumes) with temperature and nucleus (top-p) sampling, masked by
+    ``constraints`` when given."""
     import torch
 
     with torch.inference_mode():
-        logits, cache = _forward(model, prompt_ids, None)
         cache.batch_repeat_interleave(size)
-        logits = logits.expand(size, -1)
+        logits = prompt_logits.expand(size, -1)
+        device = logits.device
         tokens: list[list[int]] = [[] for _ in range(size)]
         active = list(range(size))  # batch row -> sequence index
         for _ in range(max_new_tokens):
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            logits = logits.float()
+            if constraints is not None:
+                logits = constraints.mask(
+                    logits,
+                    [tokens[s] for s in active],
+                    stop_ids,
+                    None if plans is None else [plans[s] for s in active],
+                )
+            probs = torch.softmax(logits / temperature, dim=-1)
             if top_p < 1.0:
                 sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
                 outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
@@ -440,10 +475,10 @@ def _sample_batch(
             if not keep:
                 break
             if len(keep) < len(active):
-                cache.batch_select_indices(torch.tensor(keep, device=prompt_ids.device))
+                cache.batch_select_indices(torch.tensor(keep, device=device))
                 active = [active[row] for row in keep]
                 next_ids = next_ids[keep]
-            logits, cache = _forward(model, next_ids.to(prompt_ids.device)[:, None], cache)
+            logits, cache = _forward(model, next_ids.to(device)[:, None], cache)
     return tokens
 
 

@@ -19,15 +19,16 @@ is a fault to fix, never a quietly smaller result.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from adloop.generators.brief import Brief, load_brief
+from adloop.generators.brief import KNOWN_GENERATORS, Brief, load_brief
 from adloop.generators.candidate import Candidate
 from adloop.generators.errors import (
     ConfigError,
@@ -43,6 +44,7 @@ from adloop.generators.filters import (
 )
 from adloop.generators.lm import LMGenerator
 from adloop.generators.models import resolve_model
+from adloop.generators.openai_chat import OpenAIChatGenerator
 from adloop.generators.recombine import RecombinationGenerator
 from adloop.generators.templates import TemplateGenerator
 
@@ -101,8 +103,10 @@ class GeneratorPool:
 
     Parameters
     ----------
-    generators: generator objects or names from ``template``, ``lm``, ``recombine``; None
-        for all three (``lm`` only when a model is installed).
+    generators: generator objects or names from ``template``, ``lm``, ``recombine``,
+        ``openai`` (a served model, :class:`OpenAIChatGenerator`); None for the first three
+        (``lm`` only when a model is installed), or for the brief's own ``generators`` mix
+        when a brief names one (:meth:`generate`).
     model_dir: the LM directory for ``lm``; None uses the default model when installed. An
         explicit directory that is missing or not a causal LM raises ModelNotFoundError.
     filter_settings: similarity and language thresholds.
@@ -110,6 +114,8 @@ class GeneratorPool:
     max_rounds: most top-up rounds per call.
     oversample: how many candidates to ask for per one still needed (filters drop some).
     lm_options: keyword arguments for :class:`LMGenerator` (temperature, top_p, batch_size...).
+    openai_options: keyword arguments for :class:`OpenAIChatGenerator` (base_url, model,
+        api_key, temperature...; unset ones come from the environment).
 
     Example
     -------
@@ -129,6 +135,7 @@ class GeneratorPool:
         max_rounds: int = 6,
         oversample: float = 1.5,
         lm_options: Mapping[str, Any] | None = None,
+        openai_options: Mapping[str, Any] | None = None,
     ) -> None:
         if max_rounds < 1:
             raise ConfigError(f"GeneratorPool max_rounds must be >= 1, got {max_rounds!r}")
@@ -148,23 +155,16 @@ class GeneratorPool:
         self._explicit = generators is not None
         self._setup_notes: list[str] = []
         self._lm_missing = ""  # why the LM is left out, when it is
+        self._model_dir = model_dir
+        self._lm_options = dict(lm_options or {})
+        self._openai_options = dict(openai_options or {})
+        self._mix_generators: dict[str, Generator | None] = {}  # built for briefs' mixes
+        self._mix_lock = threading.Lock()
         self.generators: list[Generator] = []
         for item in generators if generators is not None else GENERATOR_NAMES:
-            if not isinstance(item, str):
-                self.generators.append(item)
-                continue
-            if item == "template":
-                self.generators.append(TemplateGenerator())
-            elif item == "recombine":
-                self.generators.append(RecombinationGenerator())
-            elif item == "lm":
-                lm = self._make_lm(model_dir, dict(lm_options or {}))
-                if lm is not None:
-                    self.generators.append(lm)
-            else:
-                raise ConfigError(
-                    f"generators: unknown generator {item!r} (use {', '.join(GENERATOR_NAMES)})"
-                )
+            generator = self._build(item) if isinstance(item, str) else item
+            if generator is not None:
+                self.generators.append(generator)
         if not self.generators:
             raise ConfigError("generators: no usable generator (add 'template')")
         if self._lm_missing:
@@ -173,6 +173,51 @@ class GeneratorPool:
                 f"{self._lm_missing}, so candidates come from the "
                 f"{' and '.join(self.names)} generator{plural}"
             )
+
+    def _build(self, name: str) -> Generator | None:
+        """The generator called ``name``; None for the LM when it is left out (see _make_lm)."""
+        if name == "template":
+            return TemplateGenerator()
+        if name == "recombine":
+            return RecombinationGenerator()
+        if name == "lm":
+            return self._make_lm(self._model_dir, dict(self._lm_options))
+        if name == "openai":
+            return OpenAIChatGenerator(**self._openai_options)
+        raise ConfigError(
+            f"generators: unknown generator {name!r} (use {', '.join(KNOWN_GENERATORS)})"
+        )
+
+    def _mix(self, brief: Brief) -> tuple[list[Generator], dict[str, float], list[str]]:
+        """The generators, shares and notes for one call: the brief's ``generators`` mix when it
+        names one and the pool was not given generators, else the pool's own.
+
+        A generator of the mix the pool lacks is built once and kept (the LM left out for want
+        of a model is noted, as when the pool picks its own); one that cannot be configured
+        (``openai`` without a base URL) raises :class:`ConfigError`.
+        """
+        if self._explicit or not brief.generators:
+            return list(self.generators), self.shares, list(self._setup_notes)
+        shares = {item.name: item.share for item in brief.generators if item.share > 0}
+        chosen: list[Generator] = []
+        notes: list[str] = []
+        for name in sorted(shares, key=KNOWN_GENERATORS.index):  # cheap ones first
+            generator = next((g for g in self.generators if g.name == name), None)
+            if generator is None:
+                with self._mix_lock:
+                    if name not in self._mix_generators:
+                        self._mix_generators[name] = self._build(name)
+                    generator = self._mix_generators[name]
+            if generator is None:
+                notes.append(f"the brief's generators name {name!r}, but {self._lm_missing}")
+            else:
+                chosen.append(generator)
+        if not chosen:
+            raise ConfigError(
+                "generators: none of the brief's generators can run (see the note above); "
+                "add 'template' to the brief's generators"
+            )
+        return chosen, shares, notes
 
     def _make_lm(self, model_dir: str | Path | None, options: dict[str, Any]) -> LMGenerator | None:
         """The LM generator, or None (and a note) when no model is installed; without torch or
@@ -220,6 +265,7 @@ class GeneratorPool:
         seed: int = 0,
         budget: int | None = None,
         time_budget_s: float | None = None,
+        segment: str | None = None,
     ) -> PoolResult:
         """Up to ``n`` candidates that pass every filter, with the reasons for the rest.
 
@@ -234,22 +280,31 @@ class GeneratorPool:
         budget: most candidates to request from generators in total (default ``10 n + 20``).
         time_budget_s: ask no further generator once this many seconds have passed (a call
             already running finishes; the language model runs last in each round).
+        segment: write for this one of the brief's segments (:meth:`Brief.for_segment`; an
+            unknown one raises BriefError naming ``segments``); every candidate then records
+            it in ``Candidate.segment``. A brief already narrowed needs none.
         """
         brief = load_brief(brief)
+        if segment is not None:
+            brief = brief.for_segment(segment)
+        # Every candidate records the brief's segment, whichever generator wrote it.
+        target_segment = brief.target_segment
         if n < 0:
             raise ConfigError(f"GeneratorPool.generate n must be >= 0, got {n!r}")
         budget = 10 * n + 20 if budget is None else budget
-        result = PoolResult(candidates=[], notes=list(self._setup_notes))
+        generators, shares, notes = self._mix(brief)  # the brief's mix, or the pool's own
+        result = PoolResult(candidates=[], notes=notes)
         if n == 0:
             return result
         # (position, generator): the position seeds it, and stays valid if another thread swaps
         # a generator in ``self.generators`` (a newly promoted model) during this call.
         active = [
             (position, g)
-            for position, g in enumerate(self.generators)
+            for position, g in enumerate(generators)
             if g.name != "recombine" or winners
         ]
-        if self._explicit and "recombine" in self.names and not winners:
+        named = self._explicit or bool(brief.generators)
+        if named and any(g.name == "recombine" for g in generators) and not winners:
             result.notes.append("recombine: no winners given yet, so it wrote nothing")
         existing = NearDuplicateIndex(
             brief.language, max_similarity=self.filter_settings.max_similarity
@@ -287,9 +342,9 @@ class GeneratorPool:
                 break
             weights = np.array(
                 [
-                    self.shares.get(g.name, 1.0) * (passed[g.name] + 1) / (requested[g.name] + 2)
+                    shares.get(g.name, 1.0) * (passed[g.name] + 1) / (requested[g.name] + 2)
                     if round_index
-                    else self.shares.get(g.name, 1.0)
+                    else shares.get(g.name, 1.0)
                     for _, g in active
                 ],
                 dtype=float,
@@ -316,6 +371,10 @@ class GeneratorPool:
                     raise GenerationFailedError(generator.name, exc) from exc
                 if not batch:
                     exhausted.append(position)
+                batch = [
+                    c if c.segment == target_segment else replace(c, segment=target_segment)
+                    for c in batch
+                ]
                 taken = 0
                 for candidate in batch:
                     if len(result.candidates) >= n:

@@ -5,6 +5,11 @@ filled from the brief (``{brand}``, ``{keyword}``, ``{adjective}``, ``{segment}`
 ``{cta}``, ...). Every rendering that fits the channel and avoids the banned terms is a
 possible headline or description; the generator shuffles them with the seed and pairs them so
 each headline and each description is used as evenly as possible.
+
+A brief narrowed to one segment (``Brief.for_segment``) gets copy that speaks to it: a few
+more headlines name the segment, and every description does (every headline, when the brief
+gives nothing to write a description from), from the segment patterns only, all patterns
+again when none of them fits the channel: the segment's own words are in the ad.
 """
 
 from __future__ import annotations
@@ -93,6 +98,27 @@ _ZH_DESCRIPTIONS = (
     "{cta}，尊享{offer}。{brand}{keyword}，{adjective}呈现。",
     "{description}{cta}。",
     "{segment}之选：{brand}{keyword}。{offer}。",
+)
+# Extra patterns for a brief narrowed to one segment (the general grammar's segment patterns
+# are used too): the copy addresses that audience by name.
+_EN_SEGMENT_HEADLINES = (
+    "For {Segment}",
+    "{brand} for {Segment}",
+    "{Segment}: {Keyword}",
+    "{Segment} Choose {brand}",
+)
+_EN_SEGMENT_DESCRIPTIONS = (
+    "For {segment}: {keyword} by {brand}. {Offer}.",
+    "Made for {segment}: {adjective} {keyword}. {cta}.",
+    "{Offer} for {segment}. {cta}.",
+    "{Segment} choose {brand}: {keyword}, {adjective} and {adjective2}. {cta}.",
+    "{brand} for {segment}: {product}, {adjective} and {adjective2}. {Offer}.",
+)
+_ZH_SEGMENT_HEADLINES = ("献给{segment}", "{segment}之选", "{brand}，献给{segment}")
+_ZH_SEGMENT_DESCRIPTIONS = (
+    "献给{segment}：{adjective}{keyword}。{cta}。",
+    "专为{segment}：{brand}{keyword}，{offer}。",
+    "{segment}的{adjective}之选：{brand}{product}。{cta}。",
 )
 _EN_DEFAULT_ADJECTIVES = ("timeless", "exquisite")
 _ZH_DEFAULT_ADJECTIVES = ("精致", "典雅")
@@ -194,6 +220,33 @@ def _render(patterns: Sequence[str], values: dict[str, list[str]]) -> list[str]:
     return list(rendered)
 
 
+def _mentions_segment(pattern: str) -> bool:
+    return "{segment}" in pattern.lower()
+
+
+def _patterns(brief: Brief, kind: str, speaks_in: str) -> tuple[Sequence[str], Sequence[str]]:
+    """``(preferred, fallback)`` patterns of ``kind`` (``headline`` or ``description``).
+
+    For the whole audience both are the grammar. For a brief narrowed to one segment, the
+    part that ``speaks_in`` (the description, or the headline when there is none) comes from
+    the patterns that name the segment, with the whole grammar as the fallback when none of
+    them fits.
+    """
+    zh = brief.language == "zh"
+    if kind == "headline":
+        general = _ZH_HEADLINES if zh else _EN_HEADLINES
+        extra = _ZH_SEGMENT_HEADLINES if zh else _EN_SEGMENT_HEADLINES
+    else:
+        general = _ZH_DESCRIPTIONS if zh else _EN_DESCRIPTIONS
+        extra = _ZH_SEGMENT_DESCRIPTIONS if zh else _EN_SEGMENT_DESCRIPTIONS
+    if brief.target_segment is None:
+        return general, general
+    every = tuple(dict.fromkeys((*general, *extra)))
+    if kind != speaks_in:
+        return every, every
+    return tuple(p for p in every if _mentions_segment(p)), every
+
+
 def _allowed(text: str, brief: Brief, limit: int) -> bool:
     lowered = text.lower()
     return brief.channel.length(text) <= limit and not any(
@@ -203,24 +256,29 @@ def _allowed(text: str, brief: Brief, limit: int) -> bool:
 
 def headline_options(brief: Brief) -> list[str]:
     """Every headline the grammar can write for ``brief`` within the limit, without banned terms."""
-    patterns = _ZH_HEADLINES if brief.language == "zh" else _EN_HEADLINES
-    return [
-        h
-        for h in _render(patterns, _slot_values(brief))
-        if _allowed(h, brief, brief.channel.headline_max)
-    ]
+    # A narrowed brief names its segment in the description, or in the headline without one.
+    speaks_in = "description"
+    if brief.target_segment is not None and not description_options(brief):
+        speaks_in = "headline"
+    return _options(brief, "headline", brief.channel.headline_max, speaks_in)
 
 
 def description_options(brief: Brief) -> list[str]:
     """Every description the grammar writes for ``brief`` within the limit, free of banned terms."""
     if brief.channel.description_max == 0:
         return []
-    patterns = _ZH_DESCRIPTIONS if brief.language == "zh" else _EN_DESCRIPTIONS
-    return [
-        d
-        for d in _render(patterns, _slot_values(brief))
-        if _allowed(d, brief, brief.channel.description_max)
-    ]
+    return _options(brief, "description", brief.channel.description_max, "description")
+
+
+def _options(brief: Brief, kind: str, limit: int, speaks_in: str) -> list[str]:
+    """Renderings of ``kind`` within ``limit``: from the preferred patterns, else the rest."""
+    values = _slot_values(brief)
+    preferred, fallback = _patterns(brief, kind, speaks_in)
+    for patterns in (preferred, fallback):
+        options = [text for text in _render(patterns, values) if _allowed(text, brief, limit)]
+        if options:
+            return options
+    return []
 
 
 class TemplateGenerator:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adloop.generators import (
+    BASELINE,
     LMGenerator,
     NearDuplicateIndex,
     PreferencePair,
@@ -51,9 +52,11 @@ def validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> di
     plainly, without the copy scorer a version may ship: reranking puts copy that passes the
     filters first, so a reranked version's pass rate would be measured on a selection and a
     plain one's on raw samples, and a version without a scorer would look collapsed next to
-    one with.
+    one with. For the same reason it samples as :data:`~adloop.generators.BASELINE` does (the
+    brief alone, unconstrained, every sample kept): example ads, constraints and a best-of
+    selection would hide a model that lost its diversity or its fluency.
     """
-    generator = LMGenerator(model_dir, rerank=False)
+    generator = LMGenerator(model_dir, rerank=False, **BASELINE)
     produced = passed = 0
     texts: list[str] = []
     for brief in briefs:

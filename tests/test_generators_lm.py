@@ -26,7 +26,9 @@ from adloop.generators import (
     resolve_model,
 )
 from adloop.generators.candidate import Candidate
-from adloop.generators.filters import check_candidate
+from adloop.generators.filters import FilterSettings, NearDuplicateIndex, check_candidate
+from adloop.generators.lm import select_candidates
+from adloop.generators.lm_prompt import few_shot_examples
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHAT_TEMPLATE = (
@@ -131,7 +133,7 @@ def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
     )  # fmt: skip
     scorer.save(model_dir)
     options = {"max_new_tokens": 24, "batch_size": 6}
-    plain = LMGenerator(model_dir, rerank=False, **options)
+    plain = LMGenerator(model_dir, rerank=False, best_of=1.0, **options)
     assert plain.scorer is None
     reranked = LMGenerator(model_dir, **options)
     assert reranked.scorer is not None and "reranked=True" in repr(reranked)
@@ -140,7 +142,11 @@ def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
     chosen = reranked.generate(brief_en, 4, seed=5)
     assert len(chosen) == 4 and len({c.text for c in chosen}) == 4
     texts = [c.text for c in pool]
-    valid = [check_candidate(c, brief_en) is None for c in pool]
+    # Eligible: passes the filters and is no near-copy of an example ad shown in the prompt.
+    shown = NearDuplicateIndex("en", max_similarity=FilterSettings().max_similarity)
+    for headline, description in few_shot_examples(brief_en, (), n_shots=reranked.shots):
+        shown.add(Candidate(headline, description, "en", "shot").text)
+    valid = [check_candidate(c, brief_en, existing=shown) is None for c in pool]
     expected = scorer.select(texts, 4, eligible=valid)
     assert [c.text for c in chosen] == [texts[i] for i in expected]
     assert scorer.score([c.text for c in chosen]).mean() > scorer.score(texts[:4]).mean()
@@ -150,7 +156,6 @@ def test_reranking_prefers_copy_the_filters_keep_over_a_better_score(brief_en) -
     """A scorer that likes short copy must not fill the selection with short copy the pool
     then drops (no brand name, an over-long headline): valid candidates are picked first,
     and invalid ones only when too few valid ones remain."""
-    from adloop.generators.lm import _rerank
     from adloop.generators.scorer import CopyScorer
 
     def ad(headline: str, description: str) -> Candidate:
@@ -165,11 +170,11 @@ def test_reranking_prefers_copy_the_filters_keep_over_a_better_score(brief_en) -
     ]
     scorer = CopyScorer(weights={}, length_coef=(-1.0, 0.0), length_mean=40.0, length_sd=10.0)
     assert scorer.rank([c.text for c in candidates])[:2] == [0, 1]  # the scorer wants these
-    picked = _rerank(scorer, candidates, 2, brief_en)
+    picked = select_candidates(candidates, 2, brief_en, scorer=scorer)
     assert {c.headline for c in picked} == {"Aurelle bespoke rings", "Aurelle 18k gold necklaces"}
     assert all(check_candidate(c, brief_en) is None for c in picked)
     # With more asked for than pass, the valid ones still come first.
-    picked = _rerank(scorer, candidates, 4, brief_en)
+    picked = select_candidates(candidates, 4, brief_en, scorer=scorer)
     assert [check_candidate(c, brief_en) is None for c in picked] == [True, True, False, False]
 
 

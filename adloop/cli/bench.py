@@ -29,6 +29,7 @@ STUDIES = {
     "upworthy-pairs": "upworthy_pairs",
     "retrain-configs": "retrain_configs",
     "near-tie": "regret",
+    "copy": "copy_quality",
 }
 
 

