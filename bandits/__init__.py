@@ -11,6 +11,8 @@ O(log K) decisions with their propensities, and :func:`decide_winner` /
 * Non-stationary traffic: :class:`DiscountedCounts`, :class:`SlidingWindowCounts`,
   :func:`discounted_sums`, :func:`sliding_window_sums` (float counts are fine everywhere).
 * Segments: ``ThompsonSampling.weights_by_segment`` shrinks each segment toward the campaign.
+* Text-informed priors: :class:`TextPriorThompson` adds a copy scorer's calibrated evidence
+  (:func:`fit_text_calibration`, :class:`TextEvidence`) to each arm's prior.
 * Many problems at once: every policy's ``batch_weights(impressions, successes)`` computes the
   same allocation as ``weights`` for ``(n_problems, K)`` arrays (the simulator's fast mode and
   replay use it); :func:`batch_thompson_weights` is bare probability-best of Beta posteriors.
@@ -53,6 +55,13 @@ from .stopping import (
     retire_candidates,
     two_proportion_z_test,
 )
+from .text_prior import (
+    TextCalibration,
+    TextEvidence,
+    TextPriorThompson,
+    fit_text_calibration,
+    text_prior,
+)
 
 __all__ = [
     "OBJECTIVES",
@@ -69,6 +78,9 @@ __all__ = [
     "RegretRun",
     "SlidingWindowCounts",
     "Snapshot",
+    "TextCalibration",
+    "TextEvidence",
+    "TextPriorThompson",
     "ThompsonSampling",
     "UCB1",
     "Uniform",
@@ -81,6 +93,7 @@ __all__ = [
     "decide_winner",
     "discounted_sums",
     "empirical_bayes_prior",
+    "fit_text_calibration",
     "lai_robbins_bound",
     "planned_sample_size",
     "posterior",
@@ -88,5 +101,6 @@ __all__ = [
     "retire_candidates",
     "segment_priors",
     "sliding_window_sums",
+    "text_prior",
     "two_proportion_z_test",
 ]

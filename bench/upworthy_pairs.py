@@ -138,7 +138,8 @@ def _scores(
     return out
 
 
-def _summary(correct: np.ndarray, clusters: list[str]) -> dict[str, float]:
+def accuracy_summary(correct: np.ndarray, clusters: list[str]) -> dict[str, float]:
+    """Pairwise accuracy with its 95 % cluster-bootstrap and Wilson intervals."""
     low, high = cluster_bootstrap(correct, clusters)
     w_low, w_high = wilson(float(correct.sum()), len(correct))
     return {
@@ -246,14 +247,16 @@ def run(
             {
                 "model": label,
                 "score": "sum log-likelihood",
-                **_summary((scores["winner"] > scores["loser"]).astype(float), clusters),
+                **accuracy_summary((scores["winner"] > scores["loser"]).astype(float), clusters),
             }
         )
         rows.append(
             {
                 "model": label,
                 "score": "mean log-likelihood per token",
-                **_summary((scores["winner_mean"] > scores["loser_mean"]).astype(float), clusters),
+                **accuracy_summary(
+                    (scores["winner_mean"] > scores["loser_mean"]).astype(float), clusters
+                ),
             }
         )
     reward = (after["winner"] - before["winner"]) - (after["loser"] - before["loser"])
@@ -261,13 +264,13 @@ def run(
         {
             "model": "after",
             "score": "DPO implicit reward",
-            **_summary((reward > 0).astype(float), clusters),
+            **accuracy_summary((reward > 0).astype(float), clusters),
         }
     )
     # Always-pick-the-longer / shorter headline: the baselines a length bias would give.
     longer = np.array([len(p["winner"]) > len(p["loser"]) for p in heldout], dtype=float)
     rows.append(
-        {"model": "baseline", "score": "longer headline wins", **_summary(longer, clusters)}
+        {"model": "baseline", "score": "longer headline wins", **accuracy_summary(longer, clusters)}
     )
     return {
         "rows": rows,

@@ -223,6 +223,7 @@ class Engine:
         name: str | None = None,
         seed: int | None = None,
         auto_approve: bool = False,
+        per_segment: bool = False,
     ) -> dict[str, Any]:
         """Create a campaign from a brief and its first pool of variants; return its view.
 
@@ -232,6 +233,8 @@ class Engine:
         ``auto_approve`` (or an ``auto_approve: true`` key of a brief dict) is set: then every
         generated variant of the campaign, refills included, serves without review. Creation
         never needs a language model: the pool falls back to the generators it has.
+        ``per_segment`` writes the generated copy for the brief's segments in turn, each
+        variant targeted to its segment (a listed variant may name its own ``segments``).
         """
         campaign_id = self._lifecycle.create(
             brief,
@@ -243,6 +246,7 @@ class Engine:
             name=name,
             seed=seed,
             auto_approve=auto_approve,
+            per_segment=per_segment,
         )
         return self.campaign(campaign_id)
 
@@ -286,7 +290,8 @@ class Engine:
         """Choose a variant for one impression from the in-memory snapshot (no I/O).
 
         The same ``request_id`` (per campaign) returns the same decision, so a retried ad
-        request neither shows a different ad nor logs a second impression.
+        request neither shows a different ad nor logs a second impression. A variant targeted
+        to segments is chosen only for requests from them (``optimizer.serving``).
         """
         live, snapshot = self._tables.serving(campaign_id, segment, tenant)
         if request_id is not None:
@@ -374,10 +379,14 @@ class Engine:
         n: int | None = None,
         tenant: str | None = None,
         seed: int | None = None,
+        segment: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Add variants: given ones serve at once; ``n`` generated ones await review (as at
-        creation) unless the campaign auto-approves."""
-        return self._lifecycle.add_variants(campaign_id, variants, n=n, tenant=tenant, seed=seed)
+        """Add variants: given ones (each may name its ``segments``) serve at once; ``n``
+        generated ones, written for ``segment`` and targeted to it when given, await review
+        (as at creation) unless the campaign auto-approves."""
+        return self._lifecycle.add_variants(
+            campaign_id, variants, n=n, tenant=tenant, seed=seed, segment=segment
+        )
 
     def review(
         self,
@@ -418,7 +427,9 @@ class Engine:
     ) -> dict[str, Any] | None:
         """Declare a winner when the bandit's stopping rule allows it; else return None.
 
-        A declared winner then gets all traffic and the campaign is marked completed.
+        A declared winner then gets all traffic and the campaign is marked completed. With
+        targeting, only untargeted variants can win and targeted ones keep their segments
+        (``optimizer.lifecycle``).
         """
         return self._lifecycle.declare_winner(campaign_id, tenant=tenant)
 

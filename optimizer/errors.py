@@ -71,13 +71,32 @@ class NoActiveVariants(OptimizerError):
     """The campaign has no active variant to choose from; approve, add or refill variants.
 
     ``n_pending`` counts the generated variants that await review: when there are any, the
-    message says how to approve them.
+    message says how to approve them. ``targeted_segments``, when the campaign has variants
+    but all are targeted to segments other than the request's ``segment``, lists them.
     """
 
-    def __init__(self, campaign_id: str, n_pending: int = 0) -> None:
+    def __init__(
+        self,
+        campaign_id: str,
+        n_pending: int = 0,
+        *,
+        segment: str | None = None,
+        targeted_segments: tuple[str, ...] = (),
+    ) -> None:
         self.campaign_id = campaign_id
         self.n_pending = n_pending
-        if n_pending:
+        self.segment = segment
+        if targeted_segments:
+            # Variants serve, but each is targeted to segments this request is not from.
+            who = f"segment {segment!r}" if segment is not None else "requests without a segment"
+            shown = ", ".join(map(repr, targeted_segments[:10]))
+            more = f" and {len(targeted_segments) - 10} more" if len(targeted_segments) > 10 else ""
+            message = (
+                f"campaign {campaign_id!r} has no active variant for {who}: its variants are "
+                f"targeted to {shown}{more}; choose with one of those segments, or add a variant "
+                "without segments (it serves every request)"
+            )
+        elif n_pending:
             message = (
                 f"campaign {campaign_id!r} has no active variants: {n_pending} generated "
                 "variant(s) await review; approve one with POST "

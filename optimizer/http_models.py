@@ -82,6 +82,12 @@ class VariantIn(_Strict):
     override_reason: str | None = Field(
         None, min_length=1, max_length=500, description="Why the filters are overridden."
     )
+    segments: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        None,
+        max_length=64,
+        description="Serve this variant only to requests from these segments (choose's "
+        "'segment'); none or [] serves every request.",
+    )
 
 
 class CreateCampaignBody(_Strict):
@@ -102,6 +108,11 @@ class CreateCampaignBody(_Strict):
         description="Serve generated variants without review. By default they start pending "
         "and serve once approved (POST /v1/campaigns/{id}/variants/{variant_id}/approve); "
         "listed variants always serve at once.",
+    )
+    per_segment: bool = Field(
+        False,
+        description="Write the generated variants for the brief's segments in turn, each "
+        "targeted to its segment (served only to requests from it); refills follow suit.",
     )
 
 
@@ -131,6 +142,13 @@ class AddVariantsBody(_Strict):
 
     variants: list[VariantIn] | None = Field(None, min_length=1, max_length=200)
     n: Whole | None = Field(None, ge=1, le=200)
+    segment: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="With 'n': write the variants for this segment of the brief and serve "
+        "them only to requests from it.",
+    )
 
 
 class ChooseBody(_Strict):

@@ -200,6 +200,7 @@ async def create_campaign(request: Request) -> Response:
             impressions_reported_separately=body.impressions_reported_separately,
             name=body.name,
             auto_approve=body.auto_approve,
+            per_segment=body.per_segment,
         )
     )
     return json_response(view, 201)
@@ -222,7 +223,11 @@ async def show_campaign(campaign_id: str, request: Request) -> Response:
 
 
 async def add_variants(campaign_id: str, request: Request) -> Response:
-    """Add variants (given, or ``n`` generated); they get traffic at once."""
+    """Add variants (given, or ``n`` generated); they get traffic at once.
+
+    A listed variant may name ``segments`` (served only to those); ``segment`` with ``n``
+    writes the generated ones for that segment of the brief and targets them to it.
+    """
     state = _state(request)
     who = await _principal(request, state)
     body = parse_body(await read_body(request, state.max_body_bytes), AddVariantsBody)
@@ -230,7 +235,9 @@ async def add_variants(campaign_id: str, request: Request) -> Response:
         raise HTTPError(422, "invalid_request", "give exactly one of 'variants' or 'n'", "variants")
     variants = [v.model_dump(exclude_none=True) for v in body.variants] if body.variants else None
     added = await run_in_threadpool(
-        lambda: state.engine.add_variants(campaign_id, variants, n=body.n, tenant=who.tenant)
+        lambda: state.engine.add_variants(
+            campaign_id, variants, n=body.n, tenant=who.tenant, segment=body.segment
+        )
     )
     return json_response({"campaign_id": campaign_id, "added": added}, 201)
 

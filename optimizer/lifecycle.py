@@ -7,6 +7,14 @@ serving tables at once, so the next decision already follows it.
 Generated variants start ``pending``: they serve only once a person approves them
 (:meth:`CampaignLifecycle.review`), unless the campaign was created with ``auto_approve``
 (the simulator, which has no person, does that). Variants listed by hand start ``active``.
+
+Targeting (a variant's ``segments``; see ``optimizer.serving``): a targeted variant competes
+inside its segments only. So the retire rule compares variants with the same targeting, a
+refill writes a retired targeted variant's replacement for its segment, and the winner rule
+runs over the untargeted variants (the copy every request may see); a declared winner takes
+the untargeted traffic while targeted variants go on competing with it in their segments. A
+campaign whose variants are all targeted never declares a campaign-wide winner: each segment's
+allocation settles on its best copy instead.
 """
 
 from __future__ import annotations
@@ -23,7 +31,13 @@ from adloop.optimizer.arm_stats import arm_counts, stats_by_variant
 from adloop.optimizer.config import EngineConfig
 from adloop.optimizer.errors import InvalidRequest, ReviewConflict, VariantNotFound
 from adloop.optimizer.serving import SERVABLE, ServingTables
-from adloop.optimizer.variants import VariantFactory, load_brief, public_variant, seed_for
+from adloop.optimizer.variants import (
+    VariantFactory,
+    load_brief,
+    public_variant,
+    seed_for,
+    targeting_groups,
+)
 from adloop.storage import ConflictError, InvalidArgumentError, NotFoundError
 
 __all__ = ["CampaignLifecycle"]
@@ -75,10 +89,13 @@ class CampaignLifecycle:
         name: str | None,
         seed: int | None,
         auto_approve: bool = False,
+        per_segment: bool = False,
     ) -> str:
         """Store a new campaign with its first pool and start serving it; return its id.
 
-        A brief dict may carry ``variants`` and ``auto_approve`` (as brief files do).
+        A brief dict may carry ``variants`` and ``auto_approve`` (as brief files do). With
+        ``per_segment``, generated variants are written for the brief's segments in turn, each
+        targeted to its segment (refills follow suit).
         """
         if objective not in OBJECTIVES:
             raise InvalidRequest("objective", f"must be one of {OBJECTIVES}, got {objective!r}")
@@ -94,6 +111,7 @@ class CampaignLifecycle:
             raise InvalidRequest("auto_approve", f"must be true or false, got {auto_approve!r}")
         brief = load_brief(brief)
         explicit = variants if variants is not None else listed
+        segments = _copy_segments(brief, per_segment)
         campaign_id = self._factory.new_id("c_")
         now = self._clock()
         if explicit:
@@ -109,6 +127,7 @@ class CampaignLifecycle:
                 seed=seed_for(seed, campaign_id),
                 now=now,
                 status=_new_status(auto_approve),
+                segments=segments,
             )
             if not rows:
                 raise InvalidRequest(
@@ -128,6 +147,7 @@ class CampaignLifecycle:
                 "n_candidates": n_target,
                 "impressions_reported_separately": bool(impressions_reported_separately),
                 "auto_approve": auto_approve,
+                "per_segment": bool(segments),
             },
             "created_at": now,
         }
@@ -144,10 +164,16 @@ class CampaignLifecycle:
         n: int | None,
         tenant: str | None,
         seed: int | None,
+        segment: str | None = None,
     ) -> list[dict[str, Any]]:
         """Add the given variants (they serve at once), or ``n`` (default 1) generated ones
-        (``pending`` until approved, unless the campaign auto-approves)."""
+        (``pending`` until approved, unless the campaign auto-approves), written for and
+        targeted to ``segment`` when given."""
         row = self._tables.visible_row(campaign_id, tenant)
+        if segment is not None and variants:
+            raise InvalidRequest(
+                "segment", "applies to generated variants; give listed variants 'segments'"
+            )
         brief = load_brief(row["brief"])
         now = self._clock()
         stored = self._store.variants(campaign_id)
@@ -173,6 +199,7 @@ class CampaignLifecycle:
                 now=now,
                 existing_texts=existing,
                 status=_new_status(_auto_approves(row)),
+                segments=None if segment is None else [segment],
             )
         if rows:
             with self._lock:
@@ -255,22 +282,31 @@ class CampaignLifecycle:
             retired: list[str] = []
             leaders: list[Mapping[str, Any]] = list(variants)
             if len(ids) >= 2:
-                counts = arm_counts(ids, stats_by_variant(self._store.arm_stats(campaign_id)))
-                losers = retire_candidates(
-                    counts,
-                    objective=objective,
-                    floor=self._config.retire_floor,
-                    min_impressions=self._config.retire_min_impressions,
-                    rng=self._rng,
-                )
-                # never retire everything: keep at least the best arm
-                retired = [ids[int(i)] for i in losers][: len(ids) - 1]
+                stats = stats_by_variant(self._store.arm_stats(campaign_id))
+                counts = arm_counts(ids, stats)
+                # A variant competes with those of the same targeting (same audience).
+                groups = targeting_groups(variants)
+                for group in groups:
+                    if len(group) < 2:
+                        continue
+                    losers = retire_candidates(
+                        arm_counts([ids[i] for i in group], stats),
+                        objective=objective,
+                        floor=self._config.retire_floor,
+                        min_impressions=self._config.retire_min_impressions,
+                        rng=self._rng,
+                    )
+                    # never retire a whole group: keep at least its best arm
+                    retired += [ids[group[int(i)]] for i in losers][: len(group) - 1]
                 for variant_id in retired:
                     self._store.set_variant_status(campaign_id, variant_id, "retired")
                 policy = ThompsonSampling(objective, n_draws=self._config.n_draws)
                 order = np.argsort(-policy.probability_best(counts, self._rng))
                 leaders = [
-                    variants[int(i)] for i in order[:_N_PARENTS] if ids[int(i)] not in retired
+                    variants[int(i)]
+                    # targeted copy: every segment picks its own parents from the whole order
+                    for i in order[: _N_PARENTS if len(groups) == 1 else len(order)]
+                    if ids[int(i)] not in retired
                 ]
             if retired:
                 self._tables.build(campaign_id)
@@ -289,6 +325,7 @@ class CampaignLifecycle:
         added: list[dict[str, Any]] = []
         notes: list[str] = []
         if n_new > 0:
+            by_id = {v["variant_id"]: v for v in variants}
             rows, _ = self._factory.generate(
                 campaign_id,
                 load_brief(row["brief"]),
@@ -299,6 +336,7 @@ class CampaignLifecycle:
                 winners=leaders,
                 notes=notes,
                 status=_new_status(_auto_approves(row)),
+                segments=_refill_segments(row, [by_id[v] for v in retired], n_new),
             )
             with self._lock:
                 # The pool may have changed while the generators wrote: skip texts added
@@ -329,7 +367,8 @@ class CampaignLifecycle:
         self._refresh(campaign_id)
         with self._lock:
             variants = self._store.variants(campaign_id, statuses=("active",))
-            ids = [v["variant_id"] for v in variants]
+            # Only copy that serves every request can win the campaign (module docstring).
+            ids = [v["variant_id"] for v in variants if not v.get("segments")]
             if len(ids) < 2:
                 return None
             counts = arm_counts(ids, stats_by_variant(self._store.arm_stats(campaign_id)))
@@ -368,6 +407,42 @@ class CampaignLifecycle:
                 f"limit of {limit} (EngineConfig.max_variants_per_campaign); retire variants "
                 "first (POST /v1/campaigns/{id}/retire/{variant_id}) or ask for fewer",
             )
+
+
+def _copy_segments(brief: Any, per_segment: Any) -> list[str] | None:
+    """The brief's segments when copy is written per segment, else None."""
+    if not isinstance(per_segment, bool):
+        raise InvalidRequest("per_segment", f"must be true or false, got {per_segment!r}")
+    if not per_segment:
+        return None
+    if not brief.segments:
+        raise InvalidRequest(
+            "per_segment", "the brief lists no segments to write for; add 'segments' to it"
+        )
+    return list(brief.segments)
+
+
+def _refill_segments(
+    row: Mapping[str, Any], retired: Sequence[Mapping[str, Any]], n_new: int
+) -> list[str | None] | None:
+    """Whom each of a refill's ``n_new`` variants is written for (None: everyone).
+
+    A retired targeted variant is replaced by copy for its segment (when the brief has that
+    segment); in a per-segment campaign the rest go to the brief's segments in turn. None
+    when the whole refill is for everyone, as it always was.
+    """
+    brief_segments = list((row.get("brief") or {}).get("segments") or ())
+    per_segment = bool((row.get("settings") or {}).get("per_segment")) and brief_segments
+    order: list[str | None] = [
+        v["segments"][0] if v.get("segments") and v["segments"][0] in brief_segments else None
+        for v in retired
+    ]
+    order += [
+        brief_segments[i % len(brief_segments)] if per_segment else None
+        for i in range(max(0, n_new - len(order)))
+    ]
+    order = order[:n_new]
+    return order if any(s is not None for s in order) else None
 
 
 def _auto_approves(row: Mapping[str, Any]) -> bool:

@@ -1,7 +1,8 @@
 """The HTTP variant-chooser service (FastAPI): campaigns, choices, events, health, metrics.
 
 ``create_app(engine)`` builds the application; ``adloop serve`` runs it under uvicorn.
-Interactive API documentation is served at ``/docs``.
+Interactive API documentation is served at ``/docs``, the campaign dashboard at ``/ui``
+(:mod:`~adloop.optimizer.dashboard`).
 
 Limits (documented here and in the README):
 
@@ -57,6 +58,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adloop.optimizer.auth import KeyRing
+from adloop.optimizer.dashboard import install_dashboard
 from adloop.optimizer.engine import Engine
 from adloop.optimizer.http_auth import ServiceState
 from adloop.optimizer.http_errors import install_error_handlers
@@ -196,6 +198,7 @@ def create_app(
     add_routes(app)
     install_openapi(app)
     install_docs(app)
+    install_dashboard(app)  # /ui: after the API's routes, so they are matched first
 
     app.add_middleware(RequestMetrics, metrics=metrics)
     # Ahead of the stack: the body timeout covers every body read, the fast path's included;

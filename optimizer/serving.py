@@ -6,6 +6,15 @@ the old or the new table, never a mix. The tables are ``adloop.bandits.Snapshot`
 a single decision bisects their cumulative weights (O(log K)), a batch uses their alias
 table (O(1) per decision).
 
+Targeting: a variant with ``segments`` serves only requests from those segments; one without
+serves every request. So a request from segment ``s`` chooses among the untargeted variants
+and those targeted to ``s`` (its *eligible set*), and a request with no segment, or from a
+segment no variant targets, among the untargeted ones. Eligibility is settled at build time:
+every snapshot of a campaign spans all its servable variants in one order (so ``texts`` align
+with each), and a variant ineligible for a snapshot has weight exactly 0 there. ``choose``
+still looks up one snapshot and draws, and each decision's probability is its share of the
+eligible set. A segment with no eligible variant raises ``NoActiveVariants``.
+
 A build that fails for one campaign (corrupt rows, a policy that rejects its counts, a store
 read error) never stops the others: that campaign keeps serving its last snapshot (or a
 uniform split when it has none for the current variants) and the failure is kept as a
@@ -40,15 +49,18 @@ serve)."""
 class LiveCampaign:
     """Everything ``choose`` needs for one campaign; replaced whole on refresh (atomic swap).
 
-    ``overall`` is None when the campaign has no servable variant; ``by_segment`` holds the
-    segments seen in the data (others are served from ``overall``). ``texts`` are aligned with
-    the snapshots' ``arm_ids``.
+    ``overall`` serves requests with no segment or from a segment without a snapshot of its
+    own: it weighs the untargeted variants only, and is None when there are none. ``by_segment``
+    holds the segments seen in the data and every segment some variant is targeted to.
+    ``texts`` are aligned with ``arm_ids``, which every snapshot shares.
     """
 
     campaign_id: str
     tenant: str
     log_impressions: bool
     texts: list[str]
+    arm_ids: tuple[str, ...]
+    """The servable variants, in the order of every snapshot's weights."""
     overall: Snapshot | None
     by_segment: dict[str, Snapshot]
     built_at: datetime
@@ -60,12 +72,25 @@ class LiveCampaign:
     """Decisions + events since a build was last tried (drives ``refresh_events``)."""
     n_pending: int = 0
     """Variants awaiting review (named by the error when nothing else serves)."""
+    eligible: Eligibility | None = None
+    """Which of ``arm_ids`` each segment may be shown (None: every one, everywhere)."""
+
+    @property
+    def targeted_segments(self) -> tuple[str, ...]:
+        """Segments some servable variant is targeted to."""
+        return tuple(self.eligible.by_segment) if self.eligible is not None else ()
 
     def weights(self) -> dict[str, float]:
-        """Variant id -> traffic share of the campaign-wide snapshot."""
-        if self.overall is None:
+        """Variant id -> traffic share of the campaign-wide snapshot (untargeted variants)."""
+        mask = self.eligible.untargeted if self.eligible is not None else None
+        return _shares(self.overall, mask)
+
+    def targeted_weights(self) -> dict[str, dict[str, float]]:
+        """Segment -> variant id -> traffic share, for each segment a variant is targeted to
+        (only the variants that segment may be shown)."""
+        if self.eligible is None:
             return {}
-        return dict(zip(self.overall.arm_ids, self.overall.weights.tolist(), strict=True))
+        return {s: _shares(self.by_segment.get(s), m) for s, m in self.eligible.by_segment.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +188,12 @@ class ServingTables:
         if segment is not None:
             snapshot = live.by_segment.get(segment, snapshot)
         if snapshot is None:
-            raise NoActiveVariants(campaign_id, live.n_pending)
+            raise NoActiveVariants(
+                campaign_id,
+                live.n_pending,
+                segment=segment,
+                targeted_segments=live.targeted_segments if live.arm_ids else (),
+            )
         return live, snapshot
 
     def visible_row(self, campaign_id: str, tenant: str | None) -> dict[str, Any]:
@@ -241,23 +271,28 @@ class ServingTables:
         n_pending = sum(v["status"] == "pending" for v in stored)
         variants = [v for v in stored if v["status"] in SERVABLE]
         winner = row.get("winner_variant_id")
-        if winner:
-            variants = [v for v in variants if v["variant_id"] == winner] or variants
+        if winner and any(v["variant_id"] == winner for v in variants):
+            # The winner takes every untargeted request; targeted variants go on competing
+            # with it inside their segments (see CampaignLifecycle.declare_winner).
+            variants = [v for v in variants if v["variant_id"] == winner or v.get("segments")]
         ids = [v["variant_id"] for v in variants]
+        eligible = Eligibility([tuple(v.get("segments") or ()) for v in variants])
         built_at = now
         try:
-            overall, by_segment = self._snapshots(campaign_id, row.get("objective") or "ctr", ids)
+            overall, by_segment = self._snapshots(
+                campaign_id, row.get("objective") or "ctr", ids, eligible
+            )
         except Exception as error:  # noqa: BLE001 - one campaign's bad data must not stop serving
             previous = self._live.get(campaign_id)
-            kept = previous.overall if previous is not None else None
-            if kept is not None and kept.arm_ids == tuple(ids):
+            if previous is not None and previous.arm_ids == tuple(ids) and ids:
                 # Same variants as before: their last allocation is still the best guess
                 # (a uniform split stays one while builds keep failing).
-                overall, by_segment, built_at = kept, previous.by_segment, previous.built_at
+                overall, by_segment = previous.overall, previous.by_segment
+                built_at = previous.built_at
                 failing = self._failures.get(campaign_id)
                 serving = failing.serving if failing is not None else "last snapshot"
             else:
-                overall, by_segment, serving = _uniform(ids), {}, "uniform"
+                (overall, by_segment), serving = _uniform(ids, eligible), "uniform"
             self._record_failure(campaign_id, row["tenant"], error, serving, now)
         else:
             self._failures.pop(campaign_id, None)
@@ -267,11 +302,13 @@ class ServingTables:
             tenant=row["tenant"],
             log_impressions=not settings.get("impressions_reported_separately", False),
             texts=[v["text"] for v in variants],
+            arm_ids=tuple(ids),
             overall=overall,
             by_segment=by_segment,
             built_at=built_at,
             attempted_at=now,
             n_pending=n_pending,
+            eligible=eligible,
         )
 
     def build_isolated(self, campaign_id: str) -> bool:
@@ -326,34 +363,99 @@ class ServingTables:
         )
 
     def _snapshots(
-        self, campaign_id: str, objective: str, ids: list[str]
+        self, campaign_id: str, objective: str, ids: list[str], eligible: Eligibility
     ) -> tuple[Snapshot | None, dict[str, Snapshot]]:
-        """The campaign-wide snapshot and the per-segment ones for variants ``ids``."""
+        """The snapshot of untargeted requests and the per-segment ones for variants ``ids``.
+
+        Each is the policy's allocation over that snapshot's eligible variants (the others
+        are inactive arms: weight 0, no share of the floor).
+        """
         if not ids:
             return None, {}
+        arm_ids = tuple(ids)
         if len(ids) == 1:
-            return Snapshot(tuple(ids), np.ones(1)), {}
+            return _uniform(ids, eligible)
         config = self._config
         policy = allocation_policy(config, objective, len(ids))
         frame = self._store.arm_stats(campaign_id, half_life=config.half_life)
         counts = arm_counts(ids, stats_by_variant(frame))
-        overall = policy.snapshot(counts, self._rng)
+        everyone = eligible.untargeted
+        overall = (
+            policy.snapshot(counts.with_active(everyone), self._rng) if everyone.any() else None
+        )
+        by_segment: dict[str, Snapshot] = {}
         # Only Thompson sampling has hierarchical per-segment posteriors; baselines
         # allocate one split for every segment, as they do in their usual form.
-        if not (config.segment_allocation and isinstance(policy, ThompsonSampling)):
-            return overall, {}
-        segment_frame = self._store.arm_stats(
-            campaign_id, half_life=config.half_life, by_segment=True
-        )
-        # [hardening: cardinality] busiest segments only; the rest share `overall`
-        per_segment = stats_by_segment(segment_frame, config.max_segments_per_campaign)
-        if not per_segment:
-            return overall, {}
-        segment_counts = {s: arm_counts(ids, stats) for s, stats in per_segment.items()}
-        weights = policy.weights_by_segment(segment_counts, counts, self._rng)
-        return overall, {s: Snapshot(overall.arm_ids, w) for s, w in weights.items()}
+        if config.segment_allocation and isinstance(policy, ThompsonSampling):
+            segment_frame = self._store.arm_stats(
+                campaign_id, half_life=config.half_life, by_segment=True
+            )
+            # [hardening: cardinality] busiest segments only; the rest share `overall`
+            # (targeted segments get a snapshot of their own below all the same)
+            per_segment = stats_by_segment(segment_frame, config.max_segments_per_campaign)
+            segment_counts = {
+                s: arm_counts(ids, stats).with_active(eligible.mask(s))
+                for s, stats in per_segment.items()
+                if eligible.mask(s).any()
+            }
+            if segment_counts:
+                weights = policy.weights_by_segment(segment_counts, counts, self._rng)
+                by_segment = {s: Snapshot(arm_ids, w) for s, w in weights.items()}
+        # Targeted segments without data of their own: the campaign's evidence over their
+        # eligible set, one allocation per distinct set.
+        shared: dict[bytes, Snapshot] = {}
+        for segment, mask in eligible.by_segment.items():
+            if segment not in by_segment:
+                key = mask.tobytes()
+                if key not in shared:
+                    shared[key] = policy.snapshot(counts.with_active(mask), self._rng)
+                by_segment[segment] = shared[key]
+        return overall, by_segment
 
 
-def _uniform(ids: list[str]) -> Snapshot | None:
-    """An equal split over ``ids`` (None when there are none): the allocation of no evidence."""
-    return Snapshot(tuple(ids), np.full(len(ids), 1.0 / len(ids))) if ids else None
+class Eligibility:
+    """Which variants each request may be shown, from the variants' target segments.
+
+    ``untargeted`` marks the variants with no segments (they serve every request);
+    ``by_segment`` maps each targeted segment to its mask: the untargeted variants and those
+    targeted to it. Any other segment's mask is ``untargeted``.
+
+    Example
+    -------
+    >>> eligible = Eligibility([(), ("mobile",), ("desktop", "mobile")])
+    >>> eligible.mask("mobile").tolist(), eligible.mask("tablet").tolist()
+    ([True, True, True], [True, False, False])
+    """
+
+    def __init__(self, targets: list[tuple[str, ...]]) -> None:
+        self.untargeted = np.array([not t for t in targets], dtype=bool)
+        self.by_segment: dict[str, np.ndarray] = {}
+        for index, segments in enumerate(targets):
+            for segment in segments:
+                if segment not in self.by_segment:
+                    self.by_segment[segment] = self.untargeted.copy()
+                self.by_segment[segment][index] = True
+        self.by_segment = dict(sorted(self.by_segment.items()))
+
+    def mask(self, segment: str) -> np.ndarray:
+        """The variants a request from ``segment`` may be shown."""
+        return self.by_segment.get(segment, self.untargeted)
+
+
+def _uniform(ids: list[str], eligible: Eligibility) -> tuple[Snapshot | None, dict[str, Snapshot]]:
+    """Equal splits over each eligible set: the allocation of no evidence (and of one arm)."""
+
+    def split(mask: np.ndarray) -> Snapshot | None:
+        return Snapshot(tuple(ids), mask / mask.sum()) if mask.any() else None
+
+    by_segment = {s: split(m) for s, m in eligible.by_segment.items()}
+    return split(eligible.untargeted), {s: v for s, v in by_segment.items() if v is not None}
+
+
+def _shares(snapshot: Snapshot | None, mask: np.ndarray | None) -> dict[str, float]:
+    """Variant id -> weight in ``snapshot`` of the variants ``mask`` marks (all when None)."""
+    if snapshot is None:
+        return {}
+    keep = mask.tolist() if mask is not None else [True] * snapshot.n_arms
+    pairs = zip(snapshot.arm_ids, snapshot.weights.tolist(), keep, strict=True)
+    return {arm_id: weight for arm_id, weight, kept in pairs if kept}

@@ -12,6 +12,10 @@ terms, lengths, language, repetition; see ``generators.check_candidate``): a var
 is rejected with its drop reason. A human who insists sets ``override_filters: true`` with an
 ``override_reason``; the override (reason, who, when, the filter it overrode) is recorded in
 the variant's provenance and shown as its ``filter_override``.
+
+Targeting: a variant's ``segments`` are the audience segments it is served to (empty: every
+request). A listed variant may name them; a generated one is targeted to the segment it was
+written for (``Candidate.segment``, see :meth:`VariantFactory.generate`'s ``segments``).
 """
 
 from __future__ import annotations
@@ -24,12 +28,24 @@ from typing import Any
 
 from adloop.optimizer.errors import InvalidRequest
 
-__all__ = ["VariantFactory", "load_brief", "public_variant", "seed_for"]
+__all__ = [
+    "MAX_SEGMENTS_PER_VARIANT",
+    "VariantFactory",
+    "check_segments",
+    "load_brief",
+    "public_variant",
+    "seed_for",
+    "targeting_groups",
+]
 
 _MAX_TEXT = 2000
 _MAX_REASON = 500
+_MAX_SEGMENT = 128
+#: Most segments one variant may be targeted to.
+MAX_SEGMENTS_PER_VARIANT = 64
+_N_PARENTS_PER_SEGMENT = 3  # leaders handed to the generators per segment on a refill
 _MANUAL_FIELDS = frozenset(
-    {"text", "headline", "description", "override_filters", "override_reason"}
+    {"text", "headline", "description", "override_filters", "override_reason", "segments"}
 )
 
 
@@ -70,6 +86,7 @@ class VariantFactory:
         winners: Sequence[Mapping[str, Any]] = (),
         notes: list[str] | None = None,
         status: str = "pending",
+        segments: Sequence[str | None] | None = None,
     ) -> tuple[list[dict[str, Any]], Any]:
         """Up to ``n`` new rows from the generator pool, and the pool's result.
 
@@ -77,15 +94,26 @@ class VariantFactory:
         auto-approves). ``existing_texts`` keep near-duplicates out; ``winners`` are parents for
         recombination (see :func:`seed_for` for a seed that repeats across runs).
         What the pool dropped, and why, is appended to ``notes`` when given.
+
+        With ``segments`` (names from the brief's ``segments``), the ``i``-th of the ``n``
+        rows is written for ``segments[i % len(segments)]`` (``Brief.for_segment``) and
+        targeted to it (a None entry writes for everyone); each segment's parents are the
+        winners it may be shown, best first. An unknown segment raises
+        ``generators.BriefError`` naming ``segments``.
         """
-        result = self._pool().generate(
-            brief,
-            n,
-            existing_texts=list(existing_texts),
-            winners=list(winners),
-            seed=seed,
-            time_budget_s=self._time_budget_s,
-        )
+        if segments:
+            result = self._generate_per_segment(
+                brief, n, list(segments), seed, list(existing_texts), winners
+            )
+        else:
+            result = self._pool().generate(
+                brief,
+                n,
+                existing_texts=list(existing_texts),
+                winners=list(winners),
+                seed=seed,
+                time_budget_s=self._time_budget_s,
+            )
         if notes is not None:
             notes.extend(result.notes)
             if len(result.candidates) < n:
@@ -95,6 +123,57 @@ class VariantFactory:
                 )
         rows = [self._candidate_row(campaign_id, c, now, status) for c in result.candidates]
         return _in_order(rows), result
+
+    def _generate_per_segment(
+        self,
+        brief: Any,
+        n: int,
+        segments: list[str | None],
+        seed: int,
+        existing_texts: list[str],
+        winners: Sequence[Mapping[str, Any]],
+    ) -> Any:
+        """One pool call per segment (its share of ``n``), merged into one pool result."""
+        from adloop.generators import PoolResult
+
+        wanted: dict[str | None, int] = {}
+        for i in range(n):
+            segment = segments[i % len(segments)]
+            wanted[segment] = wanted.get(segment, 0) + 1
+        merged = PoolResult(candidates=[])
+        texts = list(existing_texts)
+        for segment, count in wanted.items():
+            parents = [
+                w
+                for w in winners
+                if segment is None or not w.get("segments") or segment in w["segments"]
+            ][:_N_PARENTS_PER_SEGMENT]
+            result = self._pool().generate(
+                brief,
+                count,
+                existing_texts=texts,
+                winners=parents,
+                seed=seed_for(None, f"{seed}:{segment}"),
+                time_budget_s=self._time_budget_s,
+                segment=segment,
+            )
+            # Later segments see earlier ones' copy: no two targeted variants are near-copies.
+            texts.extend(c.text for c in result.candidates)
+            merged.candidates.extend(result.candidates)
+            merged.dropped.extend(result.dropped)
+            for table, counts in (
+                (merged.drop_counts, result.drop_counts),
+                (merged.requested, result.requested),
+                (merged.accepted, result.accepted),
+            ):
+                for key, value in counts.items():
+                    table[key] = table.get(key, 0) + value
+            merged.notes.extend(
+                note if note in merged.notes or segment is None else f"{segment}: {note}"
+                for note in result.notes
+            )
+        merged.notes = list(dict.fromkeys(merged.notes))
+        return merged
 
     def manual(
         self,
@@ -122,6 +201,9 @@ class VariantFactory:
         for i, given in enumerate(variants):
             field = f"{where}.{i}"
             headline, description, text = _manual_fields(given, field)
+            segments = check_segments(
+                given.get("segments") if isinstance(given, Mapping) else None, f"{field}.segments"
+            )
             if text in seen:
                 raise InvalidRequest(f"{field}.text", "duplicate text")
             seen.add(text)
@@ -154,6 +236,7 @@ class VariantFactory:
                     parent_ids=[],
                     provenance=provenance,
                     status="active",
+                    segments=segments,
                 )
             )
         if not rows:
@@ -175,6 +258,7 @@ class VariantFactory:
             model_version=candidate.model_version,
             parent_ids=list(candidate.parent_ids or ()),
             provenance=candidate.to_dict() if hasattr(candidate, "to_dict") else {},
+            segments=[candidate.segment] if getattr(candidate, "segment", None) else [],
         )
 
     def _row(self, campaign_id: str, now: datetime, **fields: Any) -> dict[str, Any]:
@@ -260,6 +344,34 @@ def filter_reason(given: Any, headline: str, description: str, text: str, brief:
     return reason
 
 
+def check_segments(value: Any, where: str) -> list[str]:
+    """A variant's target segments, checked: distinct names (none or ``[]``: every request).
+
+    Raises:
+        InvalidRequest: not a list of 1..128-character strings, or more than
+            :data:`MAX_SEGMENTS_PER_VARIANT` of them; ``where`` names the field.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidRequest(where, 'must be a list of segment names, e.g. ["mobile"]')
+    names = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip() or len(name) > _MAX_SEGMENT:
+            raise InvalidRequest(
+                f"{where}.{i}",
+                f"must be a segment name of 1..{_MAX_SEGMENT} characters, exactly as requests "
+                "pass it to choose(segment=...)",
+            )
+        names.append(name)  # as given: requests must name it exactly
+    names = list(dict.fromkeys(names))
+    if len(names) > MAX_SEGMENTS_PER_VARIANT:
+        raise InvalidRequest(
+            where, f"at most {MAX_SEGMENTS_PER_VARIANT} segments per variant, got {len(names)}"
+        )
+    return names
+
+
 def seed_for(seed: int | None, key: str) -> int:
     """``seed`` if given, else a stable seed derived from ``key``."""
     if seed is not None:
@@ -296,8 +408,28 @@ def public_variant(row: Mapping[str, Any]) -> dict[str, Any]:
         "model_version": row["model_version"],
         "parent_ids": list(row["parent_ids"]),
         "status": row["status"],
+        "segments": list(row.get("segments") or []),
     }
     override = (row.get("provenance") or {}).get("filter_override")
     if override:
         out["filter_override"] = override
     return out
+
+
+def targeting_groups(variants: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """Indices of ``variants`` grouped by their targeting (same segments, in any order).
+
+    Variants compete within a group: they were shown to the same audience, so their counts
+    compare (the retire rule and ``probability_best`` use these groups). Groups are listed
+    in the order their first variant appears; the untargeted variants form one group.
+
+    Example
+    -------
+    >>> targeting_groups([{"segments": []}, {"segments": ["a"]}, {}, {"segments": ["a"]}])
+    [[0, 2], [1, 3]]
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, variant in enumerate(variants):
+        key = tuple(sorted(variant.get("segments") or ()))
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())

@@ -1,4 +1,11 @@
-"""Read-only views of campaigns as the API returns them: summaries and the full report."""
+"""Read-only views of campaigns as the API returns them: summaries and the full report.
+
+With targeting, each variant shows its ``segments`` (empty: every request), its
+``probability_best`` is among the servable variants of the same targeting (they were shown to
+the same audience, so their counts compare), and the snapshot shows, besides the weights of
+requests without a targeted segment, ``targeted_weights``: each targeted segment's split over
+the variants it may be shown.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from adloop.optimizer.arm_stats import arm_counts, stats_by_variant
 from adloop.optimizer.config import EngineConfig
 from adloop.optimizer.quality import data_quality
 from adloop.optimizer.serving import SERVABLE, LiveCampaign, RefreshFailure
+from adloop.optimizer.variants import targeting_groups
 
 __all__ = ["campaign_summary", "campaign_view"]
 
@@ -100,6 +108,7 @@ def campaign_view(
             "built_at": _iso(live.built_at) if live else None,
             "weights": live.weights() if live else {},
             "segments": sorted(live.by_segment) if live else [],
+            "targeted_weights": live.targeted_weights() if live else {},
         },
     }
 
@@ -112,16 +121,18 @@ def _posteriors(
     rng: np.random.Generator,
     lock: threading.RLock,
 ) -> tuple[Mapping[str, np.ndarray], np.ndarray]:
-    """Posterior summaries of every variant, and each servable one's probability of being best."""
+    """Posterior summaries of every variant, and each servable one's probability of being best
+    among the servable variants of its targeting."""
     ids = [v["variant_id"] for v in variants]
     with lock:
         summary = posterior_summary(arm_counts(ids, stats), objective, rng=rng) if ids else {}
         servable = [i for i, v in enumerate(variants) if v["status"] in SERVABLE]
         p_best = np.zeros(len(ids))
-        if servable:
-            policy = ThompsonSampling(objective, n_draws=config.n_draws)
-            servable_counts = arm_counts([ids[i] for i in servable], stats)
-            p_best[servable] = policy.probability_best(servable_counts, rng)
+        policy = ThompsonSampling(objective, n_draws=config.n_draws)
+        for group in targeting_groups([variants[i] for i in servable]):
+            members = [servable[i] for i in group]
+            members_counts = arm_counts([ids[i] for i in members], stats)
+            p_best[members] = policy.probability_best(members_counts, rng)
     return summary, p_best
 
 
@@ -143,6 +154,7 @@ def _variant_view(
         "generator": variant.get("generator"),
         "model_version": variant.get("model_version"),
         "parent_ids": list(variant.get("parent_ids") or []),
+        "segments": list(variant.get("segments") or []),
         # kept despite the brief's filters: what it overrode, why, who and when
         "filter_override": (variant.get("provenance") or {}).get("filter_override"),
         "impressions": int(stats.get("impressions", 0)),

@@ -106,6 +106,7 @@ def assemble_result(
                 "text": variant["text"],
                 "status": variant["status"],
                 "generator": variant.get("generator"),
+                "segments": list(variant.get("segments") or []),
                 "added_at_hour": born_hour.get(variant["variant_id"], 0.0),
                 "impressions": variant["impressions"],
                 "clicks": variant["clicks"],
@@ -150,6 +151,16 @@ def assemble_result(
         "campaign_id": final["campaign_id"],
         "hours": scenario.traffic.hours,
         "segments": list(world.segment_names),
+        "per_segment_copy": scenario.generators.per_segment,
+        "by_segment": {
+            name: {
+                "impressions": int(tally[0]),
+                "clicks": int(tally[1]),
+                "expected_clicks": float(tally[2]),
+                "oracle_clicks": float(tally[3]),
+            }
+            for name, tally in run.segment_totals.items()
+        },
         "impressions": int(totals["impressions"]),
         "clicks": int(totals["clicks"]),
         "conversions": int(totals["conversions"]),

@@ -93,6 +93,10 @@ class CampaignRun:
         self.outcomes = {"accepted": 0, "duplicates": 0, "rejected": 0}
         self.rejected_examples: list[dict[str, Any]] = []
         self.hourly_rows: list[dict[str, Any]] = []
+        # per segment: impressions, clicks, expected clicks, oracle clicks
+        self.segment_totals: dict[str, list[float]] = {
+            name: [0, 0, 0.0, 0.0] for name in world.segment_names
+        }
         self.step_rows: list[dict[str, Any]] = []
         self.rounds: list[dict[str, Any]] = []
         self.lifecycle_log: list[dict[str, Any]] = []
@@ -110,6 +114,7 @@ class CampaignRun:
             seed=self.seed,
             # The simulator has no person to review generated copy: it serves as written.
             auto_approve=True,
+            per_segment=scenario.generators.per_segment,
         )
         self.campaign_id = view["campaign_id"]
         for variant in view["variants"]:
@@ -133,10 +138,7 @@ class CampaignRun:
         )
         n_impressions = int(self.rng.poisson(traffic.impressions_per_hour * cycle / steps_per_hour))
         per_segment = self.rng.multinomial(n_impressions, self.world.shares)
-        servable = [
-            v["variant_id"]
-            for v in self.engine.store.variants(self.campaign_id, statuses=("active", "winner"))
-        ]
+        servable_rows = self.engine.store.variants(self.campaign_id, statuses=("active", "winner"))
         # per variant: impressions, clicks, conversions, expected clicks
         stats: dict[str, list[float]] = {}
         clicks: list[dict[str, Any]] = []
@@ -144,7 +146,8 @@ class CampaignRun:
         for segment_index, count in enumerate(per_segment.tolist()):
             if count == 0:
                 continue
-            choices = self._choose(count, self.world.segment_names[segment_index])
+            segment = self.world.segment_names[segment_index]
+            choices = self._choose(count, segment)
             variant_ids = [c.variant_id for c in choices]
             shown_ids, inverse = np.unique(np.array(variant_ids), return_inverse=True)
             shown = shown_ids.tolist()
@@ -153,10 +156,24 @@ class CampaignRun:
             ctr = ctr[inverse]
             cvr = self.truth.cvr(shown_texts)[:, segment_index][inverse]
             clicked = self.rng.random(len(choices)) < ctr
-            # Oracle: the best servable variant for this segment, shown to all of it.
+            # Oracle: the best variant this segment may be shown (its targeting allows it),
+            # shown to all of it.
+            servable = [
+                v["variant_id"]
+                for v in servable_rows
+                if not v.get("segments") or segment in v["segments"]
+            ]
             best = self.truth.ctr([self.text_of[v] for v in servable], shifted)[:, segment_index]
-            oracle += float((best * self._fatigue(servable)).max()) * count if servable else 0.0
+            segment_oracle = (
+                float((best * self._fatigue(servable)).max()) * count if servable else 0.0
+            )
+            oracle += segment_oracle
             expected += float(ctr.sum())
+            tally = self.segment_totals[segment]
+            tally[0] += count
+            tally[1] += int(clicked.sum())
+            tally[2] += float(ctr.sum())
+            tally[3] += segment_oracle
             for index in np.flatnonzero(clicked).tolist():
                 clicks.append(
                     self._click(choices[index], segment_index, step_start, step_length, cvr[index])

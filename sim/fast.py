@@ -15,6 +15,8 @@ The policies are the engine's own (:data:`adloop.bandits.POLICIES`, the names
 ``ts``       :class:`~adloop.bandits.ThompsonSampling` with the engine's defaults (empirical-Bayes
              prior for arms behind the others, practically-tied rule), ``n_draws`` Monte Carlo
              draws; an explicit ``prior_alpha``/``prior_beta`` replaces its prior.
+             A :class:`~adloop.bandits.TextPriorThompson` object with ``text`` evidence adds a
+             copy scorer's prediction to each arm's prior.
 ``uniform``  :class:`~adloop.bandits.Uniform`: equal split for the whole horizon.
 ``ucb1``     :class:`~adloop.bandits.UCB1`: the batch to the highest UCB1 index (ties split).
 ``egreedy``  :class:`~adloop.bandits.EpsilonGreedy`: ``1 - epsilon`` to the best empirical
@@ -32,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from adloop.bandits import POLICIES, BanditError, Policy, ThompsonSampling
+from adloop.bandits import (
+    POLICIES,
+    BanditError,
+    Policy,
+    TextEvidence,
+    TextPriorThompson,
+    ThompsonSampling,
+)
 from adloop.sim.errors import SimError
 
 __all__ = ["POLICIES", "BatchedRun", "FastResult", "make_policy", "simulate", "simulate_batched"]
@@ -106,6 +115,7 @@ def simulate_batched(
     n_draws: int = 128,
     prior_alpha: float | np.ndarray | None = None,
     prior_beta: float | np.ndarray | None = None,
+    text: TextEvidence | None = None,
     record_history: bool = False,
 ) -> BatchedRun:
     """Run one policy on ``S`` independent Bernoulli problems at once.
@@ -133,6 +143,11 @@ def simulate_batched(
     prior_alpha, prior_beta:
         An explicit Beta prior for Thompson sampling, replacing its own: scalars, or arrays of
         shape (S,) or (S, K) (e.g. a prior learned from other problems).
+    text:
+        A copy scorer's calibrated evidence per arm, offsets of shape (S, K) (see
+        :class:`~adloop.bandits.TextEvidence`), for a
+        :class:`~adloop.bandits.TextPriorThompson` policy: added to each arm's prior at every
+        update, around the problem's running rate.
     record_history:
         Keep cumulative regret and traffic shares per update (for plots).
 
@@ -166,6 +181,12 @@ def simulate_batched(
         if not isinstance(policy, ThompsonSampling):
             raise SimError(f"prior_alpha/prior_beta apply to Thompson sampling, not {policy!r}")
         settings["prior"] = (prior_alpha, prior_beta)
+    if text is not None:
+        if not isinstance(policy, TextPriorThompson):
+            raise SimError(f"text evidence applies to TextPriorThompson, not {policy!r}")
+        if text.offsets.shape != ctr.shape:
+            raise SimError(f"text offsets have shape {text.offsets.shape}, ctr {ctr.shape}")
+        settings["text"] = text
     shape = ctr.shape
     impressions = np.zeros(shape)  # integer-valued: what the posterior has seen
     observed = np.zeros(shape)

@@ -15,7 +15,15 @@ Policies are the engine's own (:data:`adloop.bandits.POLICIES`: ``ts``, ``unifor
 ``egreedy``, ``ucb1``, with the engine's defaults; ``ts`` includes the practically-tied rule), plus
 ``ts_eb``: the same Thompson sampling under a Beta prior learned across tests —
 :func:`adloop.bandits.empirical_bayes_prior` fitted to the arms of the *other* half of the tests
-(two-fold cross-fitting, :func:`cross_fitted_prior`, so no test informs its own prior).
+(two-fold cross-fitting, :func:`cross_fitted_prior`, so no test informs its own prior); and
+``ts_text``: ``ts_eb`` plus a copy scorer's evidence about each arm's headline
+(:class:`adloop.bandits.TextPriorThompson`), cross-fitted both ways. The scorer (a
+:data:`~adloop.sim.text_scorers.TextScorer`, e.g. the outcome scorer) predicts each arm
+from a model never trained on that arm's test; how far to trust it
+(:func:`adloop.bandits.fit_text_calibration`) is fitted on the *other* half of the tests, the
+same halves as ``ts_eb``'s prior (:func:`cross_fitted_text_evidence`). ``ts_text`` draws from
+``ts_eb``'s random stream, so where the scorer is not trusted the two are the same run, and
+elsewhere their difference is the text's doing rather than the dice's.
 """
 
 from __future__ import annotations
@@ -30,22 +38,32 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from adloop.bandits import empirical_bayes_prior
+from adloop.bandits import (
+    BanditError,
+    TextCalibration,
+    TextEvidence,
+    TextPriorThompson,
+    empirical_bayes_prior,
+    fit_text_calibration,
+)
 from adloop.sim.errors import ReplayError, SimError
 from adloop.sim.fast import make_policy, simulate_batched
+from adloop.sim.text_scorers import TextScorer
 
 __all__ = [
     "REPLAY_POLICIES",
     "ReplayProblems",
     "ReplayResult",
     "cross_fitted_prior",
+    "cross_fitted_text_evidence",
     "load_tests",
     "replay",
 ]
 
-#: The engine's policies (:data:`adloop.bandits.POLICIES`) and ``ts_eb``.  A policy's place
-#: here picks its random stream, so the order is kept and published figures reproduce.
-REPLAY_POLICIES: tuple[str, ...] = ("ts", "ts_eb", "uniform", "ucb1", "egreedy")
+#: The engine's policies (:data:`adloop.bandits.POLICIES`), ``ts_eb`` and ``ts_text``.  A
+#: policy's place here picks its random stream, so the order is kept and published figures
+#: reproduce (``ts_text`` shares ``ts_eb``'s stream on purpose).
+REPLAY_POLICIES: tuple[str, ...] = ("ts", "ts_eb", "uniform", "ucb1", "egreedy", "ts_text")
 _REQUIRED = ("test_id", "headline", "impressions", "clicks")
 
 
@@ -53,7 +71,8 @@ _REQUIRED = ("test_id", "headline", "impressions", "clicks")
 class ReplayProblems:
     """Tests as padded arrays: ``ctr`` (tests, max arms) with ``nan`` padding, ``horizons``.
 
-    ``arm_impressions`` has the same shape as ``ctr``, with zero padding.
+    ``arm_impressions`` has the same shape as ``ctr``, with zero padding; ``texts`` holds each
+    test's headlines, arm by arm (empty when not loaded from an archive).
     """
 
     test_ids: tuple[str, ...]
@@ -61,6 +80,7 @@ class ReplayProblems:
     horizons: np.ndarray
     n_arms: np.ndarray
     arm_impressions: np.ndarray
+    texts: tuple[tuple[str, ...], ...] = ()
 
     @property
     def n_tests(self) -> int:
@@ -93,6 +113,7 @@ def load_tests(path: str | Path, *, max_tests: int | None = None) -> ReplayProbl
         raise ReplayError(f"{path} lacks column(s) {missing}; needs {list(_REQUIRED)}")
     frame = frame.select(
         pl.col("test_id").cast(pl.String),
+        pl.col("headline").cast(pl.String).fill_null(""),
         pl.col("impressions").cast(pl.Int64),
         pl.col("clicks").cast(pl.Int64),
     ).drop_nulls()
@@ -108,7 +129,7 @@ def load_tests(path: str | Path, *, max_tests: int | None = None) -> ReplayProbl
     tests = (
         frame.filter(pl.col("impressions") > 0)
         .group_by("test_id", maintain_order=True)
-        .agg(pl.col("impressions"), pl.col("clicks"))
+        .agg(pl.col("impressions"), pl.col("clicks"), pl.col("headline"))
         .filter(pl.col("impressions").list.len() >= 2)
     )
     if max_tests is not None:
@@ -132,7 +153,15 @@ def load_tests(path: str | Path, *, max_tests: int | None = None) -> ReplayProbl
         horizons=horizons,
         n_arms=n_arms,
         arm_impressions=arm_impressions,
+        texts=tuple(tuple(headlines) for headlines in tests["headline"].to_list()),
     )
+
+
+def _test_folds(n_tests: int, seed: int, n_folds: int) -> np.ndarray:
+    """Each test's fold: a seeded shuffle dealt round-robin (the same for every use)."""
+    if n_folds < 2:
+        raise ReplayError(f"n_folds must be >= 2, got {n_folds}")
+    return np.random.default_rng(seed).permutation(n_tests) % n_folds
 
 
 def cross_fitted_prior(
@@ -159,10 +188,8 @@ def cross_fitted_prior(
     >>> round(float(np.mean(alpha / (alpha + beta))), 3)
     0.02
     """
-    if n_folds < 2:
-        raise ReplayError(f"n_folds must be >= 2, got {n_folds}")
     n_tests = problems.n_tests
-    folds = np.random.default_rng(seed).permutation(n_tests) % n_folds
+    folds = _test_folds(n_tests, seed, n_folds)
     trials = problems.arm_impressions
     successes = np.rint(np.nan_to_num(problems.ctr) * trials)
     alpha = np.ones(n_tests)
@@ -173,6 +200,77 @@ def cross_fitted_prior(
             successes[others].ravel(), trials[others].ravel()
         )
     return alpha, beta
+
+
+def cross_fitted_text_evidence(
+    problems: ReplayProblems, scores: np.ndarray, *, seed: int = 0, n_folds: int = 2
+) -> tuple[TextEvidence, list[TextCalibration]]:
+    """Each test's :class:`~adloop.bandits.TextEvidence`, calibrated on the *other* tests.
+
+    ``scores`` (shape of ``problems.ctr``) must already be cross-fitted predictions. Tests fall
+    into the folds of :func:`cross_fitted_prior` (same ``seed`` and ``n_folds``); a test's
+    scores are calibrated by :func:`adloop.bandits.fit_text_calibration` on the arms of all
+    other folds, so its own clicks inform neither its scores nor how far they are trusted.
+
+    Returns the evidence (offsets shaped like ``problems.ctr``, zero padding; one precision
+    per test) and the calibration of each fold.
+    """
+    folds = _test_folds(problems.n_tests, seed, n_folds)
+    valid = ~np.isnan(problems.ctr)
+    scores = np.where(valid, np.asarray(scores, dtype=np.float64), 0.0)
+    trials = problems.arm_impressions
+    successes = np.rint(np.nan_to_num(problems.ctr) * trials)
+    groups = np.broadcast_to(np.arange(problems.n_tests)[:, None], valid.shape)
+    offsets = np.zeros(valid.shape)
+    precision = np.zeros(problems.n_tests)
+    calibrations = []
+    for fold in range(n_folds):
+        train = valid & (folds != fold)[:, None]
+        try:
+            calibration = fit_text_calibration(
+                scores[train], successes[train], trials[train], groups[train]
+            )
+        except BanditError as error:
+            raise ReplayError(f"cannot calibrate the text scorer: {error}") from error
+        evidence = calibration.evidence(scores[folds == fold])
+        offsets[folds == fold] = np.where(valid[folds == fold], evidence.offsets, 0.0)
+        precision[folds == fold] = evidence.precision
+        calibrations.append(calibration)
+    return TextEvidence(offsets, precision), calibrations
+
+
+def _text_scores(problems: ReplayProblems, scorer: TextScorer, seed: int) -> np.ndarray:
+    """Cross-fitted scores of every arm, shaped like ``problems.ctr`` (zero padding)."""
+    valid = ~np.isnan(problems.ctr)
+    if not problems.texts:
+        raise ReplayError("ts_text needs the tests' headlines; load them with load_tests")
+    texts = [text for headlines in problems.texts for text in headlines]
+    groups = np.broadcast_to(np.array(problems.test_ids, dtype=object)[:, None], valid.shape)
+    trials = problems.arm_impressions[valid]
+    clicks = np.rint(problems.ctr[valid] * trials)
+    try:
+        flat = np.asarray(scorer(texts, list(groups[valid]), trials, clicks, folds=5, seed=seed))
+    except (ValueError, RuntimeError, OSError, ImportError) as error:
+        raise ReplayError(f"the text scorer failed: {error}") from error
+    if flat.shape != (len(texts),) or not np.all(np.isfinite(flat)):
+        raise ReplayError(
+            f"the text scorer must return one finite score per arm ({len(texts)}), got "
+            f"shape {flat.shape}"
+        )
+    scores = np.zeros(valid.shape)
+    scores[valid] = flat
+    return scores
+
+
+def _calibration_row(calibration: TextCalibration) -> dict[str, float]:
+    return {
+        "tests": calibration.n_tests,
+        "slope": round(calibration.slope, 5),
+        "slope_z": round(calibration.slope_z, 2),
+        "between_variance": round(calibration.between_variance, 5),
+        "r_squared": round(calibration.r_squared, 4),
+        "precision": round(calibration.precision, 3),
+    }
 
 
 @dataclass(frozen=True)
@@ -199,12 +297,13 @@ class ReplayResult:
 def replay(
     path: str | Path,
     *,
-    policies: Sequence[str] = REPLAY_POLICIES,
+    policies: Sequence[str] | None = None,
     n_updates: int = 100,
     seed: int = 0,
     n_draws: int = 128,
     epsilon: float = 0.1,
     max_tests: int | None = None,
+    text_scorer: TextScorer | None = None,
 ) -> ReplayResult:
     """Replay every test of a Parquet archive under each policy.
 
@@ -213,7 +312,8 @@ def replay(
     path:
         Parquet file with ``test_id, headline, impressions, clicks``.
     policies:
-        Any of :data:`REPLAY_POLICIES` (``ts, ts_eb, uniform, ucb1, egreedy``); ``uniform`` is
+        Any of :data:`REPLAY_POLICIES` (``ts, ts_eb, uniform, ucb1, egreedy, ts_text``);
+        None runs them all, ``ts_text`` only when a ``text_scorer`` is given. ``uniform`` is
         always run as the reference for ``regret_reduction_vs_uniform`` but only reported when
         asked for.
     n_updates:
@@ -227,6 +327,10 @@ def replay(
         Exploration rate of ``egreedy``.
     max_tests:
         Replay only the first tests (quick runs).
+    text_scorer:
+        The scorer ``ts_text`` needs (see :func:`adloop.sim.load_text_scorer`), called once on
+        all arms with ``folds=5, seed=seed``; the summary's ``text`` entry records each fold's
+        calibration.
 
     Example
     -------
@@ -238,6 +342,8 @@ def replay(
     >>> result.summary["oracle_clicks"], result.summary["policies"]["uniform"]["clicks"]
     (60.0, 40.0)
     """
+    if policies is None:
+        policies = [p for p in REPLAY_POLICIES if p != "ts_text" or text_scorer is not None]
     unknown = [name for name in policies if name not in REPLAY_POLICIES]
     if unknown or not policies:
         raise ReplayError(
@@ -246,21 +352,41 @@ def replay(
         )
     if n_updates < 1:
         raise ReplayError(f"n_updates must be >= 1, got {n_updates}")
+    if "ts_text" in policies and text_scorer is None:
+        raise ReplayError(
+            "ts_text needs a text scorer: pass text_scorer= (see adloop.sim.load_text_scorer), or "
+            "--text-scorer on the command line"
+        )
     problems = load_tests(path, max_tests=max_tests)
     to_run = list(dict.fromkeys(["uniform", *policies]))
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    text_summary: dict[str, Any] = {}
     for name in to_run:
-        rng = np.random.default_rng([seed, REPLAY_POLICIES.index(name)])
-        policy = make_policy("ts" if name == "ts_eb" else name, n_draws=n_draws, epsilon=epsilon)
-        prior: dict[str, Any] = {}
-        if name == "ts_eb":
-            prior["prior_alpha"], prior["prior_beta"] = cross_fitted_prior(problems, seed=seed)
         start = time.perf_counter()
+        stream = REPLAY_POLICIES.index("ts_eb" if name == "ts_text" else name)
+        rng = np.random.default_rng([seed, stream])
+        settings: dict[str, Any] = {}
+        if name in ("ts_eb", "ts_text"):
+            settings["prior_alpha"], settings["prior_beta"] = cross_fitted_prior(
+                problems, seed=seed
+            )
+        if name == "ts_text":
+            assert text_scorer is not None
+            scores = _text_scores(problems, text_scorer, seed)
+            settings["text"], calibrations = cross_fitted_text_evidence(problems, scores, seed=seed)
+            policy: Any = TextPriorThompson(n_draws=n_draws)
+            text_summary = {
+                "scorer": getattr(text_scorer, "__name__", type(text_scorer).__name__),
+                "calibration_by_fold": [_calibration_row(c) for c in calibrations],
+            }
+        else:
+            policy = make_policy("ts" if name == "ts_eb" else name, n_draws=n_draws,
+                                 epsilon=epsilon)  # fmt: skip
         try:
             results[name] = simulate_batched(
                 problems.ctr, problems.horizons, policy=policy, n_updates=n_updates, rng=rng,
-                **prior,
+                **settings,
             )  # fmt: skip
         except SimError as error:
             raise ReplayError(str(error)) from error
@@ -305,4 +431,6 @@ def replay(
         "seed": seed,
         "policies": per_policy,
     }
+    if text_summary:
+        summary["text"] = text_summary
     return ReplayResult(summary=summary, rows=pl.concat(rows))

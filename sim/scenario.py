@@ -230,6 +230,12 @@ class GeneratorSettings(_Strict):
     )
     pool_size: int = Field(6, ge=2, le=200, description="Variants the campaign starts with.")
     model_dir: str | None = Field(None, description="Local causal LM directory for 'lm'.")
+    per_segment: bool = Field(
+        False,
+        description="Write the pool for the brief's segments in turn (Brief.for_segment), each "
+        "variant targeted to its segment, instead of one shared pool for everyone. The brief's "
+        "segments must be names of the world's segments (the requests' segments).",
+    )
 
 
 class RetrainingSettings(_Strict):
@@ -292,6 +298,8 @@ class Scenario(_Strict):
             raise ScenarioError("variants must be distinct texts", key_path="variants")
         shift = self.drift.preference_shift
         names = [segment.name for segment in self.world.segment_list()]
+        if self.generators.per_segment:
+            _check_copy_segments(self.brief, names)
         for segment in shift.deltas:
             if segment not in names:
                 raise ScenarioError(
@@ -332,6 +340,24 @@ class Scenario(_Strict):
     def to_yaml(self) -> str:
         """The scenario as YAML that :func:`load_scenario` reads back to an equal scenario."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _check_copy_segments(brief: dict[str, Any] | None, names: list[str]) -> None:
+    """Per-segment copy needs a brief whose segments are the world's (the requests')."""
+    segments = (brief or {}).get("segments") or []
+    segments = [segments] if isinstance(segments, str) else list(segments)
+    if not segments:
+        raise ScenarioError(
+            f"needs a brief listing segments to write for, named as the world's: {names}",
+            key_path="generators.per_segment",
+        )
+    unknown = [s for s in segments if s not in names]
+    if unknown:
+        raise ScenarioError(
+            f"the brief's segment {unknown[0]!r} is not a world segment ({names}): copy "
+            "targeted to it would never be served; name the brief's segments as the world's",
+            key_path="generators.per_segment",
+        )
 
 
 def _key_path(location: tuple[Any, ...]) -> str:

@@ -1,4 +1,8 @@
-"""Campaigns and their variants: creating them, reading them, changing their status."""
+"""Campaigns and their variants: creating them, reading them, changing their status.
+
+A variant's ``segments`` (schema 5) are the audience segments it is served to; an empty list
+(and NULL, as every variant stored before schema 5 reads) means every segment.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ class CampaignsMixin(StoreCore):
             status = one_of(variant.get("status", "active"), "status", VARIANT_STATUSES)
             created = naive_utc(variant.get("created_at") or now, "created_at")
             parent_ids = list(variant.get("parent_ids") or [])
+            segments = _segments(variant.get("segments"), variant_id)
             rows.append(
                 [
                     variant_id,
@@ -76,6 +81,7 @@ class CampaignsMixin(StoreCore):
                     created,
                     created,
                     created if status == "retired" else None,
+                    encode_json(segments, "segments"),
                 ]
             )
         return rows
@@ -94,9 +100,9 @@ class CampaignsMixin(StoreCore):
         names = [
             "variant_id", "campaign_id", "headline", "description", "text", "language",
             "generator", "model_version", "parent_ids", "provenance", "status", "created_at",
-            "updated_at", "retired_at",
+            "updated_at", "retired_at", "segments",
         ]  # fmt: skip
-        types = [pa.string()] * 11 + [pa.timestamp("us")] * 3
+        types = [pa.string()] * 11 + [pa.timestamp("us")] * 3 + [pa.string()]
         table = pa.table(
             {
                 name: pa.array(column, kind)
@@ -105,7 +111,11 @@ class CampaignsMixin(StoreCore):
         )
         connection.register("_new_variants", table)
         try:
-            connection.execute(f"INSERT INTO variants SELECT {', '.join(names)} FROM _new_variants")
+            # Columns named: schema migrations append columns, so positions are not a contract.
+            columns_sql = ", ".join(names)
+            connection.execute(
+                f"INSERT INTO variants ({columns_sql}) SELECT {columns_sql} FROM _new_variants"
+            )
         finally:
             connection.unregister("_new_variants")
 
@@ -156,6 +166,7 @@ class CampaignsMixin(StoreCore):
     def _decode_variant(row: dict) -> dict:
         row["parent_ids"] = decode_json(row["parent_ids"], [])
         row["provenance"] = decode_json(row["provenance"], {})
+        row["segments"] = decode_json(row.get("segments"), [])
         return row
 
     def campaign(self, campaign_id: str) -> dict | None:
@@ -240,3 +251,19 @@ class CampaignsMixin(StoreCore):
             )
 
         self._write(write)
+
+
+def _segments(value: object, variant_id: str) -> list[str]:
+    """A variant's target segments: distinct non-empty strings (none: every segment)."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise InvalidRecordError(
+            f"variant {variant_id}: segments must be a list of segment names, got {value!r}"
+        )
+    for name in value:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRecordError(
+                f"variant {variant_id}: segments must be non-empty strings, got {name!r}"
+            )
+    return list(dict.fromkeys(value))

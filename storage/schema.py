@@ -29,6 +29,8 @@ Design notes (why the tables look like this):
   when, the action, an optional note). The variant's ``status`` is what serving reads; the
   reviews are the record of who put it there (schema 4 adds ``pending`` and ``rejected``
   statuses, which need no DDL: statuses are validated by the store).
+- ``variants.segments`` (schema 5) is the variant's targeting: a JSON list of the audience
+  segments it is served to; NULL or ``[]`` means every segment (see ``optimizer.serving``).
 - ``ingest_log`` records one row per (batch, campaign) with accepted/duplicate/rejected counts,
   so duplicate deliveries stay countable although duplicates themselves are never stored.
 """
@@ -175,6 +177,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 note VARCHAR,
                 reviewed_at TIMESTAMP NOT NULL
             )""",
+        ],
+    ),
+    (
+        5,
+        "variant targeting: the audience segments a variant is served to",
+        [
+            # A JSON list of segment names, like parent_ids; NULL (every older row) and an
+            # empty list both mean "every segment", so stored variants keep serving everyone.
+            "ALTER TABLE variants ADD COLUMN segments VARCHAR",
         ],
     ),
 ]

@@ -19,6 +19,10 @@ from adloop.storage import Store
 
 BATCH = 200
 BRIEF = {"product": "bespoke engagement rings", "language": "en"}
+VARIANTS = [
+    {"text": "Bespoke engagement rings, made to measure"},
+    {"text": "Engagement rings designed with you"},
+]
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
 
@@ -34,7 +38,7 @@ def deployment(tmp_path: Path):
 def _campaign(url: str, key: str) -> tuple[str, list[str]]:
     response = httpx.post(
         f"{url}/v1/campaigns",
-        json={"brief": BRIEF, "variants": [{"text": "Rings A"}, {"text": "Rings B"}]},
+        json={"brief": BRIEF, "variants": VARIANTS},
         headers={"Authorization": f"Bearer {key}"},
         timeout=30,
     )

@@ -47,12 +47,17 @@ def create(
         help="Serve generated variants without review (else they await `adloop variants "
         "approve`); a brief may say 'auto_approve: true' too.",
     ),
+    per_segment: bool = typer.Option(
+        False,
+        help="Write the generated variants for the brief's segments in turn, each served only "
+        "to requests from its segment.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the campaign as JSON."),
 ) -> None:
     """Create a campaign from a brief and write its first variants.
 
-    Variants listed in the brief serve at once; generated ones await review (``adloop
-    variants list/approve/reject``) unless ``--auto-approve``.
+    Variants listed in the brief serve at once (one may name its ``segments``); generated
+    ones await review (``adloop variants list/approve/reject``) unless ``--auto-approve``.
     """
     from adloop.generators import GeneratorError
     from adloop.optimizer.errors import OptimizerError
@@ -68,6 +73,7 @@ def create(
             seed=seed,
             impressions_reported_separately=impressions_reported_separately,
             auto_approve=auto_approve,
+            per_segment=per_segment,
         )
     except (GeneratorError, OptimizerError) as exc:
         fail(f"{brief}: {exc}")
@@ -84,6 +90,7 @@ def create(
                 "generator",
                 "model_version",
                 "status",
+                "segments",
             )
         }
         for v in view["variants"]
@@ -102,10 +109,11 @@ def create(
     from rich.table import Table
 
     table = Table(title=f"campaign {view['campaign_id']} ({view['name']})")
-    for column in ("variant_id", "status", "generator", "text"):
+    for column in ("variant_id", "status", "generator", "segments", "text"):
         table.add_column(column)
     for v in variants:
-        table.add_row(v["variant_id"], v["status"], v["generator"] or "", v["text"])
+        segments = ", ".join(v["segments"]) or "all"
+        table.add_row(v["variant_id"], v["status"], v["generator"] or "", segments, v["text"])
     console = Console()
     console.print(table)
     n_pending = sum(v["status"] == "pending" for v in variants)
@@ -199,8 +207,12 @@ def show(
         table.add_row(*row[:-1])
     console = Console()
     console.print(table)
+    segments_of = {v["variant_id"]: v.get("segments") or [] for v in view["variants"]}
     for row in rows:
-        console.print(f"[bold]{row[0]}[/bold]  {escape(row[-1])}", soft_wrap=True)
+        # a targeted variant says whom it serves
+        whom = f" [dim](segments: {escape(', '.join(segments_of[row[0]]))})[/dim]"
+        whom = whom if segments_of[row[0]] else ""
+        console.print(f"[bold]{row[0]}[/bold]  {escape(row[-1])}{whom}", soft_wrap=True)
     for review in view["reviews"]:
         note = f" — {escape(review['note'])}" if review["note"] else ""
         console.print(

@@ -28,7 +28,10 @@ def serve(
         None, help="Scheduler settings (YAML/JSON, see optimizer.scheduler); implies --scheduler."
     ),
     generators: str | None = typer.Option(
-        None, help="Comma-separated generators for new variants (template,lm,recombine)."
+        None,
+        help="Comma-separated generators for new variants (template,lm,recombine,openai; "
+        "openai reads ADLOOP_OPENAI_BASE_URL, ADLOOP_OPENAI_MODEL, ADLOOP_OPENAI_API_KEY). "
+        "Default: each campaign brief's 'generators' mix, else all installed.",
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     max_connections: int = typer.Option(

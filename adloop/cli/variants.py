@@ -1,7 +1,9 @@
-"""``adloop variants``: list a campaign's variants and approve or reject those awaiting review.
+"""``adloop variants``: list, add, approve or reject a campaign's variants.
 
 Generated variants start ``pending`` (unless the campaign auto-approves) and serve only once
 approved. Each review records who made it (``cli:<user>``, or ``--by``), when, and a note.
+A variant may be targeted to audience segments (``--segment``): it then serves only requests
+from them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import typer
 from adloop.cli._common import campaign_view, fail, open_engine, print_json
 
 app = typer.Typer(
-    help="List variants; approve or reject those awaiting review.", no_args_is_help=True
+    help="List and add variants; approve or reject those awaiting review.", no_args_is_help=True
 )
 
 _STATUSES = ("pending", "active", "rejected", "retired", "winner")
@@ -44,7 +46,18 @@ def list_(
         fail(f"--status must be one of {', '.join(_STATUSES)}, got {status!r}")
     view = campaign_view(db, campaign_id)
     rows = [
-        {k: v[k] for k in ("variant_id", "status", "generator", "text", "impressions", "review")}
+        {
+            k: v[k]
+            for k in (
+                "variant_id",
+                "status",
+                "generator",
+                "segments",
+                "text",
+                "impressions",
+                "review",
+            )  # fmt: skip
+        }
         for v in view["variants"]
         if status is None or v["status"] == status
     ]
@@ -56,7 +69,7 @@ def list_(
     from rich.table import Table
 
     table = Table(title=f"variants of {campaign_id}" + (f" ({status})" if status else ""))
-    for column in ("variant_id", "status", "generator", "reviewed", "text"):
+    for column in ("variant_id", "status", "generator", "segments", "reviewed", "text"):
         table.add_column(column, overflow="fold")
     for row in rows:
         review = row["review"]
@@ -65,10 +78,64 @@ def list_(
             row["variant_id"],
             row["status"],
             row["generator"] or "",
+            escape(", ".join(row["segments"] or []) or "all"),
             escape(reviewed),
             escape(row["text"] or ""),
         )
     Console().print(table)
+
+
+@app.command("add")
+def add(
+    campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
+    db: Path = typer.Option(..., help="The DuckDB file."),
+    text: list[str] = typer.Option(
+        [], "--text", help="A variant's copy, served at once (repeat for several)."
+    ),
+    n: int | None = typer.Option(
+        None, "--n", help="Generate this many instead (they await review unless auto-approved)."
+    ),
+    segment: list[str] = typer.Option(
+        [],
+        "--segment",
+        help="Serve the new variants only to this segment (repeat for several); with --n, "
+        "one segment of the brief, which the copy is written for.",
+    ),
+    seed: int | None = typer.Option(None, help="Seed for generation."),
+    generators: str | None = typer.Option(
+        None, help="Comma-separated generators (template,lm,recombine); default: all installed."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add variants to a campaign: given with --text, or --n generated, optionally targeted."""
+    from adloop.generators import GeneratorError
+    from adloop.optimizer.errors import OptimizerError
+
+    if bool(text) == (n is not None):
+        fail("give --text (one or more) or --n, not both")
+    if n is not None and len(segment) > 1:
+        fail("with --n, give at most one --segment: the one segment the copy is written for")
+    engine = open_engine(db, generators=generators)
+    try:
+        if text:
+            listed = [{"text": t, "segments": list(segment)} for t in text]
+            added = engine.add_variants(campaign_id, listed)
+        else:
+            added = engine.add_variants(
+                campaign_id, n=n, seed=seed, segment=segment[0] if segment else None
+            )
+    except (GeneratorError, OptimizerError) as exc:
+        fail(str(exc))
+    finally:
+        engine.close()
+    if json_output:
+        print_json({"campaign_id": campaign_id, "added": added})
+        return
+    for variant in added:
+        whom = ", ".join(variant["segments"]) or "every segment"
+        typer.echo(
+            f"{variant['variant_id']} ({variant['status']}, serves {whom}): {variant['text']}"
+        )
 
 
 def _review_command(action: str, help_text: str) -> Callable[..., None]:
