@@ -273,6 +273,31 @@ def main(
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
+def resummarise(out: Path = Path("bench/results")) -> None:
+    """Rebuild the table from ``copy.json``'s per-brief detail with the current audit labels
+    (after labelling ``copy_samples.jsonl``), without generating again."""
+    path = out / "copy.json"
+    payload = json.loads(path.read_text())
+    detail = payload["detail"]
+    audit = load_audit()
+    languages = {path.stem: load_brief(path).language for path in BRIEFS}
+    kept = [row for row in payload["rows"] if row["name"].endswith(": load model")]
+    rows = []
+    for name in CONFIGS:
+        if any(row["name"] == f"{name}: load model" for row in kept):
+            rows.extend(row for row in kept if row["name"] == f"{name}: load model")
+        by_language: dict[str, list[dict[str, Any]]] = {}
+        for key, run_detail in detail.items():
+            if key.split("/")[0] == name:
+                language = languages[key.split("/", 1)[1]]
+                by_language.setdefault(language, []).append(run_detail)
+        for language, runs in sorted(by_language.items()):
+            rows.append(summarise(name, language, runs, audit))
+    path = write_results("copy", rows, out, notes=NOTES)
+    payload = {**json.loads(path.read_text()), "machine": payload["machine"], "detail": detail}
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
 def cli(argv: list[str]) -> None:
     """``adloop bench copy`` options."""
     parser = argparse.ArgumentParser(prog="adloop bench copy", description=__doc__.split("\n")[0])
@@ -282,7 +307,15 @@ def cli(argv: list[str]) -> None:
     parser.add_argument(
         "--generators", default=",".join(CONFIGS), help=f"Comma-separated: {', '.join(CONFIGS)}."
     )
+    parser.add_argument(
+        "--resummarise",
+        action="store_true",
+        help="Rebuild the table from the last run's copy.json with the current audit labels.",
+    )
     args = parser.parse_args(argv)
+    if args.resummarise:
+        resummarise(args.out)
+        return
     names = [name.strip() for name in args.generators.split(",") if name.strip()]
     main(out=args.out, quick=args.quick, n=args.n, names=names)
 
