@@ -30,6 +30,7 @@ STUDIES = {
     "retrain-configs": "retrain_configs",
     "near-tie": "regret",
     "copy": "copy_quality",
+    "scorer": "scorer",
 }
 
 
