@@ -30,7 +30,7 @@ from typing import Any
 
 from adloop.generators.errors import TrainingError
 from adloop.generators.model_dir import VERSION_FILE
-from adloop.generators.training import fine_tune, resolve_device
+from adloop.generators.training import Progress, fine_tune, resolve_device
 from adloop.generators.training_config import TrainingConfig
 from adloop.generators.training_data import PreferencePair, SFTExample, dataset_hash
 
@@ -85,6 +85,7 @@ def train_version(
     base: str | None = None,
     data_hash: str | None = None,
     extra: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> TrainingResult:
     """Train from ``base_model_dir`` and write a new model directory at ``out_dir``.
 
@@ -110,7 +111,7 @@ def train_version(
     device = resolve_device(config.device)
     model, tokenizer, stored_dtype = _load_model(base_model_dir, device)
     model, metrics = fine_tune(
-        model, tokenizer, sft_examples=sft_examples, pairs=pairs, config=config
+        model, tokenizer, sft_examples=sft_examples, pairs=pairs, config=config, progress=progress
     )
 
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")

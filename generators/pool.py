@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -266,6 +266,7 @@ class GeneratorPool:
         budget: int | None = None,
         time_budget_s: float | None = None,
         segment: str | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
     ) -> PoolResult:
         """Up to ``n`` candidates that pass every filter, with the reasons for the rest.
 
@@ -283,6 +284,8 @@ class GeneratorPool:
         segment: write for this one of the brief's segments (:meth:`Brief.for_segment`; an
             unknown one raises BriefError naming ``segments``); every candidate then records
             it in ``Candidate.segment``. A brief already narrowed needs none.
+        progress: called as ``progress(passed, n, what)`` before each generator call (``what``
+            says which generator writes how many) and after its batch is filtered.
         """
         brief = load_brief(brief)
         if segment is not None:
@@ -365,6 +368,8 @@ class GeneratorPool:
                 spent += ask
                 requested[generator.name] += ask
                 round_seed = _derived_seed(seed, position, round_index)
+                if progress is not None:
+                    progress(len(result.candidates), n, f"{generator.name} writing {ask}")
                 try:
                     batch = generator.generate(brief, ask, seed=round_seed, winners=winners)
                 except Exception as exc:
@@ -387,6 +392,8 @@ class GeneratorPool:
                         taken += 1
                     else:
                         reserve.append(candidate)  # keeps each generator to its share for now
+                if progress is not None:
+                    progress(len(result.candidates), n, f"{generator.name} done")
             # Short after every generator had its share: use what passed beyond the shares.
             for candidate in reserve:
                 if len(result.candidates) >= n:

@@ -43,7 +43,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from adloop.generators.errors import TrainingError
@@ -51,7 +51,11 @@ from adloop.generators.likelihood import preference_margins, sequence_logprobs, 
 from adloop.generators.training_config import TrainingConfig
 from adloop.generators.training_data import PreferencePair, SFTExample, collate, encode, pad_id
 
-__all__ = ["fine_tune", "resolve_device"]
+__all__ = ["Progress", "fine_tune", "resolve_device"]
+
+#: A progress hook: called with a dict such as ``{"phase": "sft", "step": 3, "steps": 40,
+#: "loss": 2.1}``. It must be picklable (a module-level function) to reach a process pool.
+Progress = Callable[[dict[str, Any]], None]
 
 
 def resolve_device(config_device: str | None) -> Any:
@@ -102,8 +106,13 @@ def _run_phase(
     config: TrainingConfig,
     rng: random.Random,
     loss_of_batch: Any,
+    progress: Progress | None = None,
+    phase: str = "train",
 ) -> tuple[float, float]:
-    """Train ``steps`` steps on shuffled batches of ``n_items`` items; first and last loss."""
+    """Train ``steps`` steps on shuffled batches of ``n_items`` items; first and last loss.
+
+    ``progress`` is called after every step with ``phase``, ``step``, ``steps`` and ``loss``.
+    """
     import torch
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -115,7 +124,7 @@ def _run_phase(
     )
     model.train()
     losses = []
-    for indices in _batches(n_items, config.batch_size, steps, rng):
+    for step, indices in enumerate(_batches(n_items, config.batch_size, steps, rng), 1):
         loss = loss_of_batch(indices)
         if not torch.isfinite(loss):
             raise TrainingError(f"training loss became {float(loss)}; lower the learning rate")
@@ -125,6 +134,8 @@ def _run_phase(
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
+        if progress is not None:
+            progress({"phase": phase, "step": step, "steps": steps, "loss": losses[-1]})
     model.eval()
     return losses[0], losses[-1]
 
@@ -136,8 +147,12 @@ def fine_tune(
     sft_examples: Sequence[SFTExample] = (),
     pairs: Sequence[PreferencePair] = (),
     config: TrainingConfig | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Fine-tune ``model`` in memory: SFT on ``sft_examples``, then DPO on ``pairs``.
+
+    ``progress``, when given, hears of every optimiser step (``phase`` ``sft`` or ``dpo``,
+    ``step``, ``steps``, ``loss``), for a progress bar or a log line.
 
     Returns the trained model (LoRA adapters already merged, so it is a plain
     transformers model again) and metrics: losses before and after on the training
@@ -214,7 +229,7 @@ def fine_tune(
                 return -((total / count.clamp(min=1)) * w).sum() / len(indices)
 
             metrics["sft_train_loss_first"], metrics["sft_train_loss_last"] = _run_phase(
-                model, sft_steps, len(encoded), config, rng, sft_batch_loss
+                model, sft_steps, len(encoded), config, rng, sft_batch_loss, progress, "sft"
             )
 
         if dpo_steps:
@@ -239,7 +254,7 @@ def fine_tune(
                 return loss
 
             metrics["dpo_train_loss_first"], metrics["dpo_train_loss_last"] = _run_phase(
-                model, dpo_steps, len(pairs), config, rng, dpo_batch_loss
+                model, dpo_steps, len(pairs), config, rng, dpo_batch_loss, progress, "dpo"
             )
     finally:
         if config.lora:

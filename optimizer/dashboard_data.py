@@ -31,6 +31,7 @@ from adloop.optimizer.dashboard_words import (
     quality_findings,
     variant_label,
 )
+from adloop.optimizer.insights import creative_insights
 
 __all__ = ["campaign_list", "campaign_page", "share_series", "stopping_state"]
 
@@ -342,6 +343,7 @@ def campaign_page(engine: Any, campaign_id: str, *, tenant: str | None) -> dict[
         "findings": quality_findings(view["data_quality"], labels),
         "series": share_series(engine, campaign_id, row.get("created_at")),
         "segments": _segments(engine, view),
+        "insights": creative_insights(view["variants"], row.get("brief")),
         "models": _models(engine, view),
         "pending": [v for v in variants if v["status"] == "pending"],
         "now": engine.clock(),

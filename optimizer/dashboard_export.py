@@ -77,6 +77,18 @@ def _models(page: Mapping[str, Any]) -> tuple[list[str], Iterable[Sequence[Any]]
     return header, rows
 
 
+def _insights(page: Mapping[str, Any]) -> tuple[list[str], Iterable[Sequence[Any]]]:
+    header = ["element", "kind", "variants_with", "variants_without", "ctr_with",
+              "ctr_with_low", "ctr_with_high", "ctr_without", "ctr_without_low",
+              "ctr_without_high", "lift", "lift_low", "lift_high", "reading"]  # fmt: skip
+    rows = (
+        [r["element"], r["kind"], r["variants_with"], r["variants_without"], *r["with"],
+         *r["without"], *r["lift"], r["reading"]]
+        for r in page["insights"]
+    )  # fmt: skip
+    return header, rows
+
+
 #: Table name (as in ``/ui/campaigns/{id}/export/{name}.csv``) to its rows.
 TABLES: dict[str, Callable[[Mapping[str, Any]], tuple[list[str], Iterable[Sequence[Any]]]]] = {
     "variants": _variants,
@@ -84,6 +96,7 @@ TABLES: dict[str, Callable[[Mapping[str, Any]], tuple[list[str], Iterable[Sequen
     "queue": _queue,
     "quality": _quality,
     "segments": _segments,
+    "insights": _insights,
     "models": _models,
 }
 

@@ -18,10 +18,16 @@ from typing import Any
 from urllib.parse import quote
 
 from adloop.optimizer.dashboard_charts import colour, interval_chart, share_chart
-from adloop.optimizer.dashboard_words import percent, probability, rate_with_interval
+from adloop.optimizer.dashboard_words import (
+    INSIGHT_HEADER,
+    insight_cells,
+    percent,
+    probability,
+    rate_with_interval,
+)
 
-__all__ = ["campaign_page", "campaigns_page", "error_page", "live_campaign", "live_list",
-           "login_page"]  # fmt: skip
+__all__ = ["campaign_page", "campaigns_page", "error_page", "insights_table", "live_campaign",
+           "live_list", "login_page"]  # fmt: skip
 
 POLL_SECONDS = 2
 
@@ -340,25 +346,39 @@ def _segments(page: Mapping[str, Any]) -> str:
 95 % intervals in brackets (busiest segments first).</p></section>"""
 
 
+def insights_table(rows: Sequence[Mapping[str, Any]], attributes: str = "") -> str:
+    """Creative insights as an HTML table (the dashboard's and the static report's)."""
+
+    def cells(tag: str, texts: Sequence[str]) -> str:
+        return "".join(
+            f"<{tag}{' class=num' if 0 < i < 5 else ''}>{escape(t)}</{tag}>"
+            for i, t in enumerate(texts)
+        )
+
+    body = "".join(
+        f'<tr class="{escape(r["reading"])}">{cells("td", insight_cells(r))}</tr>' for r in rows
+    )
+    return (
+        f"<table {attributes}><thead><tr>{cells('th', INSIGHT_HEADER)}</tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
 def _insights(page: Mapping[str, Any]) -> str:
     rows = page.get("insights") or []
     if not rows:
         body = (
             '<p class="muted">Which elements of the copy (words, numbers, questions, length, '
-            "offer, call to action) go with a higher CTR in this campaign will show here once "
-            "the creative scorer reports them.</p>"
+            "offer, call to action) go with a higher CTR will show here once at least four "
+            "variants have impressions and some of them differ in an element.</p>"
         )
     else:
-        body = '<table class="grid"><thead><tr><th>Element</th><th class=num>CTR with</th>'
-        body += "<th class=num>CTR without</th></tr></thead><tbody>"
-        body += "".join(
-            f"<tr><td>{escape(r['element'])}</td><td class=num>"
-            f"{rate_with_interval(*r['with'])}</td><td class=num>"
-            f"{rate_with_interval(*r['without'])}</td></tr>"
-            for r in rows
-        )
-        body += "</tbody></table>"
-    return f'<section class="card" id="insights"><h2>Creative insights</h2>{body}</section>'
+        body = f'<div class="scroll">{insights_table(rows, "class=grid id=insights-table")}</div>'
+    return f"""<section class="card" id="insights"><div class="title-row"><h2>Creative insights
+</h2>{_csv_link(page["view"]["campaign_id"], "insights")}</div>{body}
+<p class="muted small">CTR pooled over the variants that have the element and over those that
+do not; 95 % intervals resample the variants, so few variants give wide intervals. These go
+together in this campaign; they are not proven causes.</p></section>"""
 
 
 def _models(page: Mapping[str, Any]) -> str:

@@ -21,7 +21,9 @@ from typing import Any
 
 __all__ = [
     "Finding",
+    "change_with_interval",
     "duration",
+    "insight_cells",
     "percent",
     "probability",
     "quality_findings",
@@ -62,6 +64,35 @@ def rate_with_interval(mean: float | None, low: float | None, high: float | None
     digits = _shared_digits(mean, low, high)
     inside = f"{percent(low, digits)[:-2]}–{percent(high, digits)}"
     return f"{percent(mean, digits)} ({inside})"
+
+
+def change_with_interval(mean: float | None, low: float | None, high: float | None) -> str:
+    """A relative change with its 95 % interval: ``'+21 % (+5 to +39 %)'``."""
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    text = f"{mean * 100:+.0f} %"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return text
+    return f"{text} ({low * 100:+.0f} to {high * 100:+.0f} %)"
+
+
+#: Header of a creative-insights table and how each reading is worded.
+INSIGHT_HEADER = ("Element", "Variants with / without", "CTR with", "CTR without", "Difference",
+                  "Reading")  # fmt: skip
+_READINGS = {"higher": "higher CTR", "lower": "lower CTR",
+             "unclear": "no clear difference"}  # fmt: skip
+
+
+def insight_cells(row: Mapping[str, Any]) -> list[str]:
+    """One creative-insights row (``insights.creative_insights``) as the texts of its cells."""
+    return [
+        row["element"],
+        f"{row['variants_with']} / {row['variants_without']}",
+        rate_with_interval(*row["with"]),
+        rate_with_interval(*row["without"]),
+        change_with_interval(*row["lift"]),
+        _READINGS[row["reading"]],
+    ]
 
 
 def _shared_digits(*values: float) -> int:

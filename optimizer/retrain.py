@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from adloop.generators import ModelNotFoundError
+from adloop.generators.training import Progress
 from adloop.optimizer.gate import GateResult, evaluate_gate, validity
 from adloop.optimizer.model_swap import ServingModel, switch_pool_model
 from adloop.optimizer.retrain_config import DEFAULT_BASE_MODEL, RetrainConfig
@@ -153,12 +154,15 @@ def retrain_round(
     executor: Executor | None = None,
     clock: Callable[[], datetime] | None = None,
     on_promote: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> RetrainReport:
     """Run one retraining round now and return what it did (never raises for training failures).
 
     ``executor``: where training and the gate run (e.g. a ``ProcessPoolExecutor``); None runs
     them in this process. ``on_promote`` is called with the new current-version record after a
-    promotion (a serving process uses it to switch models).
+    promotion (a serving process uses it to switch models). ``progress`` hears of each training
+    step and phase (see :func:`~adloop.optimizer.retrain_worker.train_and_gate`); with an
+    executor it must be picklable.
 
     Example::
 
@@ -207,9 +211,9 @@ def retrain_round(
     )
     try:
         if executor is None:
-            outcome = train_and_gate(job)
+            outcome = train_and_gate(job, progress)
         else:
-            outcome = executor.submit(train_and_gate, job).result()
+            outcome = executor.submit(train_and_gate, job, progress).result()
     except Exception as exc:  # noqa: BLE001 - any training failure must leave serving untouched
         seconds["total"] = time.perf_counter() - started
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -15,18 +15,22 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from adloop.generators import PreferencePair, SFTExample, load_brief, train_version
+from adloop.generators.training import Progress
 from adloop.optimizer.gate import evaluate_gate
 from adloop.optimizer.retrain_config import RetrainConfig
 from adloop.optimizer.retrain_data import RetrainDataset
 from adloop.optimizer.retrain_scorer import fit_version_scorer
 
-__all__ = ["train_and_gate", "training_job"]
+__all__ = ["log_progress", "train_and_gate", "training_job"]
+
+_LOG = logging.getLogger("adloop.retrain")
 
 
 def _config_dict(config: RetrainConfig) -> dict[str, Any]:
@@ -71,12 +75,25 @@ def training_job(
     }
 
 
-def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
+def log_progress(event: dict[str, Any]) -> None:
+    """A picklable progress hook for process pools: logs each tenth of a phase (and its end)."""
+    steps, step = event.get("steps"), event.get("step")
+    if steps and step and (step == steps or step % max(1, steps // 10) == 0):
+        _LOG.info("retraining %s: step %d/%d, loss %.3f", event["phase"], step, steps,
+                  event.get("loss", float("nan")))  # fmt: skip
+    elif not steps:
+        _LOG.info("retraining: %s", event["phase"])
+
+
+def train_and_gate(job: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Train one version and run the gate; a top-level function so a process pool can run it.
 
     ``job`` comes from :func:`training_job`; returns the new version's directory, training
     metrics, steps, scorer report, the gate's verdict and the seconds each part took.
+    ``progress`` hears of each training step and of the phases after it (``scorer``,
+    ``gate``); in a process pool it must be picklable, such as :func:`log_progress`.
     """
+    tell = progress or (lambda event: None)
     config = RetrainConfig.from_dict(job["config"])
     if config.training.threads:
         import torch
@@ -97,9 +114,12 @@ def train_and_gate(job: dict[str, Any]) -> dict[str, Any]:
         parent=job["parent"],
         base=job["base"],
         data_hash=job["data_hash"],
+        progress=progress,
     )
+    tell({"phase": "scorer"})
     scorer = fit_version_scorer(result.model_dir, job.get("variants", []), config)
     trained = time.perf_counter()
+    tell({"phase": "gate"})
     gate = evaluate_gate(
         result.model_dir,
         job["current_dir"],

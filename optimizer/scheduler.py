@@ -35,6 +35,7 @@ from typing import Any
 
 from adloop.optimizer.errors import ConfigError, InvalidRequest
 from adloop.optimizer.retrain import RetrainConfig, retrain_round, switch_pool_model
+from adloop.optimizer.retrain_worker import log_progress
 from adloop.storage import utc_now
 
 __all__ = ["JOB_NAMES", "JobSchedule", "Scheduler", "SchedulerConfig"]
@@ -294,6 +295,7 @@ class Scheduler:
             config=self.config.retraining,
             executor=self._training_executor(),
             clock=self.clock,
+            progress=log_progress,
             on_promote=self.on_promote,
         )
         if "BrokenProcessPool" in report.reason:

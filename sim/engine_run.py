@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -177,7 +179,8 @@ def run_scenario(
             if with_rounds and hours_done % retraining.every_hours == 0:
                 round_index = hours_done // retraining.every_hours
                 hook_runs = retraining.enabled and on_retrain is not None
-                detail = on_retrain(engine, round_index) if hook_runs else None
+                with progress_bar.paused():  # the round may draw its own progress
+                    detail = on_retrain(engine, round_index) if hook_runs else None
                 run.measure_round(round_index, hook_runs, detail)
             if lifecycle.stop_on_winner:
                 winner = engine.declare_winner(run.campaign_id)
@@ -235,3 +238,15 @@ class _Progress:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Take the bar off the terminal meanwhile (rich draws one live display at a time)."""
+        if self._progress is None:
+            yield
+            return
+        self._progress.stop()
+        try:
+            yield
+        finally:
+            self._progress.start()

@@ -152,6 +152,7 @@ def assemble_result(
         "hours": scenario.traffic.hours,
         "segments": list(world.segment_names),
         "per_segment_copy": scenario.generators.per_segment,
+        "brief": scenario.brief,
         "by_segment": {
             name: {
                 "impressions": int(tally[0]),

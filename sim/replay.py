@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,6 +304,7 @@ def replay(
     epsilon: float = 0.1,
     max_tests: int | None = None,
     text_scorer: TextScorer | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ReplayResult:
     """Replay every test of a Parquet archive under each policy.
 
@@ -331,6 +332,9 @@ def replay(
         The scorer ``ts_text`` needs (see :func:`adloop.sim.load_text_scorer`), called once on
         all arms with ``folds=5, seed=seed``; the summary's ``text`` entry records each fold's
         calibration.
+    progress:
+        Called as ``progress(what, done, total)`` before each policy runs (``what`` names the
+        policy, or the scorer's step) and once at the end, for a progress bar.
 
     Example
     -------
@@ -362,7 +366,10 @@ def replay(
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     text_summary: dict[str, Any] = {}
-    for name in to_run:
+    tell = progress or (lambda what, done, total: None)
+    for done, name in enumerate(to_run):
+        tell(f"policy {name}" + (" (scoring the headlines first)" if name == "ts_text" else ""),
+             done, len(to_run))  # fmt: skip
         start = time.perf_counter()
         stream = REPLAY_POLICIES.index("ts_eb" if name == "ts_text" else name)
         rng = np.random.default_rng([seed, stream])
@@ -391,6 +398,7 @@ def replay(
         except SimError as error:
             raise ReplayError(str(error)) from error
         seconds[name] = time.perf_counter() - start
+    tell("done", len(to_run), len(to_run))
     oracle = results["uniform"].oracle_clicks
     uniform_regret = float(results["uniform"].regret.sum())
     best_arm = np.nanargmax(problems.ctr, axis=1)

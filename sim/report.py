@@ -29,6 +29,7 @@ from typing import Any
 import polars as pl
 
 from adloop.optimizer.dashboard_charts import colour
+from adloop.optimizer.dashboard_pages import insights_table
 from adloop.optimizer.dashboard_words import (
     percent,
     probability,
@@ -36,6 +37,7 @@ from adloop.optimizer.dashboard_words import (
     rate_with_interval,
     variant_label,
 )
+from adloop.optimizer.insights import creative_insights
 
 __all__ = ["write_report"]
 
@@ -293,6 +295,18 @@ def _quality(quality: dict[str, Any], labels: dict[str, str]) -> str:
     )
 
 
+def _insights(summary: dict[str, Any]) -> str:
+    """The dashboard's creative insights, worded as there (empty when too few variants)."""
+    rows = creative_insights(summary.get("variants", []), summary.get("brief"))
+    if not rows:
+        return ""
+    return f"""<h2>Creative insights</h2>
+{insights_table(rows)}
+<p class=small>CTR pooled over the variants that have the element and over those that do not;
+95 % intervals resample the variants. These go together in this run; they are not proven
+causes.</p>"""
+
+
 def _html(summary: dict[str, Any], figures: list[tuple[str, str]], labels: dict[str, str]) -> str:
     headline = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
@@ -333,6 +347,7 @@ figcaption {{ color: #555; font-size: 0.9rem; }}
 <p class=small>Probability best compares the variants still serving at the end; the winner's
 is the value the stopping rule declared it with. True CTR is that of the impressions each
 variant was actually served (segments, fatigue and drift included).</p>
+{_insights(summary)}
 <h2>Events</h2>{_events(summary.get("events", {}))}
 <h2>Data quality</h2>{_quality(summary.get("data_quality", {}), labels)}
 </body></html>

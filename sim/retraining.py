@@ -9,6 +9,7 @@ version. This glue lives here so that the optimizer never needs to know about th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def _pool_model_dir(pool: Any) -> Path | None:
 
 def make_retrain_hook(
     config: RetrainConfig | Mapping[str, Any] | None = None,
+    *,
+    progress: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Callable[[Any, int], dict[str, Any]]:
     """A retraining hook for the simulator (``on_retrain(engine, round_index)``).
 
@@ -37,6 +40,8 @@ def make_retrain_hook(
     the simulation starts). Unless ``config`` says otherwise, the first version starts from
     the pool's own language model and versions are written next to the database file
     (``<db folder>/models``), so a simulation never fills the user's model cache.
+    ``progress``: makes a context per round whose value is the round's progress hook (the
+    CLI's ``TrainingProgress``), so each round shows its steps, loss and time left.
 
     Example::
 
@@ -59,12 +64,14 @@ def make_retrain_hook(
             overrides["models_root"] = str(Path(engine.store.path).parent / "models")
         if overrides:
             settings = RetrainConfig(**{**settings.__dict__, **overrides})
-        report = retrain_round(
-            engine.store,
-            config=settings,
-            clock=engine.clock,
-            on_promote=lambda model: switch_pool_model(engine.pool, model["path"]),
-        )
+        with progress() if progress is not None else nullcontext() as tell:
+            report = retrain_round(
+                engine.store,
+                config=settings,
+                clock=engine.clock,
+                on_promote=lambda model: switch_pool_model(engine.pool, model["path"]),
+                progress=tell,
+            )
         gate = report.metrics.get("gate", {})
         scorer = report.metrics.get("scorer") or {}
         return {

@@ -205,7 +205,7 @@ def test_csv_export_equals_the_api(served) -> None:
         assert [(r["variant_id"], int(r["impressions"]), int(r["clicks"])) for r in rows] == [
             (v["variant_id"], v["impressions"], v["clicks"]) for v in api["variants"]
         ]
-        for table in ("traffic", "queue", "quality", "segments", "models"):
+        for table in ("traffic", "queue", "quality", "segments", "insights", "models"):
             response = client.get(f"/ui/campaigns/{served['campaign_id']}/export/{table}.csv")
             assert response.status_code == 200 and response.text.count("\n") >= 1, table
         traffic = list(csv.DictReader(io.StringIO(

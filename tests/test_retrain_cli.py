@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def test_retrain_then_rollback(db_path: Path, tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["outcome"] == "promoted" and report["version"] == "v0001"
     assert report["data"]["winners"] == 1 and report["data"]["data_hash"]
+
+    # the progress display (on stderr) names each phase with its steps and loss
+    assert "fine-tuning on the winners" in result.stderr and "gate: sampling" in result.stderr
+    assert re.search(r"step (\d+)/\1 +loss \d+\.\d{3}", result.stderr), result.stderr
 
     result = runner.invoke(app, ["models", "rollback", "--db", str(db_path), "--json"])
     assert result.exit_code == 0, result.output

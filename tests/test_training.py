@@ -156,6 +156,21 @@ def test_max_epochs_caps_the_steps_on_little_data() -> None:
         TrainingConfig(max_epochs=0)
 
 
+def test_progress_hears_every_step_with_its_loss() -> None:
+    model, tokenizer = build_tiny_model()
+    config = TrainingConfig(sft_steps=10, dpo_steps=10, batch_size=2, max_epochs=2, seed=1)
+    events: list[dict] = []
+    _, metrics = fine_tune(
+        model, tokenizer, sft_examples=WINNERS[:1], pairs=PAIRS, config=config,
+        progress=events.append,
+    )  # fmt: skip
+    assert [(e["phase"], e["step"], e["steps"]) for e in events] == [
+        ("sft", 1, 2), ("sft", 2, 2), ("dpo", 1, 2), ("dpo", 2, 2)
+    ]  # fmt: skip
+    assert events[1]["loss"] == metrics["sft_train_loss_last"]
+    assert events[3]["loss"] == metrics["dpo_train_loss_last"]
+
+
 def test_dpo_raises_winner_margin_on_training_pairs() -> None:
     model, tokenizer = build_tiny_model()
     margins_before = preference_margins(model, tokenizer, PAIRS)

@@ -108,8 +108,11 @@ def _retrain_hook() -> Any:
     except ImportError:
         return None
 
+    from adloop.cli._progress import TrainingProgress
+
     def hook(engine: Any, round_index: int) -> dict[str, Any] | None:
-        report = retrain_round(engine.store, clock=engine.clock)
+        with TrainingProgress() as tell:
+            report = retrain_round(engine.store, clock=engine.clock, progress=tell)
         return report.to_dict()
 
     return hook

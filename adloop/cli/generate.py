@@ -49,6 +49,7 @@ def generate(
     from rich.console import Console
     from rich.markup import escape
 
+    from adloop.cli._progress import CountProgress
     from adloop.generators import GeneratorError, GeneratorPool, load_brief
 
     console = Console(stderr=True)
@@ -61,8 +62,11 @@ def generate(
 
             resolve_model(None)  # only the LM was asked for: a missing model is an error
         pool = GeneratorPool(names or None, model_dir=model)
-        with console.status("generating", spinner="dots"):
-            result = pool.generate(loaded, n, seed=seed, winners=winner_rows)
+        with CountProgress("generating", n, "passed", enabled=not json_output) as bar:
+            result = pool.generate(
+                loaded, n, seed=seed, winners=winner_rows,
+                progress=lambda done, total, what: bar(done, total, what),
+            )  # fmt: skip
     except (GeneratorError, ValueError) as exc:
         fail(str(exc))
     for note in result.notes:

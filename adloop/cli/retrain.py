@@ -79,6 +79,7 @@ def retrain(
     """Run one retraining round now: winners and pairs -> fine-tune -> gate -> promote."""
     from rich.console import Console
 
+    from adloop.cli._progress import TrainingProgress
     from adloop.generators import GeneratorError
     from adloop.optimizer.retrain import retrain_round
     from adloop.storage import StorageError, Store
@@ -94,8 +95,10 @@ def retrain(
             missing = [c for c in campaign if store.campaign(c) is None]
             if missing:
                 fail(f"unknown campaign {missing[0]!r} in {db}")
-        with console.status("retraining (collect winners, fine-tune, gate)..."):
-            report = retrain_round(store, config=settings, campaign_ids=campaign or None)
+        with TrainingProgress(console) as tell:
+            report = retrain_round(
+                store, config=settings, campaign_ids=campaign or None, progress=tell
+            )
     except GeneratorError as exc:
         fail(str(exc))
     finally:

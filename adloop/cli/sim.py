@@ -94,10 +94,13 @@ def run(
         loaded = loaded.model_copy(update={"retraining": settings})
     hook = None
     if loaded.retraining.enabled:
+        from adloop.cli._progress import TrainingProgress
         from adloop.sim.retraining import make_retrain_hook
 
         try:
-            hook = make_retrain_hook(loaded.retraining.config)
+            hook = make_retrain_hook(
+                loaded.retraining.config, progress=None if quiet else TrainingProgress
+            )
         except (TypeError, ValueError) as error:
             fail(f"{scenario}: retraining.config: {error}", code=2)
     target = out or Path("out") / "sim" / loaded.name
@@ -155,6 +158,7 @@ def replay(
     from rich.console import Console
     from rich.table import Table
 
+    from adloop.cli._progress import CountProgress
     from adloop.sim import ReplayError, load_text_scorer
     from adloop.sim import replay as run_replay
 
@@ -164,10 +168,12 @@ def replay(
         if "ts_text" in names:
             scorer_name, scorer = load_text_scorer(text_scorer)
             Console(stderr=True).print(f"ts_text: text scorer {scorer_name}")
-        result = run_replay(
-            file, policies=names, n_updates=updates, seed=seed, max_tests=max_tests,
-            n_draws=draws, text_scorer=scorer,
-        )  # fmt: skip
+        with CountProgress("replaying", len(names), "policies") as bar:
+            result = run_replay(
+                file, policies=names, n_updates=updates, seed=seed, max_tests=max_tests,
+                n_draws=draws, text_scorer=scorer,
+                progress=lambda what, done, total: bar(done, total, what),
+            )  # fmt: skip
     except ReplayError as error:
         fail(str(error), code=2)
     table = Table(title=f"{result.summary['tests']} tests, {updates} updates each, seed {seed}")
