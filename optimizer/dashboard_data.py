@@ -166,10 +166,11 @@ def _at_stake(decision: Any, serving: Sequence[Mapping[str, Any]]) -> str:
 
     Scott's value remaining (the rule's 95th percentile of the relative loss) when it is
     above zero; once 95 % of the draws favour the leader it is 0, and the mean relative loss
-    (expected loss over the leader's mean) says what is left.
+    (expected loss over the leader's mean) says what is left. Early on another variant may
+    still be more than twice as good as the leader: "all" of its value is at stake, not "163 %".
     """
     remaining = float(decision.value_remaining)
-    if not np.isfinite(remaining):
+    if not np.isfinite(remaining) or remaining >= 1:  # another may still be twice as good
         return "all"
     if remaining <= 0:
         mean = serving[decision.best].get("posterior_mean") or 0.0

@@ -373,12 +373,12 @@ def _insights(page: Mapping[str, Any]) -> str:
             "variants have impressions and some of them differ in an element.</p>"
         )
     else:
-        body = f'<div class="scroll">{insights_table(rows, "class=grid id=insights-table")}</div>'
+        body = f"""<div class="scroll">{insights_table(rows, "class=grid id=insights-table")}
+</div><p class="muted small">CTR pooled over the variants that have the element and over those
+that do not; 95 % intervals resample the variants, so few variants give wide intervals. These go
+together in this campaign; they are not proven causes.</p>"""
     return f"""<section class="card" id="insights"><div class="title-row"><h2>Creative insights
-</h2>{_csv_link(page["view"]["campaign_id"], "insights")}</div>{body}
-<p class="muted small">CTR pooled over the variants that have the element and over those that
-do not; 95 % intervals resample the variants, so few variants give wide intervals. These go
-together in this campaign; they are not proven causes.</p></section>"""
+</h2>{_csv_link(page["view"]["campaign_id"], "insights")}</div>{body}</section>"""
 
 
 def _models(page: Mapping[str, Any]) -> str:

@@ -35,8 +35,10 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 BRIEF = {"product": "bespoke engagement rings", "brand": "Aurelle", "language": "en",
          "offer": "free design consultation", "call_to_action": "Book now"}  # fmt: skip
 TEXTS = ["Rings made for you", "Bespoke rings in gold, designed with you",
-         "Your ring, your story: book a free design consultation"]  # fmt: skip
-TRUE_CTR = [0.02, 0.045, 0.03]
+         "Your ring, your story: book a free design consultation",
+         "Gold rings in 3 styles, made to measure",
+         "Why wait? Book now and meet your ring"]  # fmt: skip
+TRUE_CTR = [0.02, 0.045, 0.03, 0.035, 0.025]
 TIMEOUT_MS = 30_000
 
 playwright_api = pytest.importorskip(
@@ -227,6 +229,9 @@ def test_live_campaign_review_and_export(served, browser) -> None:
         pending = served["pending"]
         queue = page.locator(f"#queue li[data-variant='{pending}']")
         expect(queue).to_be_visible()
+        # with five variants serving, the creative insights fill in
+        expect(page.locator("#insights-table")).to_be_visible()
+        expect(page.locator("#insights-table")).to_contain_text("the word “rings”")
         page.screenshot(path=str(SCREENSHOTS / "campaign.png"), full_page=True)
         queue.locator("button", has_text="Approve").click()
         expect(queue).to_have_count(0)  # out of the queue (the swap, or the next poll)
