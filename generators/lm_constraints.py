@@ -35,7 +35,7 @@ from typing import Any
 
 from adloop.generators.brief import Brief
 
-__all__ = ["FREE", "Constraints", "PhraseLexicon", "Plan", "TokenTable"]
+__all__ = ["FREE", "Constraints", "PhraseLexicon", "Plan", "TokenTable", "whole_phrase_prefix"]
 
 #: Characters no search ad uses; a token holding one is never sampled.
 _SYMBOLS = frozenset("#*<>[]{}_=\\~^`@$|")
@@ -167,9 +167,34 @@ class Plan:
 FREE = Plan()
 
 
+def whole_phrase_prefix(text: str, phrases: Sequence[str], separators: Sequence[str]) -> str:
+    """The longest start of ``text`` made of whole ``phrases``, ``separators`` between them.
+
+    A line that the length limit or the end of sampling cut inside a phrase keeps only the
+    phrases it finished, so no half word reaches an ad.
+
+    >>> whole_phrase_prefix("匠心，定", ["匠心", "定制"], ["，"])
+    '匠心'
+    >>> whole_phrase_prefix("定制匠心", ["匠心", "定制"], ["，"])
+    '定制匠心'
+    """
+    reachable, best = {0}, 0
+    for i in range(len(text) + 1):
+        if i not in reachable:
+            continue
+        for phrase in phrases:
+            if phrase and text.startswith(phrase, i):
+                end = i + len(phrase)
+                best = max(best, end)
+                reachable.add(end)
+                reachable.update(end + len(s) for s in separators if text.startswith(s, end))
+    return text[:best]
+
+
 class PhraseLexicon:
     """Phrases a line may be made of: up to ``max_phrases`` of them, each followed by nothing
-    or one of ``separators``, matched on bytes (so across tokens), case-sensitively.
+    or one of ``separators`` (always one, with ``require_separator``, so two phrases never run
+    together into a word nobody wrote), matched on bytes (so across tokens), case-sensitively.
 
     :meth:`allowed` lists the tokens that keep a line on a path through the phrases; the
     lists are cached per state, so a batch pays for each state once.
@@ -183,11 +208,14 @@ class PhraseLexicon:
         separators: Sequence[str] = ("，",),
         max_phrases: int = 2,
         cjk_width: int = 2,
+        require_separator: bool = False,
     ) -> None:
         self.table = table
+        self.require_separator = require_separator
         self.cjk_width = cjk_width
         self._finish: dict[int, float] = {}
         self.phrases = tuple(dict.fromkeys(p for p in phrases if p))
+        self.separators = tuple(separators)
         self.max_phrases = max_phrases
         # One byte trie for phrases (root 0) and one for separators (root 1).
         self._children: list[dict[int, int]] = [{}, {}]
@@ -208,6 +236,10 @@ class PhraseLexicon:
         self._candidates = [i for i, b in enumerate(table.bytes) if b and b in joined]
         self._cache: dict[frozenset[tuple[int, int]], tuple[list[int], list[float], bool]] = {}
 
+    def whole_prefix(self, text: str) -> str:
+        """The longest start of ``text`` made of whole phrases (see :func:`whole_phrase_prefix`)."""
+        return whole_phrase_prefix(text, self.phrases, self.separators)
+
     def _step(self, states: frozenset[tuple[int, int]], byte: int) -> frozenset[tuple[int, int]]:
         """States after one more byte. A state is (trie node, phrases completed); node -1 is
         the end of the line, reachable right after a phrase."""
@@ -222,7 +254,9 @@ class PhraseLexicon:
             if self._is_phrase[child]:
                 out.add((-1, done + 1))
                 if done + 1 < self.max_phrases:
-                    out.update(((0, done + 1), (1, done + 1)))  # a phrase, or a separator
+                    out.add((1, done + 1))  # a separator (and then a phrase) ...
+                    if not self.require_separator:
+                        out.add((0, done + 1))  # ... or the next phrase at once
             else:
                 out.add((0, done))  # after a separator comes a phrase
         return frozenset(out)

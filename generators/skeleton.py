@@ -25,7 +25,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -141,6 +141,16 @@ def _join(phrase: str, after: str, language: str) -> str:
     return phrase + ("" if language == "zh" or not after else " ") + after
 
 
+def _whole_slot(line: str, start: Sequence[int], tokenizer: Any, lexicon: PhraseLexicon) -> str:
+    """``line`` with its slot (what follows the forced ``start``) cut back to whole phrases;
+    empty when not one phrase was finished, so the draft is dropped rather than served bare."""
+    forced = tokenizer.decode(list(start)).strip() if start else ""
+    if not line.startswith(forced):
+        return line
+    kept = lexicon.whole_prefix(line[len(forced) :].strip())
+    return forced + kept if kept else ""
+
+
 def fill_skeletons(
     generator: LMGenerator, brief: Brief, n: int, *, seed: int = 0, shots: Sequence[Shot] = ()
 ) -> list[tuple[str, str]]:
@@ -161,8 +171,8 @@ def fill_skeletons(
     if brief.language == "zh":
         phrases = brief_phrases(brief)
         lexicons = (
-            PhraseLexicon(table, phrases, max_phrases=2),
-            PhraseLexicon(table, phrases, max_phrases=3),
+            PhraseLexicon(table, phrases, max_phrases=2, require_separator=True),
+            PhraseLexicon(table, phrases, max_phrases=3, require_separator=True),
         )
     order = np.random.default_rng(seed).permutation(len(skeletons))
     chosen = [skeletons[order[i % len(skeletons)]] for i in range(n)]
@@ -200,8 +210,11 @@ def fill_skeletons(
     )
     texts = generator.sample(brief, n, seed=seed, shots=shots, plans=plans, max_new_tokens=budget)
     drafts = []
-    for text, (h_after, d_after) in zip(texts, tails, strict=True):
+    for text, (h_after, d_after), plan in zip(texts, tails, plans, strict=True):
         headline, description = parse_completion(text, brief)
+        if lexicons is not None:  # a slot cut inside a phrase keeps the phrases it finished
+            headline = _whole_slot(headline, plan.headline_start, tokenizer, lexicons[0])
+            description = _whole_slot(description, plan.description_start, tokenizer, lexicons[1])
         if h_after and headline:
             headline = headline.rstrip("，,、|｜:： ") + h_after
         if channel.description_max and description:

@@ -311,3 +311,25 @@ def test_parsed_copy_drops_labels_the_model_writes_mid_line() -> None:
         "Custom design in 18k gold",
         "Aurelle: 18K fine jewelry, bespoke.",
     )
+
+
+def test_chinese_phrase_slots_keep_whole_phrases_with_a_separator_between(
+    tiny_model_dir: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    from adloop.generators.lm_constraints import PhraseLexicon, TokenTable, whole_phrase_prefix
+
+    table = TokenTable(AutoTokenizer.from_pretrained(tiny_model_dir))
+    phrases = ["匠心打造", "精心设计"]
+    joined = PhraseLexicon(table, phrases, max_phrases=2)
+    separated = PhraseLexicon(table, phrases, max_phrases=2, require_separator=True)
+    after = "匠心打造".encode()
+    starts = {table.bytes[i][:1] for i in separated.allowed(after)[0]}
+    assert starts == {"，".encode()[:1]}  # only the separator may follow a phrase
+    assert "精".encode()[:1] in {table.bytes[i][:1] for i in joined.allowed(after)[0]}
+    assert separated.allowed(after)[2] and not separated.allowed("匠心".encode())[2]
+    # a line cut inside a phrase keeps the phrases it finished, or nothing
+    assert whole_phrase_prefix("匠心打造，精心", phrases, ["，"]) == "匠心打造"
+    assert whole_phrase_prefix("匠心", phrases, ["，"]) == ""
+    assert separated.whole_prefix("匠心打造，精心设计") == "匠心打造，精心设计"
