@@ -18,6 +18,7 @@ from adloop.cli import (
     keys,
     models,
     retrain,
+    scale,
     serve,
     sim,
     variants,
@@ -31,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
 )
 
 app.add_typer(campaign.app, name="campaign")
@@ -40,11 +42,13 @@ app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(sim.app, name="sim")
 app.add_typer(bench.app, name="bench")
+app.add_typer(scale.app, name="snapshots")
 app.command("generate")(generate.generate)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("retrain")(retrain.retrain)
 app.command("scheduler")(retrain.scheduler)
+app.command("aggregate")(scale.aggregate)
 
 __all__ = ["app", "main"]
 

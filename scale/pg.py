@@ -1,0 +1,259 @@
+"""PostgreSQL as the shared store of a scaled-out deployment: arms, counts, offsets, snapshots.
+
+Tables (created by :func:`ensure_schema`, all prefixed ``adloop_``):
+
+- ``arms``: which variants of which campaign (and tenant) may receive events, and their status;
+- ``counts``: impressions, clicks, conversions and value per campaign, variant and segment;
+- ``seen``: every accepted ``(campaign_id, event_id)``, so a duplicate delivery counts once;
+- ``offsets``: per consumer group, topic and partition, the next offset to read;
+- ``rejected``: rows that broke an ingest rule, with the field and the reason;
+- ``changes``: a sequence number per campaign, bumped by every batch that changed its counts;
+- ``snapshots``: versioned allocations (traffic weights) per campaign.
+
+:func:`apply_batch` is the aggregation step: in **one transaction** it checks that the batch
+starts where the group's stored offsets say (so a zombie worker whose partitions moved on
+cannot count twice), copies the batch in, drops events already seen, adds the rest to the
+counts and moves the offsets past the batch. A worker killed at any point leaves either all
+of a batch or none of it.
+
+Example::
+
+    with connect(url) as conn:
+        ensure_schema(conn)
+        register_arms(conn, "acme", "c_1", ["v_a", "v_b"])
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+__all__ = ["BatchResult", "OffsetConflict", "apply_batch", "campaign_counts", "connect",
+           "ensure_schema", "register_arms", "rejected_rows", "stored_offsets"]  # fmt: skip
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS adloop_arms (
+    tenant TEXT NOT NULL, campaign_id TEXT NOT NULL, variant_id TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active', PRIMARY KEY (campaign_id, variant_id));
+CREATE TABLE IF NOT EXISTS adloop_counts (
+    campaign_id TEXT NOT NULL, variant_id TEXT NOT NULL, segment TEXT NOT NULL DEFAULT '',
+    impressions BIGINT NOT NULL DEFAULT 0, clicks BIGINT NOT NULL DEFAULT 0,
+    conversions BIGINT NOT NULL DEFAULT 0, value DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (campaign_id, variant_id, segment));
+CREATE TABLE IF NOT EXISTS adloop_seen (
+    campaign_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (campaign_id, event_id));
+CREATE TABLE IF NOT EXISTS adloop_offsets (
+    consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INT NOT NULL,
+    next_offset BIGINT NOT NULL, PRIMARY KEY (consumer_group, topic, partition));
+CREATE TABLE IF NOT EXISTS adloop_rejected (
+    topic TEXT, partition INT, message_offset BIGINT, event_id TEXT, campaign_id TEXT,
+    variant_id TEXT, field TEXT NOT NULL, reason TEXT NOT NULL,
+    at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS adloop_changes (
+    campaign_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS adloop_snapshots (
+    campaign_id TEXT NOT NULL, version BIGINT NOT NULL, source_seq BIGINT NOT NULL,
+    built_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), variants JSONB NOT NULL,
+    weights JSONB NOT NULL, PRIMARY KEY (campaign_id, version));
+"""
+
+_BATCH_COLUMNS = ("event_id", "type", "campaign_id", "variant_id", "segment", "value",
+                  "partition", "message_offset")  # fmt: skip
+
+_APPLY = """
+WITH batch AS (
+    SELECT DISTINCT ON (campaign_id, event_id) * FROM adloop_batch
+    ORDER BY campaign_id, event_id, partition, message_offset
+), known AS (
+    SELECT b.* FROM batch b
+    JOIN adloop_arms a USING (campaign_id, variant_id)
+), fresh AS (
+    INSERT INTO adloop_seen (campaign_id, event_id)
+    SELECT campaign_id, event_id FROM known
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id, event_id
+), added AS (
+    INSERT INTO adloop_counts AS c
+        (campaign_id, variant_id, segment, impressions, clicks, conversions, value)
+    SELECT k.campaign_id, k.variant_id, k.segment,
+           count(*) FILTER (WHERE k.type = 'impression'),
+           count(*) FILTER (WHERE k.type = 'click'),
+           count(*) FILTER (WHERE k.type = 'conversion'),
+           coalesce(sum(k.value) FILTER (WHERE k.type = 'conversion'), 0)
+    FROM known k JOIN fresh f USING (campaign_id, event_id)
+    GROUP BY k.campaign_id, k.variant_id, k.segment
+    ON CONFLICT (campaign_id, variant_id, segment) DO UPDATE SET
+        impressions = c.impressions + excluded.impressions,
+        clicks = c.clicks + excluded.clicks,
+        conversions = c.conversions + excluded.conversions,
+        value = c.value + excluded.value
+    RETURNING campaign_id
+), bumped AS (
+    INSERT INTO adloop_changes AS ch (campaign_id, seq)
+    SELECT DISTINCT campaign_id, 1 FROM added
+    ON CONFLICT (campaign_id) DO UPDATE SET seq = ch.seq + 1
+    RETURNING campaign_id
+), unknown AS (
+    INSERT INTO adloop_rejected
+        (topic, partition, message_offset, event_id, campaign_id, variant_id, field, reason)
+    SELECT %(topic)s, b.partition, b.message_offset, b.event_id, b.campaign_id, b.variant_id,
+           'variant_id', 'unknown campaign or variant (register the arms first)'
+    FROM adloop_batch b
+    WHERE NOT EXISTS (SELECT 1 FROM adloop_arms a
+                      WHERE a.campaign_id = b.campaign_id AND a.variant_id = b.variant_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM adloop_batch), (SELECT count(*) FROM fresh),
+       (SELECT count(*) FROM unknown), (SELECT count(*) FROM bumped)
+"""
+
+
+class OffsetConflict(RuntimeError):
+    """The group's stored offsets moved on (another worker took the partition): the batch was
+    not applied; seek to :attr:`stored` and read again."""
+
+    def __init__(self, stored: dict[int, int]) -> None:
+        super().__init__(f"stored offsets moved on: {stored}")
+        self.stored = stored
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one applied batch did: rows in, accepted, duplicates and rejected."""
+
+    rows: int
+    accepted: int
+    duplicates: int
+    rejected: int
+
+
+def connect(url: str, **settings: Any) -> Any:
+    """A psycopg 3 connection to ``url`` (``postgresql://…``)."""
+    import psycopg
+
+    return psycopg.connect(url, **settings)
+
+
+def ensure_schema(conn: Any) -> None:
+    """Create the tables when absent (idempotent; safe from several processes)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7466830)")  # one creator at a time
+        conn.execute(SCHEMA)
+
+
+def register_arms(
+    conn: Any, tenant: str, campaign_id: str, variant_ids: Sequence[str], status: str = "active"
+) -> None:
+    """Let events of these variants in (or set their status: ``active``, ``retired``)."""
+    with conn.transaction():
+        conn.cursor().executemany(
+            "INSERT INTO adloop_arms (tenant, campaign_id, variant_id, status) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (campaign_id, variant_id) "
+            "DO UPDATE SET status = excluded.status, tenant = excluded.tenant",
+            [(tenant, campaign_id, v, status) for v in variant_ids],
+        )
+
+
+def stored_offsets(conn: Any, group: str, topic: str) -> dict[int, int]:
+    """Next offset to read per partition, as the group last committed it."""
+    rows = conn.execute(
+        "SELECT partition, next_offset FROM adloop_offsets WHERE consumer_group = %s "
+        "AND topic = %s",
+        (group, topic),
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def _csv(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False))
+    return out.getvalue()
+
+
+def apply_batch(
+    conn: Any,
+    *,
+    group: str,
+    topic: str,
+    events: pa.Table,
+    rejected: pa.Table,
+    ranges: Mapping[int, tuple[int, int]],
+) -> BatchResult:
+    """Apply one batch and move the group's offsets, all in one transaction.
+
+    ``events``: valid rows with ``partition`` and ``message_offset`` columns; ``rejected``:
+    rows that broke a rule (``field``, ``reason``); ``ranges``: per partition, the first and last
+    offset the batch covers. Raises :class:`OffsetConflict` (nothing applied) when a
+    partition's stored offset is not the batch's first.
+    """
+    with conn.transaction():
+        stored = dict(
+            conn.execute(
+                "SELECT partition, next_offset FROM adloop_offsets WHERE consumer_group = %s "
+                "AND topic = %s AND partition = ANY(%s) FOR UPDATE",
+                (group, topic, list(ranges)),
+            ).fetchall()
+        )
+        moved = {p: stored[p] for p, (first, _) in ranges.items() if stored.get(p, first) != first}
+        if moved:
+            raise OffsetConflict(moved)
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS adloop_batch (event_id TEXT, type TEXT, "
+            "campaign_id TEXT, variant_id TEXT, segment TEXT, value DOUBLE PRECISION, "
+            "partition INT, message_offset BIGINT) ON COMMIT DELETE ROWS"
+        )
+        with conn.cursor().copy(
+            f"COPY adloop_batch ({', '.join(_BATCH_COLUMNS)}) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            if events.num_rows:
+                copy.write(_csv(events.select(list(_BATCH_COLUMNS))))
+        rows, fresh, unknown, _ = conn.execute(_APPLY, {"topic": topic}).fetchone()
+        if rejected.num_rows:
+            conn.cursor().executemany(
+                "INSERT INTO adloop_rejected (topic, partition, message_offset, event_id, "
+                "campaign_id, variant_id, field, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [(topic, r["partition"], r["message_offset"], r["event_id"], r["campaign_id"],
+                  r["variant_id"], r["field"], r["reason"]) for r in rejected.to_pylist()],
+            )  # fmt: skip
+        conn.cursor().executemany(
+            "INSERT INTO adloop_offsets (consumer_group, topic, partition, next_offset) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer_group, topic, partition) "
+            "DO UPDATE SET next_offset = excluded.next_offset",
+            [(group, topic, p, last + 1) for p, (_, last) in ranges.items()],
+        )
+    # every row is accepted, a duplicate (of an earlier or the same batch) or rejected
+    return BatchResult(
+        rows=int(rows) + rejected.num_rows,
+        accepted=int(fresh),
+        duplicates=int(rows) - int(fresh) - int(unknown),
+        rejected=int(unknown) + rejected.num_rows,
+    )
+
+
+def campaign_counts(conn: Any, campaign_id: str) -> dict[str, dict[str, float]]:
+    """Per variant (all segments): impressions, clicks, conversions, value."""
+    rows = conn.execute(
+        "SELECT variant_id, sum(impressions), sum(clicks), sum(conversions), sum(value) "
+        "FROM adloop_counts WHERE campaign_id = %s GROUP BY variant_id",
+        (campaign_id,),
+    ).fetchall()
+    return {
+        v: {"impressions": int(i), "clicks": int(c), "conversions": int(k), "value": float(x)}
+        for v, i, c, k, x in rows
+    }
+
+
+def rejected_rows(conn: Any, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest rejected rows, newest first."""
+    cursor = conn.execute(
+        "SELECT partition, message_offset, event_id, campaign_id, variant_id, field, reason "
+        "FROM adloop_rejected ORDER BY at DESC LIMIT %s",
+        (limit,),
+    )
+    names = [d.name for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
