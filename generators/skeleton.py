@@ -121,10 +121,13 @@ def usable_skeletons(brief: Brief) -> list[Skeleton]:
 
 
 def brief_phrases(brief: Brief) -> list[str]:
-    """Chinese phrases for the slot: the brief's keywords, product, tone words and description
-    clauses, then :data:`ZH_PHRASES`, less any holding a banned term."""
+    """Chinese phrases for the slot: the brief's keywords, product and description clauses,
+    then :data:`ZH_PHRASES`, less any holding a banned term.
+
+    Tone words ("亲切、专业") describe the voice, not the copy: as phrases of their own they
+    read as a bare list of adjectives ("亲切，匠心打造"), so they are left out.
+    """
     own = [*brief.keywords, brief.product]
-    own += [w for w in re.split(r"[、,，/;；和与\s]+", brief.tone) if w]
     own += [c for c in re.split(r"[，。！？；,.!?;]+", brief.description) if 2 <= len(c) <= 16]
     banned = [t.lower() for t in brief.banned_terms]
     phrases = [p.strip() for p in (*own, *ZH_PHRASES) if p.strip()]
@@ -210,6 +213,7 @@ def fill_skeletons(
     )
     texts = generator.sample(brief, n, seed=seed, shots=shots, plans=plans, max_new_tokens=budget)
     drafts = []
+    cta, offer = values["cta"], values["offer"]
     for text, (h_after, d_after), plan in zip(texts, tails, plans, strict=True):
         headline, description = parse_completion(text, brief)
         if lexicons is not None:  # a slot cut inside a phrase keeps the phrases it finished
@@ -219,5 +223,7 @@ def fill_skeletons(
             headline = headline.rstrip("，,、|｜:： ") + h_after
         if channel.description_max and description:
             description = _join(description, d_after, brief.language)
+            if zh and cta and cta in offer:  # "免费试听三节课，免费试听。" says it twice
+                description = description.replace(f"，{cta}。", "。").replace(f"{cta}，享", "享")
         drafts.append((headline.strip(), description.strip()))
     return drafts

@@ -151,7 +151,9 @@ class Aggregator:
             self.on_batch(result)
 
     def run(self, stop: threading.Event | None = None, *, idle_exit_s: float | None = None) -> dict:
-        """Consume until ``stop`` is set (or nothing arrived for ``idle_exit_s``); the totals."""
+        """Consume until ``stop`` is set (or nothing arrived for ``idle_exit_s``); the totals
+        (rows, accepted, duplicates, rejected, batches) and ``busy_s``, the seconds spent on
+        batches rather than waiting for them."""
         stop = stop or threading.Event()
         with connect(self.pg_url) as conn:
             ensure_schema(conn)
@@ -178,4 +180,4 @@ class Aggregator:
                     idle_since = time.monotonic()
             finally:
                 consumer.close()
-        return dict(self.totals)
+        return {**self.totals, "busy_s": round(self.busy_s, 3)}

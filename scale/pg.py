@@ -4,7 +4,9 @@ Tables (created by :func:`ensure_schema`, all prefixed ``adloop_``):
 
 - ``arms``: which variants of which campaign (and tenant) may receive events, and their status;
 - ``counts``: impressions, clicks, conversions and value per campaign, variant and segment;
-- ``seen``: every accepted ``(campaign_id, event_id)``, so a duplicate delivery counts once;
+- ``seen``: every accepted event's key, the MD5 of ``(campaign_id, event_id)`` (16 bytes, so
+  the index stays small; scoped to the campaign like the embedded store's dedupe), so a
+  duplicate delivery counts once;
 - ``offsets``: per consumer group, topic and partition, the next offset to read;
 - ``rejected``: rows that broke an ingest rule, with the field and the reason;
 - ``changes``: a sequence number per campaign, bumped by every batch that changed its counts;
@@ -25,16 +27,19 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 __all__ = ["BatchResult", "OffsetConflict", "apply_batch", "campaign_counts", "connect",
-           "ensure_schema", "register_arms", "rejected_rows", "stored_offsets"]  # fmt: skip
+           "ensure_schema", "event_keys", "register_arms", "rejected_rows",
+           "stored_offsets"]  # fmt: skip
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS adloop_arms (
@@ -45,8 +50,7 @@ CREATE TABLE IF NOT EXISTS adloop_counts (
     impressions BIGINT NOT NULL DEFAULT 0, clicks BIGINT NOT NULL DEFAULT 0,
     conversions BIGINT NOT NULL DEFAULT 0, value DOUBLE PRECISION NOT NULL DEFAULT 0,
     PRIMARY KEY (campaign_id, variant_id, segment));
-CREATE TABLE IF NOT EXISTS adloop_seen (
-    campaign_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (campaign_id, event_id));
+CREATE TABLE IF NOT EXISTS adloop_seen (key UUID PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS adloop_offsets (
     consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INT NOT NULL,
     next_offset BIGINT NOT NULL, PRIMARY KEY (consumer_group, topic, partition));
@@ -62,30 +66,26 @@ CREATE TABLE IF NOT EXISTS adloop_snapshots (
     weights JSONB NOT NULL, PRIMARY KEY (campaign_id, version));
 """
 
-_BATCH_COLUMNS = ("event_id", "type", "campaign_id", "variant_id", "segment", "value",
+_BATCH_COLUMNS = ("key", "campaign_id", "variant_id", "segment", "type", "value", "event_id",
                   "partition", "message_offset")  # fmt: skip
+_TYPE_CODES = {"impression": 0, "click": 1, "conversion": 2}
 
 _APPLY = """
-WITH batch AS (
-    SELECT DISTINCT ON (campaign_id, event_id) * FROM adloop_batch
-    ORDER BY campaign_id, event_id, partition, message_offset
-), known AS (
-    SELECT b.* FROM batch b
+WITH known AS (
+    SELECT b.* FROM adloop_batch b
     JOIN adloop_arms a USING (campaign_id, variant_id)
 ), fresh AS (
-    INSERT INTO adloop_seen (campaign_id, event_id)
-    SELECT campaign_id, event_id FROM known
+    INSERT INTO adloop_seen (key) SELECT key FROM known
     ON CONFLICT DO NOTHING
-    RETURNING campaign_id, event_id
+    RETURNING key
 ), added AS (
     INSERT INTO adloop_counts AS c
         (campaign_id, variant_id, segment, impressions, clicks, conversions, value)
     SELECT k.campaign_id, k.variant_id, k.segment,
-           count(*) FILTER (WHERE k.type = 'impression'),
-           count(*) FILTER (WHERE k.type = 'click'),
-           count(*) FILTER (WHERE k.type = 'conversion'),
-           coalesce(sum(k.value) FILTER (WHERE k.type = 'conversion'), 0)
-    FROM known k JOIN fresh f USING (campaign_id, event_id)
+           count(*) FILTER (WHERE k.type = 0), count(*) FILTER (WHERE k.type = 1),
+           count(*) FILTER (WHERE k.type = 2),
+           coalesce(sum(k.value) FILTER (WHERE k.type = 2), 0)
+    FROM known k JOIN fresh f USING (key)
     GROUP BY k.campaign_id, k.variant_id, k.segment
     ON CONFLICT (campaign_id, variant_id, segment) DO UPDATE SET
         impressions = c.impressions + excluded.impressions,
@@ -108,9 +108,24 @@ WITH batch AS (
                       WHERE a.campaign_id = b.campaign_id AND a.variant_id = b.variant_id)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM adloop_batch), (SELECT count(*) FROM fresh),
-       (SELECT count(*) FROM unknown), (SELECT count(*) FROM bumped)
+SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM unknown), (SELECT count(*) FROM bumped)
 """
+
+
+def event_keys(campaign_ids: list[str], event_ids: list[str]) -> list[str]:
+    """Each event's dedupe key: MD5 of ``campaign_id`` and ``event_id``, as 32 hex digits."""
+    return [
+        hashlib.md5(f"{c}\x1f{e}".encode(), usedforsecurity=False).hexdigest()
+        for c, e in zip(campaign_ids, event_ids, strict=True)
+    ]
+
+
+def _first_of_each(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The batch with its repeats removed (the first row of each key), keys as a column."""
+    table = table.append_column("key", pa.array(keys, pa.string()))
+    indexed = pa.table({"key": table["key"], "row": pa.array(range(table.num_rows), pa.int64())})
+    first = indexed.group_by("key", use_threads=False).aggregate([("row", "min")])["row_min"]
+    return table.take(pc.take(first, pc.sort_indices(first)))  # in batch order
 
 
 class OffsetConflict(RuntimeError):
@@ -202,17 +217,24 @@ def apply_batch(
         moved = {p: stored[p] for p, (first, _) in ranges.items() if stored.get(p, first) != first}
         if moved:
             raise OffsetConflict(moved)
+        conn.execute("SET LOCAL work_mem = '256MB'")  # the batch's aggregation stays in memory
         conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS adloop_batch (event_id TEXT, type TEXT, "
-            "campaign_id TEXT, variant_id TEXT, segment TEXT, value DOUBLE PRECISION, "
+            "CREATE TEMP TABLE IF NOT EXISTS adloop_batch (key UUID, campaign_id TEXT, "
+            "variant_id TEXT, segment TEXT, type SMALLINT, value DOUBLE PRECISION, event_id TEXT, "
             "partition INT, message_offset BIGINT) ON COMMIT DELETE ROWS"
         )
+        keys = event_keys(events["campaign_id"].to_pylist(), events["event_id"].to_pylist())
+        unique = _first_of_each(events, keys)
+        unique = unique.set_column(
+            unique.schema.get_field_index("type"), "type",
+            pc.cast(pc.index_in(unique["type"], pa.array(list(_TYPE_CODES))), pa.int16()),
+        )  # fmt: skip
         with conn.cursor().copy(
             f"COPY adloop_batch ({', '.join(_BATCH_COLUMNS)}) FROM STDIN (FORMAT csv)"
         ) as copy:
-            if events.num_rows:
-                copy.write(_csv(events.select(list(_BATCH_COLUMNS))))
-        rows, fresh, unknown, _ = conn.execute(_APPLY, {"topic": topic}).fetchone()
+            if unique.num_rows:
+                copy.write(_csv(unique.select(list(_BATCH_COLUMNS))))
+        fresh, unknown, _ = conn.execute(_APPLY, {"topic": topic}).fetchone()
         if rejected.num_rows:
             conn.cursor().executemany(
                 "INSERT INTO adloop_rejected (topic, partition, message_offset, event_id, "
@@ -228,9 +250,9 @@ def apply_batch(
         )
     # every row is accepted, a duplicate (of an earlier or the same batch) or rejected
     return BatchResult(
-        rows=int(rows) + rejected.num_rows,
+        rows=events.num_rows + rejected.num_rows,
         accepted=int(fresh),
-        duplicates=int(rows) - int(fresh) - int(unknown),
+        duplicates=events.num_rows - int(fresh) - int(unknown),
         rejected=int(unknown) + rejected.num_rows,
     )
 

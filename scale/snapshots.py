@@ -21,8 +21,10 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +51,7 @@ class Snapshot:
     built_at: float  # seconds since the epoch
     variants: tuple[str, ...]
     weights: np.ndarray
+    cumulative: tuple[float, ...] = ()  # running sums of the weights, for choosing by bisection
 
 
 def refresh_snapshots(url_or_conn: Any, *, seed: int = 0) -> list[tuple[str, int]]:
@@ -115,15 +118,23 @@ class SnapshotCache:
         self.store_reachable = False
         self.swaps = 0
         self.on_swap: Callable[[Snapshot], None] | None = None
+        self._random = random.Random()
 
     # -- the chooser's side ---------------------------------------------------------------
     def snapshot(self, campaign_id: str) -> Snapshot | None:
         return self._snapshots.get(campaign_id)
 
-    def choose(self, campaign_id: str, rng: np.random.Generator) -> str:
-        """A variant drawn by the snapshot's weights (KeyError when the campaign has none)."""
+    def choose(
+        self, campaign_id: str, rng: random.Random | np.random.Generator | None = None
+    ) -> str:
+        """A variant drawn by the snapshot's weights (KeyError when the campaign has none).
+
+        About a microsecond: a bisection of the running sums, no numpy call per decision.
+        """
         snap = self._snapshots[campaign_id]
-        return snap.variants[int(rng.choice(len(snap.variants), p=snap.weights))]
+        u = (rng or self._random).random()
+        index = bisect.bisect_right(snap.cumulative, u * snap.cumulative[-1])
+        return snap.variants[min(index, len(snap.variants) - 1)]
 
     def age_seconds(self, campaign_id: str) -> float | None:
         """How old the snapshot in use is (None: none yet)."""
@@ -146,8 +157,9 @@ class SnapshotCache:
         if current is not None and current.version >= int(version):
             return  # an older or repeated version: keep what we have
         weights = np.asarray(weights, dtype=float)
-        snap = Snapshot(campaign_id, int(version), float(built_at), tuple(variants),
-                        weights / weights.sum())  # fmt: skip
+        weights = weights / weights.sum()
+        snap = Snapshot(campaign_id, int(version), float(built_at), tuple(variants), weights,
+                        tuple(np.cumsum(weights).tolist()))  # fmt: skip
         self._snapshots[campaign_id] = snap  # one assignment: readers see old or new, whole
         self.swaps += 1
         if self.on_swap is not None:

@@ -22,7 +22,8 @@ app = typer.Typer(
 )
 
 #: Suites: ``main(out, quick)`` in ``bench/<name>.py``.
-SUITES = ("storage", "bandits", "regret", "sim", "generate", "service", "retrain", "hardening")
+SUITES = ("storage", "bandits", "regret", "sim", "generate", "service", "retrain", "hardening",
+          "scale")  # fmt: skip
 #: Studies with options of their own: command name -> module; ``cli(argv)`` in the module.
 STUDIES = {
     "closed-loop": "closed_loop",
