@@ -123,6 +123,11 @@ def test_duplicate_deliveries_count_once_and_bad_rows_are_kept_with_a_reason(
         {"event_id": "x2", "type": "click", "campaign_id": "c0", "variant_id": "zz", "ts": TS},
         {"event_id": "x3", "type": "click", "campaign_id": "c1", "variant_id": "a", "ts": "soon"},
     ]
+    from confluent_kafka import Producer
+
+    foreign = Producer({"bootstrap.servers": broker.bootstrap})
+    foreign.produce(topic, key=b"c0", value=b'{"not": "arrow"}')  # someone else's message
+    foreign.flush(30)
     with EventPublisher(broker.bootstrap, topic=topic, batch_events=300) as publisher:
         publisher.publish(events[:20_000])
         publisher.publish(resent + bad)
@@ -131,17 +136,18 @@ def test_duplicate_deliveries_count_once_and_bad_rows_are_kept_with_a_reason(
     aggregator = Aggregator(pg.url, broker.bootstrap, topic=topic, archive=tmp_path / "archive")
     totals = aggregator.run(idle_exit_s=2)
     assert totals["accepted"] == 40_000 and totals["duplicates"] == 2_500
-    assert totals["rejected"] == 3 and totals["rows"] == 42_503
+    assert totals["rejected"] == 4 and totals["rows"] == 42_504
     assert _counts(pg.url, 8) == _expected(events)
     with connect(pg.url) as conn:
         reasons = {r["event_id"]: (r["field"], r["reason"]) for r in rejected_rows(conn)}
     assert reasons["x1"][0] == "type" and reasons["x3"][0] == "ts"
+    assert reasons[None][0] == "event_id"  # the foreign message, rejected whole
     assert reasons["x2"] == ("variant_id", "unknown campaign or variant (register the arms first)")
     # the archive holds every consumed message's rows once, readable as one Parquet dataset
     import pyarrow.dataset as ds
 
     archived = ds.dataset(tmp_path / "archive", format="parquet", partitioning="hive").to_table()
-    assert archived.num_rows == 42_503
+    assert archived.num_rows == 42_504
     # a second run of the same group finds nothing new: offsets live with the counts
     again = Aggregator(pg.url, broker.bootstrap, topic=topic).run(idle_exit_s=1)
     assert again["rows"] == 0 and _counts(pg.url, 8) == _expected(events)
