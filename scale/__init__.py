@@ -12,3 +12,53 @@ The one-machine default stays DuckDB (:mod:`adloop.storage`). When ad servers ou
 
 Install with ``pip install 'adloop[scale]'``.
 """
+
+from adloop.scale.aggregator import DEFAULT_GROUP, Aggregator
+from adloop.scale.events import EVENT_SCHEMA, check_events, decode, encode, events_table
+from adloop.scale.local import LocalBroker, LocalPostgres, ServiceError, free_port
+from adloop.scale.pg import (
+    BatchResult,
+    OffsetConflict,
+    apply_batch,
+    campaign_counts,
+    connect,
+    ensure_schema,
+    event_keys,
+    register_arms,
+    rejected_rows,
+    stored_offsets,
+)
+from adloop.scale.producer import DEFAULT_TOPIC, DeliveryError, EventPublisher, ensure_topic
+from adloop.scale.snapshots import CHANNEL, Snapshot, SnapshotCache, refresh_snapshots
+
+__all__ = [
+    "CHANNEL",
+    "DEFAULT_GROUP",
+    "DEFAULT_TOPIC",
+    "EVENT_SCHEMA",
+    "Aggregator",
+    "BatchResult",
+    "DeliveryError",
+    "EventPublisher",
+    "LocalBroker",
+    "LocalPostgres",
+    "OffsetConflict",
+    "ServiceError",
+    "Snapshot",
+    "SnapshotCache",
+    "apply_batch",
+    "campaign_counts",
+    "check_events",
+    "connect",
+    "decode",
+    "encode",
+    "ensure_schema",
+    "ensure_topic",
+    "event_keys",
+    "events_table",
+    "free_port",
+    "refresh_snapshots",
+    "register_arms",
+    "rejected_rows",
+    "stored_offsets",
+]

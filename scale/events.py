@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adloop.storage._validate import MAX_EVENT_VALUE
+from adloop.storage import MAX_EVENT_VALUE
 
 __all__ = ["EVENT_SCHEMA", "EVENT_TYPES", "check_events", "decode", "encode", "events_table"]
 

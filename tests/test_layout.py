@@ -6,6 +6,8 @@ The import rules, checked on every module of every package (``TYPE_CHECKING`` im
   nothing of each other, nor of anything above them;
 - ``adloop.optimizer`` composes the leaves and never imports ``adloop.sim`` or ``adloop.cli``;
 - ``adloop.sim`` drives the optimizer's public API; nothing but the CLI imports it;
+- ``adloop.scale`` (Kafka ingest, PostgreSQL counts and snapshots) uses the bandits and the
+  storage's public names; nothing but the CLI imports it;
 - ``adloop.cli`` is the top floor: nothing below imports it;
 - no package imports another package's private module (``adloop.storage._writer``) or a private
   name from it; and nobody imports the folders by their bare names (``import storage``), which
@@ -34,6 +36,7 @@ PACKAGE_DIRS = {
     "generators": ROOT / "generators",
     "optimizer": ROOT / "optimizer",
     "sim": ROOT / "sim",
+    "scale": ROOT / "scale",
     "cli": ROOT / "adloop" / "cli",
 }
 
@@ -44,10 +47,11 @@ ALLOWED = {
     "generators": set(),
     "optimizer": {"bandits", "storage", "generators"},
     "sim": {"bandits", "storage", "generators", "optimizer"},
-    "cli": {"bandits", "storage", "generators", "optimizer", "sim"},
+    "scale": {"bandits", "storage"},
+    "cli": {"bandits", "storage", "generators", "optimizer", "sim", "scale"},
 }
 
-BARE_NAMES = {"bandits", "storage", "generators", "optimizer", "sim", "cli"}
+BARE_NAMES = {"bandits", "storage", "generators", "optimizer", "sim", "scale", "cli"}
 
 
 @dataclass(frozen=True)
