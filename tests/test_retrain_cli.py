@@ -57,7 +57,7 @@ def test_retrain_then_rollback(db_path: Path, tmp_path: Path) -> None:
     assert report["data"]["winners"] == 1 and report["data"]["data_hash"]
 
     # the progress display (on stderr) names each phase with its steps and loss
-    assert "fine-tuning on the winners" in result.stderr and "gate: sampling" in result.stderr
+    assert "fine-tune (winners)" in result.stderr and "gate (sample, score)" in result.stderr
     assert re.search(r"step (\d+)/\1 +loss \d+\.\d{3}", result.stderr), result.stderr
 
     result = runner.invoke(app, ["models", "rollback", "--db", str(db_path), "--json"])

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
-    SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -28,10 +27,10 @@ from rich.progress import (
 __all__ = ["CountProgress", "TrainingProgress"]
 
 _PHASES = {
-    "sft": "fine-tuning on the winners",
-    "dpo": "preference tuning on the pairs",
-    "scorer": "fitting the copy scorer",
-    "gate": "gate: sampling and scoring the new version",
+    "sft": "fine-tune (winners)",
+    "dpo": "tune (pairs)",
+    "scorer": "copy scorer",
+    "gate": "gate (sample, score)",
 }
 
 
@@ -44,13 +43,11 @@ class TrainingProgress:
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
-            SpinnerColumn(),
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             TextColumn("{task.fields[counts]}"),
             TextColumn("{task.fields[loss]}"),
             TimeElapsedColumn(),
-            TextColumn("left"),
             TimeRemainingColumn(),
             console=console or Console(stderr=True),
         )
