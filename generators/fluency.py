@@ -86,13 +86,15 @@ _LATIN_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _LABEL = re.compile(
     r"(?:^|[\s—|｜:：,，.。!！?？(（])"
     r"(headlines?|descriptions?|desc|title|subtitle|tagline|slogan|sentence|name|author|blog|"
-    r"brand|keywords?|bid|cta|call to action|ad copy|copy|text|标题|描述|广告语|关键词|品牌|"
+    r"brand|keywords?|bid|cta|call to action|ad copy|copy|text|audience|tone|"
+    r"must include|never use|标题|描述|广告语|关键词|品牌|"
     r"文案|作者|名称|出价)\s*[:：]",
     re.IGNORECASE,
 )
 _DIGIT_NOISE = re.compile(r"\d{6,}|\d{4}-\d{1,2}-\d{1,2}|\d+(?:[,.\-/]\d+){3,}")
 _MARKUP = re.compile(r"[*_#@<>{}\[\]\\~^`=]|\([^)]*$|（[^）]*$")
 _SEPARATOR = re.compile(r"\s+—\s+")
+_GLUED_SENTENCE = re.compile(r"[a-z]{2}[.!?][A-Z][a-z]")  # "consultation.Never"
 _CLAUSE_END = re.compile(r"[.!?。！？;；]")
 
 
@@ -241,6 +243,8 @@ def _chinese_grammar(part: str) -> str:
 def _english_grammar(part: str) -> str:
     """A word pair English never writes ("for of", "the with"), or six or more words between
     punctuation with no article, preposition, pronoun or conjunction (a pile of keywords)."""
+    if _GLUED_SENTENCE.search(part):
+        return "a sentence runs into the next without a space"
     words = [w for w in _LATIN_WORD.findall(part.lower())]
     for first, second in zip(words, words[1:], strict=False):
         impossible = (first in _DETERMINERS and second in _DETERMINERS | _PREPOSITIONS) or (
