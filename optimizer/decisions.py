@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple
 
@@ -62,6 +63,10 @@ class DecisionLog:
         self._secret: bytes = store.decision_id_secret()
         self._epoch_stamps = epoch_stamps
         self._pending: deque[tuple] = deque()
+        # One flush at a time: a flush that finds the queue empty because another thread has
+        # just taken it must wait until that batch is handed to the store, or a caller's
+        # "flush, then read" (Engine.campaign) can read before those decisions are committed.
+        self._flush_lock = threading.Lock()
         self._recent_requests: OrderedDict[tuple[str, str], Choice] = OrderedDict()
         self._fresh_ids: list[str] = []
 
@@ -144,6 +149,10 @@ class DecisionLog:
 
     def flush(self) -> None:
         """Hand every queued decision to the store's writer (does not wait for the commit)."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         pending = self._pending
         if not pending:
             return

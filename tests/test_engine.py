@@ -146,6 +146,38 @@ def test_choices_follow_snapshot_weights_and_log_impressions(engine: Engine) -> 
     assert view["data_quality"]["srm"]["flagged"] is False
 
 
+def test_a_read_sees_decisions_another_thread_is_still_handing_to_the_store(
+    engine: Engine,
+) -> None:
+    """Engine.campaign flushes, then reads: a flush that another thread (the background
+    flusher, another request) started must be handed to the store before the read."""
+    import threading
+
+    campaign_id = engine.create_campaign(_brief_with_variants())["campaign_id"]
+    for _ in range(10):
+        engine.choose(campaign_id)
+    store = engine.store
+    handing = threading.Event()
+    real = store.log_decisions
+
+    def slow_log_decisions(*args, **kwargs):  # the other thread is slow to hand its batch over
+        handing.set()
+        threading.Event().wait(0.5)
+        return real(*args, **kwargs)
+
+    store.log_decisions = slow_log_decisions
+    try:
+        other = threading.Thread(target=engine.flush)
+        other.start()
+        assert handing.wait(5)
+        store.log_decisions = real
+        view = engine.campaign(campaign_id)  # while the other thread still holds the batch
+        other.join()
+    finally:
+        store.log_decisions = real
+    assert sum(v["impressions"] for v in view["variants"]) == 10
+
+
 def test_request_id_gives_the_same_decision_once(engine: Engine) -> None:
     campaign_id = engine.create_campaign(_brief_with_variants())["campaign_id"]
     first = engine.choose(campaign_id, request_id="req-1")
