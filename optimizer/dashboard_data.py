@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +30,7 @@ from adloop.optimizer.dashboard_words import (
     quality_findings,
     variant_label,
 )
-from adloop.optimizer.insights import creative_insights
+from adloop.optimizer.insights import creative_insights, seed_from
 
 __all__ = ["campaign_list", "campaign_page", "share_series", "stopping_state"]
 
@@ -41,12 +40,6 @@ _SPANS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_BUCKETS = 24
 _MAX_SEGMENTS = 12
 _EPOCH = datetime(1970, 1, 1)
-
-
-def _seed(*parts: Any) -> int:
-    """A seed that changes when (and only when) the data it is drawn from changes."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def _recent_impressions(engine: Any, campaign_id: str, created_at: Any) -> tuple[float, float]:
@@ -112,7 +105,7 @@ def stopping_state(
         threshold=config.winner_threshold,
         value_remaining=config.value_remaining,
         n_draws=config.n_draws,
-        rng=_seed(view["campaign_id"], counts.impressions.tolist(), counts.clicks.tolist(),
+        rng=seed_from(view["campaign_id"], counts.impressions.tolist(), counts.clicks.tolist(),
                   counts.conversions.tolist(), counts.value.tolist()),
     )  # fmt: skip
     leader = ids[decision.best]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["creative_insights"]
+__all__ = ["creative_insights", "seed_from"]
 
 #: Bootstrap resamples; the quantiles of 2,000 are good to a few tenths of a percent.
 N_DRAWS = 2000
@@ -49,7 +49,8 @@ _QUESTION = re.compile(r"[?？]|吗[。.]?\s*$")
 _YOU = re.compile(r"\b(?:you|your|yours|you're|you'll)\b|[你您]", re.IGNORECASE)
 
 
-def _seed(*parts: Any) -> int:
+def seed_from(*parts: Any) -> int:
+    """A seed that changes when (and only when) the data it is drawn from changes."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
@@ -125,7 +126,7 @@ def creative_insights(
     texts = [str(v["text"]) for v in shown]
     n = np.array([float(v["impressions"]) for v in shown])
     c = np.minimum(np.array([float(v.get("clicks") or 0) for v in shown]), n)
-    rng = np.random.default_rng(_seed(texts, n.tolist(), c.tolist()))
+    rng = np.random.default_rng(seed_from(texts, n.tolist(), c.tolist()))
     # one set of draws for every element, so rows are comparable: variant resamples x CTRs
     picks = rng.multinomial(len(shown), np.full(len(shown), 1 / len(shown)), size=N_DRAWS)
     clicks = picks * n * rng.beta(1 + c, 1 + n - c, size=(N_DRAWS, len(shown)))

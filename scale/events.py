@@ -18,8 +18,8 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adloop.storage import MAX_EVENT_VALUE
+from adloop.storage.io import to_canonical
 
 __all__ = ["EVENT_SCHEMA", "EVENT_TYPES", "check_events", "decode", "encode", "events_table"]
 
@@ -41,29 +42,52 @@ EVENT_SCHEMA = pa.schema([
 
 
 def _timestamp(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
+    """An ISO 8601 text as naive UTC (zoned values converted), or None when it does not parse."""
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
-def events_table(events: Iterable[Mapping[str, Any]]) -> pa.Table:
-    """Event dicts (as the HTTP API takes them) as a table of :data:`EVENT_SCHEMA`.
+def _number(value: str | None) -> float:
+    """A value's text as a number: empty is 0, unreadable is NaN (rejected as ``value``)."""
+    if value is None or not value.strip():
+        return 0.0
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
 
-    A timestamp that does not parse becomes null, which :func:`check_events` rejects with the
-    field named; a missing value is 0.
+
+def events_table(events: Any) -> pa.Table:
+    """Events in any shape the store takes (dicts as the HTTP API takes them, an Arrow table, a
+    polars frame) as a table of :data:`EVENT_SCHEMA`, read by the store's own
+    :func:`~adloop.storage.io.to_canonical`.
+
+    A timestamp or value that does not parse becomes null or NaN, which :func:`check_events`
+    rejects with the field named; a missing value is 0.
     """
-    rows = list(events)
-    columns = {
-        name: [row.get(name) for row in rows]
-        for name in ("event_id", "type", "campaign_id", "variant_id", "segment")
-    }
-    columns["segment"] = [s or "" for s in columns["segment"]]
-    columns["ts"] = [_timestamp(row.get("ts")) for row in rows]
-    columns["value"] = [float(row.get("value") or 0.0) for row in rows]
-    return pa.table(columns, schema=EVENT_SCHEMA)
+    table = to_canonical(events)
+    ts = [
+        native if native is not None else (None if text is None else _timestamp(text))
+        for native, text in zip(table["ts_native"].to_pylist(), table["ts_text"].to_pylist(),
+                                strict=True)
+    ]  # fmt: skip
+    value = [
+        number if number is not None else _number(text)
+        for number, text in zip(table["value_num"].to_pylist(), table["value_text"].to_pylist(),
+                                strict=True)
+    ]  # fmt: skip
+    return pa.table(
+        {
+            "event_id": table["event_id"], "type": table["type"],
+            "campaign_id": table["campaign_id"], "variant_id": table["variant_id"],
+            "segment": pc.fill_null(table["segment"], ""),
+            "ts": pa.array(ts, pa.timestamp("us")), "value": pa.array(value, pa.float64()),
+        },
+        schema=EVENT_SCHEMA,
+    )  # fmt: skip
 
 
 def encode(table: pa.Table) -> bytes:

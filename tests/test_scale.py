@@ -153,6 +153,21 @@ def test_duplicate_deliveries_count_once_and_bad_rows_are_kept_with_a_reason(
     assert again["rows"] == 0 and _counts(pg.url, 8) == _expected(events)
 
 
+def test_events_are_read_like_the_store_reads_them() -> None:
+    from adloop.scale.events import check_events, events_table
+
+    table = events_table([
+        {"event_id": "z", "type": "click", "campaign_id": "c0", "variant_id": "a",
+         "ts": "2026-12-01T20:00:00+08:00", "value": 3},
+        {"event_id": "n", "type": "click", "campaign_id": "c0", "variant_id": "a", "ts": TS,
+         "value": "lots"},
+    ])  # fmt: skip
+    assert table["ts"][0].as_py().isoformat() == TS  # a zoned time is converted to UTC
+    valid, rejected = check_events(table)
+    assert valid["event_id"].to_pylist() == ["z"]
+    assert rejected.to_pylist()[0]["field"] == "value"  # unreadable, not a crash
+
+
 def _aggregate_process(pg: LocalPostgres, broker: LocalBroker, topic: str, archive: Path):
     return subprocess.Popen(
         [sys.executable, "-m", "adloop.cli", "aggregate", "--pg", pg.url, "--bootstrap",
