@@ -1,4 +1,6 @@
-"""adloop's event store: one DuckDB file with campaigns, variants and an append-only event log.
+"""adloop's event store: campaigns, variants and an append-only event log, in one DuckDB file
+(``Store``, the default) or a PostgreSQL database several processes share (``PostgresStore``);
+``open_store(url)`` opens either by URL.
 
 Example:
     >>> from adloop.storage import Store
@@ -23,7 +25,9 @@ from adloop.storage.errors import (
     WriterStoppedError,
     storage_fault,
 )
+from adloop.storage.interface import StoreBackend, open_store
 from adloop.storage.io import read_events_file
+from adloop.storage.postgres import PostgresStore
 from adloop.storage.result import AppendResult, RowError
 from adloop.storage.store import Store, utc_now
 
@@ -35,16 +39,19 @@ __all__ = [
     "InvalidBatchError",
     "InvalidRecordError",
     "NotFoundError",
+    "PostgresStore",
     "RowError",
     "SchemaError",
     "StorageError",
     "StorageFullError",
     "StorageUnavailableError",
     "Store",
+    "StoreBackend",
     "StoreClosedError",
     "StoreLockedError",
     "UnreadableFileError",
     "WriterStoppedError",
+    "open_store",
     "read_events_file",
     "storage_fault",
     "utc_now",

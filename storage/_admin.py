@@ -146,7 +146,8 @@ class AdminMixin(StoreCore):
         """Recorded job runs (of ``job`` when given), oldest first."""
         rows = fetch_dicts(
             self._read(
-                "SELECT * FROM job_runs WHERE ? IS NULL OR job = ? ORDER BY started_at, rowid",
+                "SELECT job, started_at, ended_at, outcome, error, detail FROM job_runs "
+                "WHERE ? IS NULL OR job = ? ORDER BY started_at, rowid",
                 [job, job],
             )
         )

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from adloop.storage._core import StoreCore
+from adloop.storage._dialect import DUCKDB, Dialect
 from adloop.storage._fields import (
     decode_json,
     encode_json,
@@ -27,10 +28,18 @@ from adloop.storage.errors import ConflictError, InvalidRecordError, NotFoundErr
 CAMPAIGN_OBJECTIVES = ("ctr", "cvr", "value")
 CAMPAIGN_STATUSES = ("active", "paused", "completed")
 VARIANT_STATUSES = ("active", "retired", "winner", "pending", "rejected")
+#: The columns of a variant row, in the order ``_variant_rows`` builds them.
+VARIANT_COLUMNS = (
+    "variant_id", "campaign_id", "headline", "description", "text", "language",
+    "generator", "model_version", "parent_ids", "provenance", "status", "created_at",
+    "updated_at", "retired_at", "segments",
+)  # fmt: skip
 
 
 class CampaignsMixin(StoreCore):
     """The store's campaign and variant records."""
+
+    _dialect: Dialect = DUCKDB
 
     def _campaign_row(self, campaign: dict, now: datetime) -> list:
         campaign_id = require(campaign, "campaign_id", "campaign")
@@ -86,33 +95,34 @@ class CampaignsMixin(StoreCore):
             )
         return rows
 
-    @staticmethod
-    def _insert_variant_rows(connection: duckdb.DuckDBPyConnection, rows: list[list]) -> None:
+    def _insert_variant_rows(self, connection: duckdb.DuckDBPyConnection, rows: list[list]) -> None:
         if not rows:
             return
         ids = [row[0] for row in rows]
         clash = connection.execute(
-            "SELECT variant_id FROM variants WHERE list_contains(?, variant_id) LIMIT 1", [ids]
+            f"SELECT variant_id FROM variants WHERE {self._dialect.in_list.format('variant_id')} "
+            "LIMIT 1",
+            [ids],
         ).fetchall()
         if clash:
             raise ConflictError(f"variant {clash[0][0]} already exists")
+        self._append_variant_rows(connection, rows)
+
+    @staticmethod
+    def _append_variant_rows(connection: duckdb.DuckDBPyConnection, rows: list[list]) -> None:
+        """Insert ``rows`` (in ``VARIANT_COLUMNS`` order) in one statement, from Arrow."""
         columns = list(zip(*rows, strict=True))
-        names = [
-            "variant_id", "campaign_id", "headline", "description", "text", "language",
-            "generator", "model_version", "parent_ids", "provenance", "status", "created_at",
-            "updated_at", "retired_at", "segments",
-        ]  # fmt: skip
         types = [pa.string()] * 11 + [pa.timestamp("us")] * 3 + [pa.string()]
         table = pa.table(
             {
                 name: pa.array(column, kind)
-                for name, column, kind in zip(names, columns, types, strict=True)
+                for name, column, kind in zip(VARIANT_COLUMNS, columns, types, strict=True)
             }
         )
         connection.register("_new_variants", table)
         try:
             # Columns named: schema migrations append columns, so positions are not a contract.
-            columns_sql = ", ".join(names)
+            columns_sql = ", ".join(VARIANT_COLUMNS)
             connection.execute(
                 f"INSERT INTO variants ({columns_sql}) SELECT {columns_sql} FROM _new_variants"
             )
@@ -190,7 +200,7 @@ class CampaignsMixin(StoreCore):
         wanted = None if statuses is None else list(statuses)
         sql = (
             "SELECT * FROM variants WHERE campaign_id = ? "
-            "AND (? IS NULL OR list_contains(?, status)) "
+            f"AND (? IS NULL OR {self._dialect.in_list.format('status')}) "
             "ORDER BY created_at, variant_id"
         )
         rows = fetch_dicts(self._read(sql, [campaign_id, wanted, wanted]))

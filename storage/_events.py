@@ -144,7 +144,7 @@ class EventsMixin(StoreCore):
         if job.events.num_rows == 0:
             job.future.set_result(AppendResult(accepted=0, duplicates=0, rejected=0, errors=[]))
             return job.future
-        self._db().writer.submit(job)
+        self._enqueue(job)
         return job.future
 
     def log_decisions(self, decisions: list[dict] | pl.DataFrame, *, impressions: bool) -> None:
@@ -207,6 +207,10 @@ class EventsMixin(StoreCore):
             max_errors=0,
             decisions=table,
         )
+        self._enqueue(job)
+
+    def _enqueue(self, job: IngestJob) -> None:
+        """Hand ``job`` to the writer thread (its future, if any, resolves after the COMMIT)."""
         self._db().writer.submit(job)
 
     def decision_id_secret(self) -> bytes:

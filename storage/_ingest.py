@@ -32,12 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adloop.storage._keys import SMALL_GROUP_ROWS, KeyIndex
-from adloop.storage._validate import (
-    STAGE_SELECT,
-    STAGE_SQL,
-    stage_plainly_valid,
-    with_known_flags,
-)
+from adloop.storage._validate import STAGE_SQL, stage_group, with_known_flags
 from adloop.storage.result import AppendResult, RowError
 
 if TYPE_CHECKING:
@@ -155,13 +150,7 @@ def ingest(
     merged = with_known_flags(connection, merged, {} if known is None else known)
     if merged.num_rows > SMALL_GROUP_ROWS:
         return _ingest_big(connection, jobs, merged, added, key_index)
-    stage = stage_plainly_valid(connection, merged)
-    if stage is None:  # some row may be invalid (or needs parsing): SQL names each reason
-        connection.register("_in", merged)
-        try:
-            stage = connection.sql(STAGE_SELECT + " ORDER BY job, r").to_arrow_table()
-        finally:
-            _unregister(connection, "_in")
+    stage = stage_group(connection, merged)
     valid = pc.is_null(stage.column("error_field")).to_numpy(zero_copy_only=False)
     keys = np.asarray(stage.column("event_key").to_numpy(), dtype=np.uint64)
     accepted = _first_new(connection, stage, valid, keys, key_index)

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from adloop.storage._core import StoreCore
+from adloop.storage._dialect import DUCKDB, Dialect
 from adloop.storage._fields import naive_utc
 from adloop.storage._validate import MAX_EVENT_VALUE
 from adloop.storage.errors import InvalidArgumentError
@@ -21,21 +22,24 @@ MAX_REPORTED_COUNT = 2**53
 # or huge values and counts. Statistics read each row through these guards, so such a row can
 # never make a sum infinite or NaN: a NaN or negative value counts as 0, a huge one as the
 # largest value its events could have carried; ``data_quality`` reports the rows.
-_ROW_COUNT = "greatest(n, 0)::DOUBLE"
+_ROW_COUNT = "greatest(n, 0)::{double}"
 _ROW_VALUE = (
-    f"CASE WHEN isfinite(value) AND value > 0 "
+    "CASE WHEN {finite} AND value > 0 "
     f"THEN least(value, greatest(n, 0) * {MAX_EVENT_VALUE!r}) ELSE 0.0 END"
 )
 _EVENT_VALUE = (
-    f"CASE WHEN isfinite(value) AND value > 0 THEN least(value, {MAX_EVENT_VALUE!r}) ELSE 0.0 END"
+    f"CASE WHEN {{finite}} AND value > 0 THEN least(value, {MAX_EVENT_VALUE!r}) ELSE 0.0 END"
 )
 # An event's hour-mean time comes from ``ts_offset_sum / n``; a corrupt row can make it NaN or
 # far in the future. Weights are clamped to [0, 1]: no event counts more than a fresh one.
-_WEIGHT = "greatest(0.0, least(1.0, coalesce(pow(2.0, -($now - p.t) / $half_life), 0.0)))"
+_WEIGHT = "greatest(0.0, least(1.0, coalesce(pow(2.0, {exponent}), 0.0)))"
+_EXPONENT = "-($now - p.t) / $half_life"
 
 
 class StatsMixin(StoreCore):
     """Per-variant statistics for the bandits, and checks of the event stream."""
+
+    _dialect: Dialect = DUCKDB
 
     def arm_stats(
         self,
@@ -75,9 +79,13 @@ class StatsMixin(StoreCore):
         """
         params: dict[str, Any] = {"campaign": campaign_id, "segment": segment}
         since_hour = None
+        dialect = self._dialect
+        finite = dialect.finite.format("value")
+        row_count = _ROW_COUNT.format(double=dialect.double)
         parts = [
-            f"""SELECT variant_id, segment, type, {_ROW_COUNT} AS n, {_ROW_VALUE} AS value,
-                      epoch_us(hour) / 1e6 + ts_offset_sum / nullif(n, 0) AS t
+            f"""SELECT variant_id, segment, type, {row_count} AS n,
+                      {_ROW_VALUE.format(finite=finite)} AS value,
+                      {dialect.epoch.format("hour")} + ts_offset_sum / nullif(n, 0) AS t
                FROM event_aggregates
                WHERE campaign_id = $campaign AND ($segment IS NULL OR segment = $segment)
                  AND ($since_hour IS NULL OR hour >= $since_hour)"""
@@ -89,8 +97,9 @@ class StatsMixin(StoreCore):
             if since_hour != since:
                 params["since"] = since
                 parts.append(
-                    f"""SELECT variant_id, segment, type, 1.0 AS n, {_EVENT_VALUE} AS value,
-                              epoch_us(ts) / 1e6 AS t
+                    f"""SELECT variant_id, segment, type, 1.0 AS n,
+                              {_EVENT_VALUE.format(finite=finite)} AS value,
+                              {dialect.epoch.format("ts")} AS t
                        FROM events
                        WHERE campaign_id = $campaign AND ($segment IS NULL OR segment = $segment)
                          AND ts >= $since AND ts < $since_hour"""
@@ -102,11 +111,11 @@ class StatsMixin(StoreCore):
                 raise InvalidArgumentError(f"half_life must be positive, got {half_life!r}")
             params["now"] = self._now().replace(tzinfo=UTC).timestamp()
             params["half_life"] = seconds
-            weight = _WEIGHT
-            count_type, value_type = "DOUBLE", "DOUBLE"
+            weight = _WEIGHT.format(exponent=dialect.exponent.format(_EXPONENT))
+            count_type, value_type = dialect.double, dialect.double
         else:
             weight = "1.0"
-            count_type, value_type = "BIGINT", "DOUBLE"
+            count_type, value_type = "BIGINT", dialect.double
         union = " UNION ALL ".join(parts)
         sums = ", ".join(
             f"least(coalesce(sum(p.{column} * {weight}) FILTER (WHERE p.type = '{kind}'), 0), "
@@ -140,7 +149,11 @@ class StatsMixin(StoreCore):
                 GROUP BY v.variant_id, v.created_at
                 ORDER BY v.created_at, v.variant_id"""
         used = {name: value for name, value in params.items() if f"${name}" in sql}
-        return self._db().reader().sql(sql, params=used).pl()
+        return self._frame(sql, used)
+
+    def _frame(self, sql: str, params: dict[str, Any] | list) -> pl.DataFrame:
+        """The result of a statistics query as a polars DataFrame."""
+        return self._db().reader().sql(sql, params=params).pl()
 
     def decision_stats(self, campaign_id: str) -> pl.DataFrame:
         """Per variant: how many decisions chose it and the sum of their assignment probabilities.
@@ -149,15 +162,15 @@ class StatsMixin(StoreCore):
             ``variant_id``, ``decisions`` (Int64), ``expected_share_sum`` (Float64); every variant
             of the campaign appears.
         """
-        sql = """
+        sql = f"""
             SELECT v.variant_id, coalesce(sum(d.n), 0)::BIGINT AS decisions,
-                   coalesce(sum(d.probability_sum), 0)::DOUBLE AS expected_share_sum
+                   coalesce(sum(d.probability_sum), 0)::{self._dialect.double} AS expected_share_sum
             FROM variants AS v
             LEFT JOIN decision_aggregates AS d
                 ON d.campaign_id = v.campaign_id AND d.variant_id = v.variant_id
             WHERE v.campaign_id = ?
             GROUP BY v.variant_id, v.created_at ORDER BY v.created_at, v.variant_id"""
-        return self._db().reader().sql(sql, params=[campaign_id]).pl()
+        return self._frame(sql, [campaign_id])
 
     def data_quality(self, campaign_id: str) -> dict[str, Any]:
         """Problems in the campaign's event stream; nothing here is ever dropped from the log.
@@ -200,9 +213,10 @@ class StatsMixin(StoreCore):
             "WHERE campaign_id = ?",
             [campaign_id],
         ).fetchall()[0]
+        finite = self._dialect.finite.format("value")
         (out_of_range,) = reader.execute(
-            """SELECT count(*) FROM events
-               WHERE campaign_id = $c AND NOT (isfinite(value) AND value BETWEEN 0 AND $max)""",
+            f"""SELECT count(*) FROM events
+               WHERE campaign_id = $c AND NOT ({finite} AND value BETWEEN 0 AND $max)""",
             {"c": campaign_id, "max": MAX_EVENT_VALUE},
         ).fetchall()[0]
         stats = self.arm_stats(campaign_id)

@@ -13,6 +13,8 @@ Both read the merged group with the ``campaign_known`` / ``variant_known`` flags
 
 from __future__ import annotations
 
+import contextlib
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -86,6 +88,21 @@ FROM parsed
 """.replace("$max_value", f"CAST({MAX_EVENT_VALUE!r} AS DOUBLE)")
 
 STAGE_SQL = "CREATE OR REPLACE TEMP VIEW _stage AS " + STAGE_SELECT
+
+
+def stage_group(connection: duckdb.DuckDBPyConnection, merged: pa.Table) -> pa.Table:
+    """The staged group: ``stage_plainly_valid`` when it can tell, else ``STAGE_SELECT``."""
+    stage = stage_plainly_valid(connection, merged)
+    if stage is not None:
+        return stage
+    # some row may be invalid (or needs parsing): SQL names each reason
+    connection.register("_in", merged)
+    try:
+        return connection.sql(STAGE_SELECT + " ORDER BY job, r").to_arrow_table()
+    finally:
+        # After a failed statement DuckDB may refuse even this; the view dies with the error.
+        with contextlib.suppress(duckdb.Error):
+            connection.unregister("_in")
 
 
 def stage_plainly_valid(connection: duckdb.DuckDBPyConnection, merged: pa.Table) -> pa.Table | None:
