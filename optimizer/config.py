@@ -10,7 +10,7 @@ from typing import Any
 from adloop.bandits import POLICIES
 from adloop.optimizer.errors import ConfigError
 
-__all__ = ["EngineConfig"]
+__all__ = ["EngineConfig", "ScaleOutConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,3 +127,47 @@ def _check(name: str, value: Any, valid: Callable[[Any], bool], allowed: str) ->
         ok = False
     if not ok:
         raise ConfigError(name, f"got {value!r}; use {allowed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleOutConfig:
+    """How an ``adloop serve`` process joins a scaled-out deployment (checked at construction).
+
+    ``adloop serve`` options, or the environment variables named here::
+
+        ScaleOutConfig(events_to="kafka://10.0.0.5:9092/adloop.events",
+                       snapshots="postgresql://adloop@10.0.0.6/adloop")
+    """
+
+    events_to: str
+    """``kafka://HOST:PORT[,HOST:PORT...][/topic]``: where posted events and served decisions
+    go (``--events-to``, ``ADLOOP_EVENTS_TO``; topic default ``adloop.events``)."""
+    snapshots: str
+    """``postgresql://...``: the shared store of snapshots and arms (``--snapshots``,
+    ``ADLOOP_SNAPSHOTS``)."""
+    ack_timeout: float = 5.0
+    """Seconds ``POST /v1/events`` waits for the broker's acknowledgement before answering
+    503 with Retry-After (``--ack-timeout``)."""
+    linger: float = 0.005
+    """Seconds events wait to share a message with other requests' events (a message holds
+    up to 500 events)."""
+    snapshot_poll: float = 5.0
+    """Seconds between snapshot polls (a fallback: new versions are pushed by NOTIFY)."""
+    refresh_every: float = 2.0
+    """Seconds between snapshot refreshes in the one process started with ``--scheduler``."""
+
+    def __post_init__(self) -> None:
+        _check(
+            "events_to",
+            self.events_to,
+            lambda v: v.startswith("kafka://") and len(v) > len("kafka://"),
+            "kafka://HOST:PORT[/topic], e.g. kafka://127.0.0.1:9092/adloop.events",
+        )
+        _check(
+            "snapshots",
+            self.snapshots,
+            lambda v: v.startswith(("postgresql://", "postgres://")),
+            "a PostgreSQL URL, e.g. postgresql://adloop@127.0.0.1:5432/adloop",
+        )
+        for name in ("ack_timeout", "linger", "snapshot_poll", "refresh_every"):
+            _check(name, getattr(self, name), lambda v: v > 0, "seconds > 0")

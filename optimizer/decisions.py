@@ -19,6 +19,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 __all__ = ["Choice", "DecisionLog"]
@@ -45,6 +46,35 @@ class Choice(NamedTuple):
         }
 
 
+def fresh_ids() -> Callable[[], str]:
+    """A source of decision ids of 64 random bits from the operating system.
+
+    Drawn 4,096 at a time (one ``os.urandom`` call): a call per decision costs more than
+    the rest of a choice. ``list.pop`` is atomic, so threads never share an id.
+    """
+    ids: list[str] = []
+
+    def fresh() -> str:
+        try:
+            return ids.pop()
+        except IndexError:
+            block = os.urandom(8 * 4096).hex()
+            ids.extend("d_" + block[i : i + 16] for i in range(0, len(block), 16))
+            return ids.pop()
+
+    return fresh
+
+
+def request_draw(secret: bytes, campaign_id: str, request_id: str) -> tuple[float, str]:
+    """A uniform draw and a decision id, both fixed by ``(campaign_id, request_id)`` under
+    ``secret`` (keyed BLAKE2b)."""
+    # The campaign id's length first, so no two (campaign_id, request_id) pairs share a
+    # message, whatever characters they hold.
+    message = f"{len(campaign_id)}:{campaign_id}{request_id}".encode()
+    digest = hashlib.blake2b(message, key=secret, digest_size=16).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64, "d_" + digest[8:].hex()
+
+
 class DecisionLog:
     """Queues decisions for the store and makes their ids.
 
@@ -68,20 +98,7 @@ class DecisionLog:
         # "flush, then read" (Engine.campaign) can read before those decisions are committed.
         self._flush_lock = threading.Lock()
         self._recent_requests: OrderedDict[tuple[str, str], Choice] = OrderedDict()
-        self._fresh_ids: list[str] = []
-
-    def _fresh_id(self) -> str:
-        """A decision id of 64 random bits from the operating system.
-
-        Drawn 4,096 at a time (one ``os.urandom`` call): a call per decision costs more than
-        the rest of a choice. ``list.pop`` is atomic, so threads never share an id.
-        """
-        try:
-            return self._fresh_ids.pop()
-        except IndexError:
-            block = os.urandom(8 * 4096).hex()
-            self._fresh_ids.extend("d_" + block[i : i + 16] for i in range(0, len(block), 16))
-            return self._fresh_ids.pop()
+        self._fresh_id = fresh_ids()
 
     def __len__(self) -> int:
         """Decisions queued and not yet handed to the store."""
@@ -111,11 +128,7 @@ class DecisionLog:
         doubles as the impression's event id, so the store drops the repeat), even after a
         restart; keyed with the store's secret, so no other tenant can compute either.
         """
-        # The campaign id's length first, so no two (campaign_id, request_id) pairs share a
-        # message, whatever characters they hold.
-        message = f"{len(campaign_id)}:{campaign_id}{request_id}".encode()
-        digest = hashlib.blake2b(message, key=self._secret, digest_size=16).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64, "d_" + digest[8:].hex()
+        return request_draw(self._secret, campaign_id, request_id)
 
     def recall(self, campaign_id: str, request_id: str) -> Choice | None:
         """The decision already made for this request, if it is still remembered."""

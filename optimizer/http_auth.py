@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
@@ -28,6 +29,12 @@ class ServiceState:
     metrics: ServiceMetrics
     max_body_bytes: int
     failed_auth: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
+    chooser: Any = None
+    """What ``choose`` draws from: the engine, or a scaled-out deployment's
+    :class:`~adloop.optimizer.serving.SnapshotChooser` (same calls)."""
+    scale_out: Any = None
+    """The scaled-out deployment's links (:class:`~adloop.optimizer.serving.ScaleOut`), or
+    None: events go to the engine's store."""
 
 
 async def authenticate(state: ServiceState, key: str | None, client: str) -> Principal:

@@ -99,7 +99,7 @@ class ChooseFastPath:
     ) -> None:
         self.app = app
         self.state = state
-        self.engine = state.engine
+        self.chooser = state.chooser
         self.metrics = state.metrics
         self.route_path = route_path
 
@@ -153,7 +153,7 @@ class ChooseFastPath:
         plain = plain_choose(body)
         if plain is not None and plain.n is None:
             try:
-                choice = self.engine.choose(
+                choice = self.chooser.choose(
                     campaign_id,
                     segment=plain.segment,
                     request_id=plain.request_id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,7 @@ __all__ = [
     "IngestQueue",
     "RequestMetrics",
     "ServiceMetrics",
+    "add_scale_out_metrics",
     "scrape_scope",
     "service_metrics",
 ]
@@ -157,6 +159,54 @@ def service_metrics(engine: Engine) -> ServiceMetrics:
         lambda: float(engine.stats()["pending_decisions"]),
     )
     return metrics
+
+
+def add_scale_out_metrics(metrics: ServiceMetrics, scale_out: Any, chooser: Any) -> None:
+    """The series of a scaled-out serving process: its snapshots' age and version, whether
+    the snapshot store answers, and the producer's queue (see ``optimizer.serving.ScaleOut``).
+    """
+    registry = metrics.registry
+    registry.gauge(
+        "adloop_scale_snapshot_age_seconds",
+        "Age of each campaign's snapshot served here, since the refresher built it (it grows "
+        "while the refresher or the store is down: a stale snapshot shows here).",
+        lambda: {(c,): age for c, age in scale_out.metrics()["snapshot_age_seconds"].items()},
+        ("campaign_id",),
+    )
+    registry.gauge(
+        "adloop_scale_snapshot_age_max_seconds",
+        "Age of the oldest snapshot served here, over all campaigns.",
+        lambda: max(scale_out.metrics()["snapshot_age_seconds"].values(), default=0.0),
+    )
+    registry.gauge(
+        "adloop_scale_snapshot_version",
+        "Version of each campaign's snapshot served here (every process should agree).",
+        lambda: {(c,): float(v) for c, v in scale_out.metrics()["snapshot_version"].items()},
+        ("campaign_id",),
+    )
+    registry.gauge(
+        "adloop_scale_snapshot_store_reachable",
+        "1 while the snapshot store (PostgreSQL) answers, 0 while this process serves its "
+        "last snapshots without it.",
+        lambda: float(scale_out.metrics()["store_reachable"]),
+    )
+    registry.gauge(
+        "adloop_scale_events_queued",
+        "Events and logged decisions queued for the broker or sent and not yet acknowledged.",
+        lambda: float(scale_out.metrics()["events_queued"]),
+    )
+    registry.gauge(
+        "adloop_scale_impressions_lost_total",
+        "Logged decisions (impression events) the broker refused after every retry.",
+        lambda: float(scale_out.metrics()["impressions_lost"]),
+        kind="counter",
+    )
+    registry.gauge(
+        "adloop_scale_decisions_total",
+        "Decisions served here from snapshots.",
+        lambda: float(chooser.n_decisions),
+        kind="counter",
+    )
 
 
 def scrape_scope(admin: bool, campaign_ids: Collection[str] | None) -> Visible | None:

@@ -28,6 +28,7 @@ from adloop.optimizer.auth import (
     validate_tenant,
 )
 from adloop.optimizer.errors import HTTPError, InvalidRequest
+from adloop.optimizer.events import campaign_counts, submit_visible
 from adloop.optimizer.http_auth import ServiceState, authenticate
 from adloop.optimizer.http_codec import (
     api_key_from,
@@ -48,6 +49,7 @@ from adloop.optimizer.http_models import (
     ReviewBody,
 )
 from adloop.optimizer.http_openapi import install_openapi, route_doc
+from adloop.optimizer.serving import SERVABLE
 from adloop.storage import ConflictError, InvalidArgumentError, NotFoundError, utc_now
 
 __all__ = ["CHOOSE_PATH", "add_routes", "install_openapi"]
@@ -55,6 +57,9 @@ __all__ = ["CHOOSE_PATH", "add_routes", "install_openapi"]
 #: The hottest route; :class:`~adloop.optimizer.http_fast_choose.ChooseFastPath` stands in
 #: for it on plainly valid requests.
 CHOOSE_PATH = "/v1/campaigns/{campaign_id}/choose"
+
+#: Seconds a client is asked to wait before sending a batch the broker did not acknowledge.
+_BROKER_RETRY_AFTER = 5
 
 
 def _state(request: Request) -> ServiceState:
@@ -105,11 +110,11 @@ async def choose(request: Request) -> Response:
             raise HTTPError(
                 422, "invalid_request", "'request_id' applies to single choices", "request_id"
             )
-        choices = state.engine.choose_many(
+        choices = state.chooser.choose_many(
             campaign_id, body.n, segment=body.segment, tenant=who.tenant
         )
         return json_response({"decisions": [c.to_dict() for c in choices]})
-    choice = state.engine.choose(
+    choice = state.chooser.choose(
         campaign_id, segment=body.segment, request_id=body.request_id, tenant=who.tenant
     )
     return Response(encode_plain(choice.to_dict()), media_type="application/json")
@@ -120,6 +125,8 @@ async def post_events(request: Request) -> Response:
     state = _state(request)
     who = await _principal(request, state)
     rows = decode_events(await read_body(request, state.max_body_bytes), state.engine.clock())
+    if state.scale_out is not None:
+        return await _publish_events(state, rows, who.tenant)
     ingest, events = state.metrics.ingest, state.metrics.events
     ingest.events += rows.num_rows
     ingest.requests += 1
@@ -134,6 +141,67 @@ async def post_events(request: Request) -> Response:
     events.inc(result.duplicates, outcome="duplicate")
     events.inc(result.rejected, outcome="rejected")
     return json_response(result.to_dict())
+
+
+async def _publish_events(state: ServiceState, rows: Any, tenant: str) -> Response:
+    """Scaled out: publish the batch; 202 once the broker acknowledged every event of it.
+
+    Rows naming a campaign the caller has no snapshot of are rejected here as ``unknown
+    campaign`` (as the one-machine store does); what the aggregator then counts, drops as a
+    duplicate or rejects is asynchronous. If the broker does not acknowledge within
+    ``ack_timeout_s`` the answer is 503 with ``Retry-After``: nothing of the batch is
+    acknowledged, and sending it again is safe (a repeated event counts once).
+    """
+    rows, counts = campaign_counts(rows)
+    hidden = state.chooser.hidden_from(tenant, counts)
+    ingest, events = state.metrics.ingest, state.metrics.events
+    ingest.events += rows.num_rows
+    ingest.requests += 1
+    try:
+        future = asyncio.wrap_future(submit_visible(state.chooser, rows, counts, hidden))
+        # asyncio.wait, unlike wait_for, leaves the publisher's future alone on a timeout
+        await asyncio.wait([future], timeout=state.scale_out.ack_timeout_s)
+        if not future.done() or future.exception() is not None:
+            reason = "did not acknowledge it in time" if not future.done() else "refused it"
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no warning
+            raise HTTPError(
+                503, "broker_unavailable",
+                f"the event broker {reason} ({state.scale_out.ack_timeout_s:g} s); none of "
+                "the batch is acknowledged: send it again (events already in the log count "
+                "once)", None, headers={"Retry-After": str(_BROKER_RETRY_AFTER)},
+            )  # fmt: skip
+        result = future.result()
+    finally:
+        ingest.events -= rows.num_rows
+        ingest.requests -= 1
+    events.inc(result.accepted, outcome="published")
+    events.inc(result.rejected, outcome="rejected")
+    answer = {"published": result.accepted, "rejected": result.rejected}
+    answer["errors"] = [error.to_dict() for error in result.errors]
+    answer["counts"] = "asynchronous"
+    return json_response(answer, 202)
+
+
+async def _share(state: ServiceState, campaign_id: str, tenant: str) -> None:
+    """Scaled out: register the campaign's variants in the shared store, so every serving
+    process chooses among them once the refresher built their snapshot."""
+    if state.scale_out is None:
+        return
+    stored = await run_in_threadpool(state.engine.store.variants, campaign_id)
+    variants = [
+        {"variant_id": v["variant_id"], "text": v["text"], "served": v["status"] in SERVABLE}
+        for v in stored
+    ]
+    try:
+        await run_in_threadpool(state.scale_out.register, tenant, campaign_id, variants)
+    except Exception as exc:  # noqa: BLE001 - the operator must hear it: it is not served
+        raise HTTPError(
+            503, "store_unavailable",
+            f"saved on this server, but the shared store did not take campaign "
+            f"{campaign_id!r}'s variants ({type(exc).__name__}: {exc}); it is not served "
+            "until a later change of it registers them", "campaign_id",
+            headers={"Retry-After": str(_BROKER_RETRY_AFTER)},
+        ) from None  # fmt: skip
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -203,6 +271,7 @@ async def create_campaign(request: Request) -> Response:
             per_segment=body.per_segment,
         )
     )
+    await _share(state, view["campaign_id"], who.tenant)
     return json_response(view, 201)
 
 
@@ -239,6 +308,7 @@ async def add_variants(campaign_id: str, request: Request) -> Response:
             campaign_id, variants, n=body.n, tenant=who.tenant, segment=body.segment
         )
     )
+    await _share(state, campaign_id, who.tenant)
     return json_response({"campaign_id": campaign_id, "added": added}, 201)
 
 
@@ -247,6 +317,7 @@ async def retire(campaign_id: str, variant_id: str, request: Request) -> Respons
     state = _state(request)
     who = await _principal(request, state)
     await run_in_threadpool(lambda: state.engine.retire(campaign_id, variant_id, tenant=who.tenant))
+    await _share(state, campaign_id, who.tenant)
     return json_response(
         {"campaign_id": campaign_id, "variant_id": variant_id, "status": "retired"}
     )
@@ -264,6 +335,7 @@ async def _review(campaign_id: str, variant_id: str, request: Request, action: s
             campaign_id, variant_id, action, reviewer=reviewer, note=body.note, tenant=who.tenant
         )
     )
+    await _share(state, campaign_id, who.tenant)
     return json_response(
         {
             "campaign_id": campaign_id,

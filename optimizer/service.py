@@ -10,6 +10,12 @@ Limits (documented here and in the README):
 * events per ``POST /v1/events``: at most :data:`MAX_EVENTS_PER_BATCH` (10,000) -> ``422``;
 * decisions per ``choose`` call: at most 1,000 (``"n"``).
 
+Scaled out (``create_app(engine, scale_out=...)``, ``adloop serve --events-to kafka://...
+--snapshots postgresql://...``): ``choose`` draws from the shared snapshots and
+``POST /v1/events`` answers ``202 {"published", "rejected", "errors", "counts":
+"asynchronous"}`` once the broker acknowledged the batch, or ``503 broker_unavailable`` with
+``Retry-After`` (nothing acknowledged; resend). See the README.
+
 Durability: ``POST /v1/events`` answers 2xx only after the COMMIT, so an acknowledged event
 survives SIGKILL. Decisions (and the impressions ``choose`` logs) are queued in memory and
 written within ``EngineConfig.flush_interval`` (0.2 s) plus one group commit; SIGTERM drains
@@ -52,6 +58,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -64,7 +71,7 @@ from adloop.optimizer.http_auth import ServiceState
 from adloop.optimizer.http_errors import install_error_handlers
 from adloop.optimizer.http_fast_choose import ChooseFastPath
 from adloop.optimizer.http_limits import BODY_TIMEOUT_SECONDS, BodyReadTimeout
-from adloop.optimizer.http_metrics import RequestMetrics, service_metrics
+from adloop.optimizer.http_metrics import RequestMetrics, add_scale_out_metrics, service_metrics
 from adloop.optimizer.http_models import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
 from adloop.optimizer.http_openapi import install_docs
 from adloop.optimizer.http_routes import (
@@ -72,6 +79,7 @@ from adloop.optimizer.http_routes import (
     add_routes,
     install_openapi,
 )
+from adloop.optimizer.serving import ScaleOut, SnapshotChooser
 
 __all__ = ["MAX_BODY_BYTES", "MAX_EVENTS_PER_BATCH", "create_app"]
 
@@ -149,6 +157,7 @@ def create_app(
     close_engine: bool = False,
     on_startup: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    scale_out: ScaleOut | None = None,
 ) -> FastAPI:
     """Build the FastAPI application around ``engine``.
 
@@ -166,6 +175,11 @@ def create_app(
         Close the engine (committing queued decisions) when the application shuts down.
     on_startup, on_shutdown:
         Extra hooks (e.g. a scheduler) run in the application's lifespan.
+    scale_out:
+        A scaled-out deployment's links (``adloop.scale.serving.ScaleOut``): ``choose``
+        draws from its snapshots and ``POST /v1/events`` publishes to its broker (202 once
+        acknowledged); campaigns, variants and keys stay in ``engine``'s store, and their
+        changes are registered in the shared one. None: everything goes through ``engine``.
 
     Example::
 
@@ -189,7 +203,13 @@ def create_app(
             engine, close_engine=close_engine, on_startup=on_startup, on_shutdown=on_shutdown
         ),
     )
-    app.state.service = ServiceState(engine, keys, metrics, max_body_bytes)
+    chooser: Any = engine
+    if scale_out is not None:
+        chooser = SnapshotChooser(scale_out, max_choose_n=engine.config.max_choose_n)
+        add_scale_out_metrics(metrics, scale_out, chooser)
+    app.state.service = ServiceState(
+        engine, keys, metrics, max_body_bytes, chooser=chooser, scale_out=scale_out
+    )
     app.state.engine = engine
     app.state.keyring = keys
     app.state.registry = metrics.registry

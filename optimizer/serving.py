@@ -24,19 +24,31 @@ uniform split when it has none for the current variants) and the failure is kept
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from adloop.bandits import POLICIES, Policy, Snapshot, ThompsonSampling
 from adloop.optimizer.arm_stats import arm_counts, stats_by_segment, stats_by_variant
 from adloop.optimizer.config import EngineConfig
-from adloop.optimizer.errors import CampaignNotFound, NoActiveVariants
+from adloop.optimizer.decisions import Choice, fresh_ids, request_draw
+from adloop.optimizer.errors import CampaignNotFound, HTTPError, InvalidRequest, NoActiveVariants
+from adloop.optimizer.events import _then
 
-__all__ = ["SERVABLE", "LiveCampaign", "RefreshFailure", "ServingTables", "allocation_policy"]
+__all__ = [
+    "SERVABLE",
+    "LiveCampaign",
+    "RefreshFailure",
+    "ScaleOut",
+    "ServingTables",
+    "SnapshotChooser",
+    "allocation_policy",
+]
 
 _log = logging.getLogger("adloop.engine")
 
@@ -459,3 +471,141 @@ def _shares(snapshot: Snapshot | None, mask: np.ndarray | None) -> dict[str, flo
     keep = mask.tolist() if mask is not None else [True] * snapshot.n_arms
     pairs = zip(snapshot.arm_ids, snapshot.weights.tolist(), keep, strict=True)
     return {arm_id: weight for arm_id, weight, kept in pairs if kept}
+
+
+class ScaleOut(Protocol):
+    """A serving process's links to a scaled-out deployment (``adloop.scale.serving``).
+
+    Snapshots come from the shared store, posted events and served decisions go to the
+    events topic; see the README's "Running on more than one machine".
+    """
+
+    ack_timeout_s: float
+    """Seconds a posted batch waits for the broker's acknowledgement (then 503)."""
+
+    def snapshot(self, campaign_id: str) -> Any:
+        """The newest snapshot held (``variants``, ``texts``, ``weights``, ``tenant``,
+        ``version``, ``pick(u)``), or None."""
+
+    def submit(self, events: Any) -> Future:
+        """Publish events; a future set once the broker acknowledged them."""
+
+    def decision_id_secret(self) -> bytes:
+        """The deployment's key of idempotent decision ids (raises while unreachable)."""
+
+    def log_impression(
+        self, campaign_id: str, decision_id: str, variant_id: str, segment: str | None
+    ) -> None:
+        """Publish a served decision as its impression event."""
+
+    def register(self, tenant: str, campaign_id: str, variants: list[dict[str, Any]]) -> None:
+        """Register the variants (``variant_id``, ``text``, ``served``) in the shared store."""
+
+    def metrics(self) -> dict[str, Any]:
+        """``snapshot_age_seconds`` and ``snapshot_version`` by campaign,
+        ``store_reachable``, ``events_queued``, ``impressions_lost``."""
+
+
+class SnapshotChooser:
+    """Choose from the snapshots of a scaled-out deployment, as :meth:`Engine.choose` does.
+
+    The same calls and answers as the engine's (``choose``, ``choose_many``, a
+    :class:`~adloop.optimizer.decisions.Choice` each), so the HTTP routes and the choose fast
+    path serve either. The campaign-wide allocation serves every segment (the refresher
+    builds one per campaign); the segment is logged with the impression. A request id fixes
+    the draw and the decision id by ``(campaign_id, request_id)`` under the deployment's
+    secret (kept in the shared store), the same in every process, so a retry sent to another
+    host gets the same variant from the same snapshot version and its impression counts once.
+
+    Example::
+
+        chooser = SnapshotChooser(link, seed=0)
+        chooser.choose("c_1", tenant="acme").variant_id
+    """
+
+    def __init__(
+        self, scale_out: ScaleOut, *, seed: int | None = None, max_choose_n: int = 1000
+    ) -> None:
+        self.scale_out = scale_out
+        self.seed = seed
+        self.max_choose_n = max_choose_n
+        self._random = random.Random(seed).random
+        self._fresh_id = fresh_ids()
+        self.n_decisions = 0
+
+    def _snapshot(self, campaign_id: str, tenant: str | None) -> Any:
+        snap = self.scale_out.snapshot(campaign_id)
+        if snap is None or (tenant is not None and snap.tenant != tenant):
+            raise CampaignNotFound(campaign_id)
+        return snap
+
+    def _served(self, campaign_id: str, snap: Any, u: float, decision_id: str,
+                segment: str | None) -> Choice:  # fmt: skip
+        index = snap.pick(u)
+        variant_id = snap.variants[index]
+        self.scale_out.log_impression(campaign_id, decision_id, variant_id, segment)
+        return Choice(decision_id, variant_id, snap.texts[index], float(snap.weights[index]))
+
+    def choose(
+        self,
+        campaign_id: str,
+        *,
+        segment: str | None = None,
+        request_id: str | None = None,
+        tenant: str | None = None,
+    ) -> Choice:
+        """One decision from the campaign's newest snapshot; its impression is published."""
+        snap = self._snapshot(campaign_id, tenant)
+        if request_id is None:
+            u, decision_id = self._random(), self._fresh_id()
+        else:
+            try:
+                secret = self.scale_out.decision_id_secret()
+            except Exception as error:  # noqa: BLE001 - answered 503; plain choices go on
+                raise HTTPError(
+                    503, "store_unavailable",
+                    f"choices with a request_id need the deployment's key from the shared "
+                    f"store, which is unreachable ({type(error).__name__}); retry later or "
+                    "choose without request_id", "request_id", headers={"Retry-After": "5"},
+                ) from None  # fmt: skip
+            u, decision_id = request_draw(secret, campaign_id, request_id)
+        self.n_decisions += 1
+        return self._served(campaign_id, snap, u, decision_id, segment)
+
+    def choose_many(
+        self,
+        campaign_id: str,
+        n: int,
+        *,
+        segment: str | None = None,
+        tenant: str | None = None,
+    ) -> list[Choice]:
+        """``n`` decisions at once, each published as an impression."""
+        if not isinstance(n, int) or not 1 <= n <= self.max_choose_n:
+            raise InvalidRequest("n", f"must be an integer in 1..{self.max_choose_n}")
+        snap = self._snapshot(campaign_id, tenant)
+        self.n_decisions += n
+        return [
+            self._served(campaign_id, snap, self._random(), self._fresh_id(), segment)
+            for _ in range(n)
+        ]
+
+    def hidden_from(self, tenant: str | None, campaign_ids: Iterable[Any]) -> set[str]:
+        """The ids among ``campaign_ids`` that ``tenant`` may not post events to: those with
+        no snapshot here, or another tenant's (each answered "unknown campaign")."""
+        hidden = set()
+        for campaign_id in campaign_ids:
+            if not isinstance(campaign_id, str):
+                continue
+            snap = self.scale_out.snapshot(campaign_id)
+            if snap is None or (tenant is not None and snap.tenant != tenant):
+                hidden.add(campaign_id)
+        return hidden
+
+    def submit_events(self, rows: Any) -> Future:
+        """Publish ``rows`` (the store's ``submit_events`` contract): a future of an
+        ``AppendResult`` whose ``accepted`` counts the events the broker acknowledged; what
+        the aggregator accepts, drops as duplicates or rejects is known only later."""
+        from adloop.storage import AppendResult
+
+        return _then(self.scale_out.submit(rows), lambda n: AppendResult(n, 0, 0, []))

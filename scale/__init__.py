@@ -7,6 +7,8 @@ The one-machine default stays DuckDB (:mod:`adloop.storage`). When ad servers ou
   counts and consumed offsets in one transaction, and archives raw events as Parquet;
 - :mod:`.snapshots` builds each changed campaign's allocation once and pushes it to every
   chooser, which keeps serving its last snapshot when the store is down;
+- :mod:`.serving` bundles a serving process's links (``adloop serve --events-to ...
+  --snapshots ...``): its snapshot cache, its publisher of events and decisions;
 - :mod:`.pg` holds the tables and the aggregation step, :mod:`.events` the wire format;
 - :mod:`.local` starts real PostgreSQL and tansu servers on 127.0.0.1 for tests and benchmarks.
 
@@ -22,6 +24,7 @@ from adloop.scale.pg import (
     apply_batch,
     campaign_counts,
     connect,
+    decision_id_secret,
     ensure_schema,
     event_keys,
     register_arms,
@@ -29,6 +32,7 @@ from adloop.scale.pg import (
     stored_offsets,
 )
 from adloop.scale.producer import DEFAULT_TOPIC, DeliveryError, EventPublisher, ensure_topic
+from adloop.scale.serving import ScaleOut, parse_events_to
 from adloop.scale.snapshots import CHANNEL, Snapshot, SnapshotCache, refresh_snapshots
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "LocalBroker",
     "LocalPostgres",
     "OffsetConflict",
+    "ScaleOut",
     "ServiceError",
     "Snapshot",
     "SnapshotCache",
@@ -50,6 +55,7 @@ __all__ = [
     "campaign_counts",
     "check_events",
     "connect",
+    "decision_id_secret",
     "decode",
     "encode",
     "ensure_schema",
@@ -57,6 +63,7 @@ __all__ = [
     "event_keys",
     "events_table",
     "free_port",
+    "parse_events_to",
     "refresh_snapshots",
     "register_arms",
     "rejected_rows",

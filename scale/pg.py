@@ -2,7 +2,8 @@
 
 Tables (created by :func:`ensure_schema`, all prefixed ``adloop_``):
 
-- ``arms``: which variants of which campaign (and tenant) may receive events, and their status;
+- ``arms``: which variants of which campaign (and tenant) may receive events, their status and
+  text (what ``choose`` answers);
 - ``counts``: impressions, clicks, conversions and value per campaign, variant and segment;
 - ``seen``: every accepted event's key, the MD5 of ``(campaign_id, event_id)`` (16 bytes, so
   the index stays small; scoped to the campaign like the embedded store's dedupe), so a
@@ -10,7 +11,8 @@ Tables (created by :func:`ensure_schema`, all prefixed ``adloop_``):
 - ``offsets``: per consumer group, topic and partition, the next offset to read;
 - ``rejected``: rows that broke an ingest rule, with the field and the reason;
 - ``changes``: a sequence number per campaign, bumped by every batch that changed its counts;
-- ``snapshots``: versioned allocations (traffic weights) per campaign.
+- ``snapshots``: versioned allocations (traffic weights) per campaign;
+- ``secret``: the key of idempotent decision ids, one per deployment, made at creation.
 
 :func:`apply_batch` is the aggregation step: in **one transaction** it checks that the batch
 starts where the group's stored offsets say (so a zombie worker whose partitions moved on
@@ -38,13 +40,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 __all__ = ["BatchResult", "OffsetConflict", "apply_batch", "campaign_counts", "connect",
-           "ensure_schema", "event_keys", "register_arms", "rejected_rows",
+           "decision_id_secret", "ensure_schema", "event_keys", "register_arms", "rejected_rows",
            "stored_offsets"]  # fmt: skip
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS adloop_arms (
     tenant TEXT NOT NULL, campaign_id TEXT NOT NULL, variant_id TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'active', PRIMARY KEY (campaign_id, variant_id));
+ALTER TABLE adloop_arms ADD COLUMN IF NOT EXISTS text TEXT;
 CREATE TABLE IF NOT EXISTS adloop_counts (
     campaign_id TEXT NOT NULL, variant_id TEXT NOT NULL, segment TEXT NOT NULL DEFAULT '',
     impressions BIGINT NOT NULL DEFAULT 0, clicks BIGINT NOT NULL DEFAULT 0,
@@ -60,6 +63,10 @@ CREATE TABLE IF NOT EXISTS adloop_rejected (
     at TIMESTAMPTZ NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS adloop_changes (
     campaign_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS adloop_secret (
+    one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one), secret BYTEA NOT NULL);
+INSERT INTO adloop_secret (secret) VALUES (decode(md5(random()::text) || md5(random()::text),
+    'hex')) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS adloop_snapshots (
     campaign_id TEXT NOT NULL, version BIGINT NOT NULL, source_seq BIGINT NOT NULL,
     built_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), variants JSONB NOT NULL,
@@ -162,16 +169,41 @@ def ensure_schema(conn: Any) -> None:
 
 
 def register_arms(
-    conn: Any, tenant: str, campaign_id: str, variant_ids: Sequence[str], status: str = "active"
+    conn: Any,
+    tenant: str,
+    campaign_id: str,
+    variant_ids: Sequence[str],
+    status: str = "active",
+    *,
+    texts: Sequence[str] | None = None,
 ) -> None:
-    """Let events of these variants in (or set their status: ``active``, ``retired``)."""
+    """Let events of these variants in (or set their status: ``active``, ``retired``), with
+    the ``texts`` choosers answer (none: keep what is stored).
+
+    The campaign's change sequence moves on too, so the refresher builds a snapshot over the
+    arms as they now are (a new campaign gets its first one before any event arrives).
+    """
+    texts = list(texts) if texts is not None else [None] * len(variant_ids)
+    if len(texts) != len(variant_ids):
+        raise ValueError(f"texts: got {len(texts)} for {len(variant_ids)} variant_ids")
     with conn.transaction():
         conn.cursor().executemany(
-            "INSERT INTO adloop_arms (tenant, campaign_id, variant_id, status) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (campaign_id, variant_id) "
-            "DO UPDATE SET status = excluded.status, tenant = excluded.tenant",
-            [(tenant, campaign_id, v, status) for v in variant_ids],
+            "INSERT INTO adloop_arms (tenant, campaign_id, variant_id, status, text) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (campaign_id, variant_id) "
+            "DO UPDATE SET status = excluded.status, tenant = excluded.tenant, "
+            "text = coalesce(excluded.text, adloop_arms.text)",
+            [(tenant, campaign_id, v, status, t) for v, t in zip(variant_ids, texts, strict=True)],
         )
+        conn.execute(
+            "INSERT INTO adloop_changes AS ch (campaign_id, seq) VALUES (%s, 1) "
+            "ON CONFLICT (campaign_id) DO UPDATE SET seq = ch.seq + 1",
+            (campaign_id,),
+        )
+
+
+def decision_id_secret(conn: Any) -> bytes:
+    """The deployment's key of idempotent decision ids (every serving process shares it)."""
+    return bytes(conn.execute("SELECT secret FROM adloop_secret").fetchone()[0])
 
 
 def stored_offsets(conn: Any, group: str, topic: str) -> dict[int, int]:

@@ -8,10 +8,17 @@ keeps messages in memory and resends them for ``delivery_timeout_s``; :meth:`pub
 ``wait=True`` returns only when the broker has acknowledged every event, so an ad server (or
 ``POST /v1/events`` in this mode) acknowledges exactly what is safely in the log.
 
+Concurrent callers (the HTTP service's requests) use :meth:`~EventPublisher.submit` instead:
+each gets a future that resolves once the broker acknowledged *its* events, while a sender
+thread packs what all of them queued within ``linger_s`` into shared messages.
+:meth:`~EventPublisher.log_impression` queues one served decision as an ``impression`` event
+(its id the decision id) without anyone waiting for it.
+
 Example::
 
     with EventPublisher(bootstrap) as publisher:
         publisher.publish(events, wait=True)   # broker-acknowledged when it returns
+        publisher.submit(events).result(5)     # the same, from any thread
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adloop.scale.events import encode, events_table
+from adloop.scale.events import EVENT_SCHEMA, encode, events_table
 
 __all__ = ["DEFAULT_TOPIC", "DeliveryError", "EventPublisher", "ensure_topic"]
 
@@ -53,6 +62,14 @@ def ensure_topic(bootstrap: str, topic: str = DEFAULT_TOPIC, partitions: int = 4
                 raise
 
 
+def _as_events(events: Any) -> pa.Table:
+    """Events as a table of :data:`EVENT_SCHEMA`; any other shape (dicts, a table of other
+    columns, with nulls) is read as the store reads it (:func:`~.events.events_table`)."""
+    if isinstance(events, pa.Table) and events.schema.equals(EVENT_SCHEMA):
+        return events
+    return events_table(events)
+
+
 def _by_campaign(table: pa.Table) -> list[tuple[str, pa.Table]]:
     """The table cut into one part per campaign, each in its original order (one sort, not a
     filter per campaign)."""
@@ -68,6 +85,16 @@ def _by_campaign(table: pa.Table) -> list[tuple[str, pa.Table]]:
     return [
         (names[sorted_codes[a]], ordered.slice(a, b - a)) for a, b in zip(starts, ends, strict=True)
     ]
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One :meth:`EventPublisher.submit` call: its future and the messages it still awaits."""
+
+    future: Future
+    rows: int
+    outstanding: int = 0
+    error: str | None = None
 
 
 class EventPublisher:
@@ -102,24 +129,41 @@ class EventPublisher:
         self._failed: list[str] = []
         self.acknowledged_events = 0
         self.messages = 0
+        # submit() and log_impression(): queued under their own lock, sent by a thread
+        self._queue_lock = threading.Lock()
+        self._queued: list[tuple[pa.Table, _Ticket]] = []
+        self._queued_rows = 0
+        self._impressions: list[tuple[str, str, str, str, float]] = []
+        self._sender: threading.Thread | None = None
+        self._closing = threading.Event()
+        self.lost_impressions = 0
+        """Logged decisions the broker refused (after librdkafka's own retries)."""
 
-    def _delivered(self, error: Any, message: Any, rows: int) -> None:
+    def _delivered(self, error: Any, rows: int, tickets: list[_Ticket] | None) -> None:
         with self._lock:
             self._unacknowledged -= rows
-            if error is not None:
+            if error is not None and tickets is None:  # submit()'s callers hear it themselves
                 self._failed.append(str(error))
-            else:
+            elif error is None:
                 self.acknowledged_events += rows
+        if tickets is not None:
+            self._settle(tickets, error)
 
-    def _send(self, campaign_id: str, table: pa.Table) -> None:
+    def _send(
+        self, campaign_id: str, table: pa.Table, tickets: list[_Ticket] | None = None
+    ) -> None:
         rows = table.num_rows
         with self._lock:
             self._unacknowledged += rows
+
+        def delivered(error: Any, _message: Any) -> None:
+            self._delivered(error, rows, tickets)
+
         while True:
             try:
                 self._producer.produce(
                     self.topic, key=campaign_id.encode(), value=encode(table),
-                    on_delivery=lambda err, msg, rows=rows: self._delivered(err, msg, rows),
+                    on_delivery=delivered,
                 )  # fmt: skip
                 break
             except BufferError:  # the local queue is full (broker slow or down): wait for room
@@ -135,7 +179,7 @@ class EventPublisher:
         With ``wait``, send everything queued and return once the broker acknowledged it; raises
         :class:`DeliveryError` if it did not within the delivery timeout.
         """
-        table = events if isinstance(events, pa.Table) else events_table(events)
+        table = _as_events(events)
         for campaign_id, part in _by_campaign(table):
             self._pending.setdefault(campaign_id, []).append(part)
             rows = self._pending_rows.get(campaign_id, 0) + part.num_rows
@@ -175,7 +219,122 @@ class EventPublisher:
             if deadline is not None and time.monotonic() > deadline:
                 raise DeliveryError(f"{self._unacknowledged} events not acknowledged in time")
 
+    # -- many callers: submit() and log_impression() -----------------------------------------
+    @property
+    def queued_events(self) -> int:
+        """Events queued here or sent and not yet acknowledged by the broker."""
+        return self._queued_rows + len(self._impressions) + max(self._unacknowledged, 0)
+
+    def submit(self, events: Iterable[Mapping[str, Any]] | pa.Table) -> Future:
+        """Queue events; a future of their number, set once the broker acknowledged them all.
+
+        The future fails with :class:`DeliveryError` if the broker refused a message of
+        them. It is never set early: an event whose future is done is in the log. Safe to
+        call from many threads at once.
+        """
+        table = _as_events(events)
+        ticket = _Ticket(Future(), table.num_rows)
+        if not table.num_rows:
+            ticket.future.set_result(0)
+            return ticket.future
+        self._start_sender()
+        with self._queue_lock:
+            self._queued.append((table, ticket))
+            self._queued_rows += table.num_rows
+        return ticket.future
+
+    def log_impression(
+        self, campaign_id: str, decision_id: str, variant_id: str, segment: str | None
+    ) -> None:
+        """Queue a served decision as an ``impression`` event (no one waits for it; about a
+        microsecond: the sender thread builds the message)."""
+        self._start_sender()
+        self._impressions.append((decision_id, campaign_id, variant_id, segment or "",
+                                  time.time()))  # fmt: skip
+
+    def _start_sender(self) -> None:
+        if self._sender is None:
+            with self._queue_lock:
+                if self._sender is None:
+                    self._sender = threading.Thread(
+                        target=self._send_loop, name="event-publisher", daemon=True
+                    )
+                    self._sender.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            closing = self._closing.is_set()
+            self._send_queued()
+            self._producer.poll(self.linger_s)  # serves acknowledgements; paces the loop
+            if closing:
+                return
+
+    def _impression_table(self) -> pa.Table | None:
+        logged, self._impressions = self._impressions, []  # appends after the swap: next round
+        if not logged:
+            return None
+        event_id, campaign_id, variant_id, segment, stamp = zip(*logged, strict=True)
+        micros = (np.asarray(stamp) * 1e6).astype(np.int64)
+        return pa.table({
+            "event_id": event_id, "type": pa.array(["impression"] * len(logged)),
+            "campaign_id": campaign_id, "variant_id": variant_id, "segment": segment,
+            "ts": pa.array(micros, pa.timestamp("us")),
+            "value": pa.array(np.zeros(len(logged))),
+        }, schema=EVENT_SCHEMA)  # fmt: skip
+
+    def _send_queued(self) -> None:
+        with self._queue_lock:
+            queued, self._queued = self._queued, []
+            self._queued_rows = 0
+        impressions = self._impression_table()
+        if impressions is not None:
+            ticket = _Ticket(Future(), impressions.num_rows)
+            ticket.future.add_done_callback(lambda done, n=ticket.rows: self._count_lost(done, n))
+            queued.append((impressions, ticket))
+        if not queued:
+            return
+        # Every message is counted on its tickets before any is sent, so no ticket can see
+        # its count reach zero while messages of it are still to come.
+        messages: list[tuple[str, pa.Table, list[_Ticket]]] = []
+        by_campaign: dict[str, list[tuple[pa.Table, _Ticket]]] = {}
+        for table, ticket in queued:
+            for campaign_id, part in _by_campaign(table):
+                by_campaign.setdefault(campaign_id, []).append((part, ticket))
+        for campaign_id, parts in by_campaign.items():
+            bounds = np.cumsum([0] + [part.num_rows for part, _ in parts])
+            table = pa.concat_tables([part for part, _ in parts])
+            for start in range(0, table.num_rows, self.batch_events):
+                end = min(start + self.batch_events, table.num_rows)
+                covered = [t for (_, t), a, b in zip(parts, bounds[:-1], bounds[1:], strict=True)
+                           if a < end and b > start]  # fmt: skip
+                for ticket in covered:
+                    ticket.outstanding += 1
+                messages.append((campaign_id, table.slice(start, end - start), covered))
+        for campaign_id, table, covered in messages:
+            self._send(campaign_id, table, covered)
+
+    def _settle(self, tickets: list[_Ticket], error: Any) -> None:
+        for ticket in tickets:
+            ticket.outstanding -= 1
+            if error is not None and ticket.error is None:
+                ticket.error = str(error)
+            if ticket.outstanding == 0 and ticket.future.set_running_or_notify_cancel():
+                if ticket.error is None:
+                    ticket.future.set_result(ticket.rows)
+                else:
+                    ticket.future.set_exception(
+                        DeliveryError(f"the broker did not take the events: {ticket.error}")
+                    )
+
+    def _count_lost(self, future: Future, rows: int) -> None:
+        if future.exception() is not None:
+            self.lost_impressions += rows
+
     def close(self) -> None:
+        """Send everything queued and wait for the broker's acknowledgements."""
+        if self._sender is not None:
+            self._closing.set()
+            self._sender.join()
         self.flush()
 
     def __enter__(self) -> EventPublisher:

@@ -52,15 +52,31 @@ class Snapshot:
     variants: tuple[str, ...]
     weights: np.ndarray
     cumulative: tuple[float, ...] = ()  # running sums of the weights, for choosing by bisection
+    tenant: str = ""
+    """Whose campaign it is (from the registered arms)."""
+    texts: tuple[str, ...] = ()
+    """Each variant's text, aligned with ``variants`` ("" where none was registered)."""
+
+    def pick(self, u: float) -> int:
+        """The index of the variant a uniform draw ``u`` in [0, 1) lands on (a bisection)."""
+        index = bisect.bisect_right(self.cumulative, u * self.cumulative[-1])
+        return min(index, len(self.variants) - 1)
 
 
 def refresh_snapshots(url_or_conn: Any, *, seed: int = 0) -> list[tuple[str, int]]:
     """Build a new snapshot for every campaign whose counts changed; ``(campaign, version)``s."""
     own = isinstance(url_or_conn, str)
     conn = connect(url_or_conn) if own else url_or_conn
-    built = []
+    built: list[tuple[str, int]] = []
+    locked = False
     try:
         ensure_schema(conn)
+        # One refresher at a time (a second scheduler by mistake builds nothing, never a
+        # conflicting version); the lock is the session's, so it holds across transactions.
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_REFRESH_LOCK,)).fetchone()[0]
+        conn.commit()
+        if not locked:
+            return built
         changed = conn.execute(
             "SELECT ch.campaign_id, ch.seq, coalesce(max(s.version), 0) FROM adloop_changes ch "
             "LEFT JOIN adloop_snapshots s USING (campaign_id) GROUP BY ch.campaign_id, ch.seq "
@@ -92,14 +108,22 @@ def refresh_snapshots(url_or_conn: Any, *, seed: int = 0) -> list[tuple[str, int
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{campaign_id}\t{version}"))
             built.append((campaign_id, version))
     finally:
+        if locked and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_REFRESH_LOCK,))
+            conn.commit()
         if own:
             conn.close()
     return built
 
 
+_REFRESH_LOCK = 7466831
+
 _LATEST = (
-    "SELECT DISTINCT ON (campaign_id) campaign_id, version, extract(epoch FROM built_at), "
-    "variants, weights FROM adloop_snapshots {where} ORDER BY campaign_id, version DESC"
+    "SELECT l.*, (SELECT min(a.tenant) FROM adloop_arms a WHERE a.campaign_id = l.campaign_id), "
+    "(SELECT jsonb_object_agg(a.variant_id, coalesce(a.text, '')) FROM adloop_arms a "
+    "WHERE a.campaign_id = l.campaign_id) FROM (SELECT DISTINCT ON (campaign_id) campaign_id, "
+    "version, extract(epoch FROM built_at), variants, weights FROM adloop_snapshots {where} "
+    "ORDER BY campaign_id, version DESC) l"
 )
 
 
@@ -132,9 +156,7 @@ class SnapshotCache:
         About a microsecond: a bisection of the running sums, no numpy call per decision.
         """
         snap = self._snapshots[campaign_id]
-        u = (rng or self._random).random()
-        index = bisect.bisect_right(snap.cumulative, u * snap.cumulative[-1])
-        return snap.variants[min(index, len(snap.variants) - 1)]
+        return snap.variants[snap.pick((rng or self._random).random())]
 
     def age_seconds(self, campaign_id: str) -> float | None:
         """How old the snapshot in use is (None: none yet)."""
@@ -152,14 +174,16 @@ class SnapshotCache:
 
     # -- keeping it current ---------------------------------------------------------------
     def _offer(self, row: tuple) -> None:
-        campaign_id, version, built_at, variants, weights = row
+        campaign_id, version, built_at, variants, weights, tenant, texts = row
         current = self._snapshots.get(campaign_id)
         if current is not None and current.version >= int(version):
             return  # an older or repeated version: keep what we have
         weights = np.asarray(weights, dtype=float)
         weights = weights / weights.sum()
+        texts = texts or {}
         snap = Snapshot(campaign_id, int(version), float(built_at), tuple(variants), weights,
-                        tuple(np.cumsum(weights).tolist()))  # fmt: skip
+                        tuple(np.cumsum(weights).tolist()), tenant or "",
+                        tuple(texts.get(v, "") for v in variants))  # fmt: skip
         self._snapshots[campaign_id] = snap  # one assignment: readers see old or new, whole
         self.swaps += 1
         if self.on_swap is not None:

@@ -297,11 +297,8 @@ def test_a_stale_snapshot_is_served_and_visible_in_the_metrics(tmp_path: Path) -
         pytest.skip(str(error))
     now = [time.time()]
     try:
-        _register(server.url, "acme", 1, prefix="old")
-        with connect(server.url) as conn:
-            conn.execute("INSERT INTO adloop_changes VALUES ('old0', 1)")
-            conn.commit()
-        refresh_snapshots(server.url)
+        _register(server.url, "acme", 1, prefix="old")  # registering asks for a snapshot
+        assert [c for c, _ in refresh_snapshots(server.url)] == ["old0"]
         cache = SnapshotCache(server.url, poll_s=0.2, clock=lambda: now[0]).start()
         assert cache.metrics()["store_reachable"] is True
         age = cache.age_seconds("old0")

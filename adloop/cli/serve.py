@@ -37,11 +37,30 @@ def serve(
     max_connections: int = typer.Option(
         1000, min=1, help="Open connections beyond which new requests get 503 at once."
     ),
+    events_to: str | None = typer.Option(
+        None,
+        envvar="ADLOOP_EVENTS_TO",
+        help="Scale out: publish events and decisions to kafka://HOST:PORT[/topic] "
+        "(needs --snapshots).",
+    ),
+    snapshots: str | None = typer.Option(
+        None,
+        envvar="ADLOOP_SNAPSHOTS",
+        help="Scale out: choose from the snapshots in this postgresql:// store "
+        "(needs --events-to).",
+    ),
+    ack_timeout: float = typer.Option(
+        5.0, help="Scale out: seconds POST /v1/events waits for the broker before a 503."
+    ),
 ) -> None:
     """Run the HTTP variant-chooser service (OpenAPI docs at /docs).
 
     SIGTERM (or Ctrl-C) stops accepting connections, lets requests in flight finish, then
     commits every queued decision and event before exiting.
+
+    Scaled out (--events-to and --snapshots): choose draws from the shared snapshots,
+    POST /v1/events answers 202 once the broker acknowledged the batch, and --scheduler runs
+    the snapshot refresher (start exactly one such process per deployment).
     """
     import uvicorn
 
@@ -51,6 +70,7 @@ def serve(
     from adloop.optimizer.service import create_app
     from adloop.storage import StorageError
 
+    scale_out = _scale_out(events_to, snapshots, ack_timeout, scheduler, scheduler_config)
     extra = []
     if api_keys is not None:
         if not api_keys.is_file():
@@ -77,7 +97,9 @@ def serve(
 
         switch_pool_model(pool, promoted)  # serve the version retraining promoted last
     on_startup = on_shutdown = None
-    if scheduler or scheduler_config is not None:
+    if scale_out is not None:
+        on_shutdown = scale_out.close  # send what is queued; wait for the broker's acks
+    elif scheduler or scheduler_config is not None:
         try:
             from adloop.optimizer.scheduler import Scheduler, SchedulerConfig
 
@@ -99,6 +121,7 @@ def serve(
         close_engine=True,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        scale_out=scale_out,
     )
     typer.secho(
         f"adloop serving {db} on http://{host}:{port} (docs: /docs). "
@@ -127,6 +150,50 @@ def serve(
         # uvicorn only logs a failed lifespan shutdown; the exit status must say so too.
         fail(f"shutdown failed, queued work may be lost: {failure}")
     typer.secho("adloop serve: drained and stopped", err=True)
+
+
+def _scale_out(
+    events_to: str | None,
+    snapshots: str | None,
+    ack_timeout: float,
+    scheduler: bool,
+    scheduler_config: Path | None,
+) -> Any:
+    """The started links of a scaled-out process (None without --events-to/--snapshots)."""
+    if events_to is None and snapshots is None:
+        return None
+    if events_to is None or snapshots is None:
+        missing = "--events-to" if events_to is None else "--snapshots"
+        fail(f"{missing}: scaling out needs both --events-to kafka://HOST:PORT[/topic] and "
+             "--snapshots postgresql://...")  # fmt: skip
+    if scheduler_config is not None:
+        fail("--scheduler-config: scaled out, the scheduler only refreshes snapshots (use "
+             "--scheduler on one process per deployment); retiring and retraining read the "
+             "one-machine store")  # fmt: skip
+    from adloop.optimizer.config import ScaleOutConfig
+    from adloop.optimizer.errors import ConfigError
+
+    try:
+        config = ScaleOutConfig(events_to=events_to, snapshots=snapshots, ack_timeout=ack_timeout)
+    except ConfigError as exc:
+        fail(f"--{exc.field.replace('_', '-')}: {exc.message}")
+    try:
+        from adloop.scale.serving import ScaleOut, parse_events_to
+
+        parse_events_to(config.events_to)
+        link = ScaleOut(
+            config.snapshots, config.events_to, ack_timeout_s=config.ack_timeout,
+            linger_s=config.linger, poll_s=config.snapshot_poll,
+            refresh_every_s=config.refresh_every if scheduler else None,
+        )  # fmt: skip
+    except ImportError as exc:
+        fail(f"--events-to: scaling out needs pip install 'adloop[scale]' ({exc})")
+    except ValueError as exc:
+        fail(f"--events-to: {exc}")
+    try:
+        return link.start()
+    except Exception as exc:  # noqa: BLE001 - one clear line for the operator
+        fail(f"--events-to: the broker at {link.bootstrap} did not answer: {exc}")
 
 
 def _draining_server(config: Any, drain: Callable[[], None]) -> Any:
