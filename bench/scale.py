@@ -15,6 +15,11 @@ push to choosers, and choosers' decisions/s; beside the embedded DuckDB store on
   (two per process, two processes) has swapped it in; median and 95th percentile.
 - **decisions/s**: two chooser processes on one store, each drawing variants from its
   snapshots as fast as it can for 3 s (in-process choice, as an ad server embedding it).
+- **decisions/s over HTTP**: ``adloop serve --events-to ... --snapshots ...`` processes
+  (uvicorn, 127.0.0.1), one and then two on the same store and broker, loaded with ``POST
+  /v1/campaigns/{id}/choose`` by two aiohttp client processes (64 connections in all, split
+  evenly over the servers); every decision is published as its impression event. The clients
+  share the machine's cores with the servers, PostgreSQL and the broker.
 """
 
 from __future__ import annotations
@@ -243,6 +248,93 @@ def _push_rows(url: str, rounds: int) -> list[dict]:
     ]  # fmt: skip
 
 
+def _http_client(urls: list[str], key: str, seconds: float, results: mp.Queue) -> None:
+    """A client process: aiohttp load on ``urls`` (32 connections split over them)."""
+    import asyncio
+
+    from bench.service import _load
+
+    async def run() -> list[dict]:
+        return await asyncio.gather(*(
+            _load(url, method="POST", body=b"{}", seconds=seconds, concurrency=32 // len(urls),
+                  headers={"Authorization": f"Bearer {key}",
+                           "Content-Type": "application/json"})
+            for url in urls
+        ))  # fmt: skip
+
+    parts = asyncio.run(run())
+    results.put([(p["per_second"], p["errors"], float(np.median(p["latencies"]))) for p in parts])
+
+
+def _serve_rows(url: str, bootstrap: str, folder: Path, seconds: float) -> list[dict]:
+    """Decisions/s over HTTP of one ``adloop serve`` process, then of two on one store."""
+    from adloop.scale.local import free_port
+    from bench.service import _wait_until_up
+
+    key = "bench-scale-serve-key"
+    keys = folder / "keys.txt"
+    keys.write_text(f"{key} bench\n")
+    ports = [free_port() for _ in range(2)]
+    servers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "adloop.cli",
+                "serve",
+                "--db",
+                str(folder / f"serve{i}.duckdb"),
+                "--port",
+                str(port),
+                "--api-keys",
+                str(keys),
+                "--snapshots",
+                url,
+                "--events-to",
+                f"kafka://{bootstrap}/bench.decisions",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for i, port in enumerate(ports)
+    ]
+    rows = []
+    try:
+        for port, server in zip(ports, servers, strict=True):
+            _wait_until_up(f"http://127.0.0.1:{port}/healthz", server)
+        choose = [f"http://127.0.0.1:{port}/v1/campaigns/c_scale0/choose" for port in ports]
+        context = mp.get_context("spawn")
+        for n_servers in (1, 2):
+            targets = choose[:n_servers]
+            results = context.Queue()
+            # two client processes, each spreading its connections over the servers in use
+            clients = [context.Process(target=_http_client, args=(targets, key, seconds, results))
+                       for _ in range(2)]  # fmt: skip
+            for client in clients:
+                client.start()
+            parts = [part for _ in clients for part in results.get(timeout=seconds + 120)]
+            for client in clients:
+                client.join(60)
+            rows.append({
+                "measure": f"decisions/s over HTTP, {n_servers} adloop serve "
+                           f"process{'es' if n_servers > 1 else ''} on one store",
+                "system": "adloop serve --events-to kafka --snapshots postgresql (aiohttp)",
+                "value": sum(p[0] for p in parts), "errors": sum(p[1] for p in parts),
+                "p50_ms": float(np.median([p[2] for p in parts])) * 1000,
+                "seconds": seconds,
+            })  # fmt: skip
+            print(rows[-1], flush=True)
+    finally:
+        for server in servers:
+            server.terminate()
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return rows
+
+
 def main(out: Path, quick: bool) -> None:
     """Run the scale-out benchmark; write ``scale.json`` / ``scale.md`` into ``out``."""
     from adloop.scale.local import LocalBroker, LocalPostgres
@@ -261,11 +353,15 @@ def main(out: Path, quick: bool) -> None:
             print(rows[-1], flush=True)
         rows.extend(_push_rows(pg.url, rounds=10 if quick else 30))
         print(rows[-2:], flush=True)
+        rows.extend(_serve_rows(pg.url, broker.bootstrap, Path(folder), 4.0 if quick else 10.0))
     rows.append(_duckdb_row(table))
     write_results("scale", rows, out, notes=(
         f"{n:,} distinct events plus 5 % duplicate deliveries, 16 campaigns, 8 partitions; "
         "PostgreSQL with fsync on; tansu keeps its log in memory. Aggregation events/s counts "
-        "the workers' busy time (their mean when two run side by side). Decisions/s are of "
-        "choosers embedded in a process; HTTP serving on the PostgreSQL store is not measured "
-        "here (adloop serve still uses the embedded store)."
+        "the workers' busy time (their mean when two run side by side). In-process "
+        "decisions/s are of choosers embedded in a process; over HTTP, of adloop serve "
+        "processes choosing from the same snapshots (each decision published to the broker), "
+        "loaded by two aiohttp client processes with 64 connections in all: on this 2-core "
+        "machine the clients, the servers, PostgreSQL and the broker share the same cores, so "
+        "a second serve process adds cores' worth of throughput only where there are cores."
     ))  # fmt: skip

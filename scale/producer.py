@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ from adloop.scale.events import EVENT_SCHEMA, encode, events_table
 __all__ = ["DEFAULT_TOPIC", "DeliveryError", "EventPublisher", "ensure_topic"]
 
 DEFAULT_TOPIC = "adloop.events"
+
+#: Served decisions kept for the sender at most (about 100 MB); beyond it, while the broker
+#: is away for long, further ones are counted in ``lost_impressions`` instead.
+MAX_QUEUED_IMPRESSIONS = 1_000_000
 
 
 class DeliveryError(RuntimeError):
@@ -133,11 +138,12 @@ class EventPublisher:
         self._queue_lock = threading.Lock()
         self._queued: list[tuple[pa.Table, _Ticket]] = []
         self._queued_rows = 0
-        self._impressions: list[tuple[str, str, str, str, float]] = []
+        self._impressions: deque[tuple[str, str, str, str, float]] = deque()
         self._sender: threading.Thread | None = None
         self._closing = threading.Event()
         self.lost_impressions = 0
-        """Logged decisions the broker refused (after librdkafka's own retries)."""
+        """Logged decisions the broker refused (after librdkafka's own retries), or dropped
+        beyond :data:`MAX_QUEUED_IMPRESSIONS`."""
 
     def _delivered(self, error: Any, rows: int, tickets: list[_Ticket] | None) -> None:
         with self._lock:
@@ -249,6 +255,9 @@ class EventPublisher:
         """Queue a served decision as an ``impression`` event (no one waits for it; about a
         microsecond: the sender thread builds the message)."""
         self._start_sender()
+        if len(self._impressions) >= MAX_QUEUED_IMPRESSIONS:  # a long outage: bounded memory
+            self.lost_impressions += 1
+            return
         self._impressions.append((decision_id, campaign_id, variant_id, segment or "",
                                   time.time()))  # fmt: skip
 
@@ -270,7 +279,8 @@ class EventPublisher:
                 return
 
     def _impression_table(self) -> pa.Table | None:
-        logged, self._impressions = self._impressions, []  # appends after the swap: next round
+        # popleft, not a swap of lists: an append racing a swap could land in the list taken
+        logged = [self._impressions.popleft() for _ in range(len(self._impressions))]
         if not logged:
             return None
         event_id, campaign_id, variant_id, segment, stamp = zip(*logged, strict=True)
