@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -274,3 +276,24 @@ def test_a_stale_snapshot_shows_in_the_metrics_and_is_still_served(
     # without a key, the campaign's series are not shown (only the identifier-free ones)
     anonymous = httpx.get(f"{url}/metrics", timeout=5).text
     assert campaign_id not in anonymous and "adloop_scale_snapshot_age_max_seconds" in anonymous
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--events-to", "kafka://broker", "--snapshots", "postgresql://a@127.0.0.1:1/b"],
+         "--events-to: got 'kafka://broker': 'broker' is not HOST:PORT"),
+        (["--events-to", "kafka://127.0.0.1:1"], "--snapshots: scaling out needs both"),
+        (["--events-to", "kafka://127.0.0.1:1", "--snapshots", "mysql://x"],
+         "--snapshots: got 'mysql://x'; use a PostgreSQL URL"),
+    ],
+)  # fmt: skip
+def test_bad_scale_out_flags_are_refused_naming_the_flag_and_the_fix(
+    tmp_path: Path, flags: list[str], says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "adloop.cli", "serve", "--db", str(tmp_path / "a.duckdb"), *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert says in done.stderr
