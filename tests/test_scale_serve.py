@@ -69,10 +69,12 @@ class Deployment:
             self.processes.append(start_serve_process(db, port, *extra))
         self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
 
-    def close(self) -> None:
+    def close(self) -> list[int]:
+        """Stop everything; the serve processes' exit codes (SIGTERM drains them: 0)."""
+        codes = []
         for process in self.processes:
             try:
-                terminate(process)
+                codes.append(terminate(process))
             finally:
                 reap(process)
         self.stop.set()
@@ -80,6 +82,7 @@ class Deployment:
         self.broker.process.send_signal(signal.SIGCONT)  # in case a test left it frozen
         self.broker.stop()
         self.pg.stop()
+        return codes
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,8 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
     except ServiceError as error:
         pytest.skip(str(error))
     yield running
-    running.close()
+    # each process sent what it had queued to the broker before exiting
+    assert running.close() == [0, 0]
 
 
 def _wait(condition, timeout: float, what: str) -> None:
@@ -260,12 +264,12 @@ def test_a_stale_snapshot_shows_in_the_metrics_and_is_still_served(
 ) -> None:
     campaign_id, variants = campaign
     url = deployment.urls[1]
-    version = _metric(url, "adloop_scale_snapshot_version", campaign_id)
     assert _metric(url, "adloop_scale_snapshot_store_reachable") == 1.0
     deployment.stop.set()  # the aggregator stops first (it would fail loudly without a store)
     deployment.worker.join(30)
     deployment.pg.stop()  # the shared store goes away: no refresh, no new snapshot
     _wait(lambda: _metric(url, "adloop_scale_snapshot_store_reachable") == 0.0, 30, "unreachable")
+    version = _metric(url, "adloop_scale_snapshot_version", campaign_id)  # the last one it got
     age = _metric(url, "adloop_scale_snapshot_age_seconds", campaign_id)
     _wait(lambda: _metric(url, "adloop_scale_snapshot_age_seconds", campaign_id) > age + 1, 10,
           "the age to grow")  # fmt: skip
