@@ -66,7 +66,9 @@ class Engine:
     Parameters
     ----------
     store:
-        A path to a DuckDB file (opened and closed by the engine) or an open ``storage.Store``.
+        Where the store lives, opened and closed by the engine: a DuckDB file path,
+        ``duckdb:///abs/path`` or ``postgresql://user@host:port/db`` (see
+        ``storage.open_store``); or an open store (``storage.Store``, ``storage.PostgresStore``).
     config:
         :class:`EngineConfig`; defaults are sensible for an ad server.
     clock:
@@ -95,7 +97,7 @@ class Engine:
         seed: int | None = None,
         pool: Any = None,
     ) -> None:
-        from adloop.storage import Store
+        from adloop.storage import open_store
 
         self.config = config or EngineConfig()
         self.seed = seed
@@ -104,7 +106,7 @@ class Engine:
         # converts at flush time; a simulated clock is called as given.
         self._stamp: Callable[[], Any] = time.time if clock is None else clock
         if isinstance(store, str | Path):
-            self._store = Store(Path(store), clock=clock)
+            self._store = open_store(store, clock=clock)
             self._owns_store = True
         else:
             self._store = store

@@ -65,6 +65,12 @@ def _pyformat(sql: str) -> str:
     return to_pyformat(sql)
 
 
+def _retryable(psycopg: Any) -> tuple[type[Exception], ...]:
+    """The errors after which a transaction may simply run again."""
+    errors = psycopg.errors
+    return (errors.SerializationFailure, errors.DeadlockDetected, errors.TransactionRollback)
+
+
 class _Statements:
     """A psycopg connection that takes the shared statements' ``?`` and ``$name`` placeholders."""
 
@@ -229,7 +235,7 @@ class PostgresStore(CampaignsMixin, ReviewsMixin, EventsMixin, StatsMixin, Model
         except (psycopg.errors.DiskFull, psycopg.errors.OutOfMemory) as error:
             self._fault = StorageFullError(str(error).strip())
             raise self._fault from error
-        except psycopg.errors.TransactionRollback:
+        except _retryable(psycopg):
             raise  # a serialization failure or deadlock: ``_write`` tries again
         except psycopg.OperationalError as error:
             self._fault = StorageUnavailableError(str(error).strip() or type(error).__name__)
@@ -246,7 +252,7 @@ class PostgresStore(CampaignsMixin, ReviewsMixin, EventsMixin, StatsMixin, Model
                 with self._errors(), connection.transaction():
                     connection.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
                     return fn(_Statements(connection))
-            except psycopg.errors.TransactionRollback:
+            except _retryable(psycopg):
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # back off, then again

@@ -21,8 +21,25 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def open_engine(db: Path, *, seed: int | None = None, generators: str | None = None) -> Any:
-    """The engine over the DuckDB file ``db`` (no background thread), or a clean failure.
+#: The ``--db`` option's help: a store is opened by path or URL (``storage.open_store``).
+DB_HELP = (
+    "Where the store lives: a DuckDB file path (created if missing; the default kind), "
+    "duckdb:///abs/path.duckdb, or postgresql://user@host:port/db (needs adloop[scale])."
+)
+
+
+def open_store(db: str | Path) -> Any:
+    """The store ``db`` names (a DuckDB path or a store URL), or a clean failure."""
+    from adloop.storage import StorageError, open_store
+
+    try:
+        return open_store(db)
+    except StorageError as exc:
+        fail(str(exc))
+
+
+def open_engine(db: str | Path, *, seed: int | None = None, generators: str | None = None) -> Any:
+    """The engine over the store ``db`` (a path or URL; no background thread), or a failure.
 
     ``generators`` (comma-separated names) fixes the pool; default: all installed.
     """
@@ -44,8 +61,8 @@ def open_engine(db: Path, *, seed: int | None = None, generators: str | None = N
         fail(str(exc))
 
 
-def campaign_view(db: Path, campaign_id: str) -> dict[str, Any]:
-    """The campaign's full view (``Engine.campaign``) from the DuckDB file, or a clean failure."""
+def campaign_view(db: str | Path, campaign_id: str) -> dict[str, Any]:
+    """The campaign's full view (``Engine.campaign``) from the store, or a clean failure."""
     from adloop.optimizer.errors import CampaignNotFound
 
     engine = open_engine(db)

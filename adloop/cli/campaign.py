@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from adloop.cli._common import campaign_view, fail, open_engine, print_json
+from adloop.cli._common import DB_HELP, campaign_view, fail, open_engine, print_json
 
 app = typer.Typer(help="Create, list and show campaigns.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def create(
     brief: Path = typer.Option(
         ..., help="Brief as YAML or JSON; may list 'variants' to use as given."
     ),
-    db: Path = typer.Option(..., help="The DuckDB file (created if missing)."),
+    db: str = typer.Option(..., help=DB_HELP),
     n: int = typer.Option(8, "--n", help="How many variants to generate."),
     tenant: str = typer.Option("default", help="Tenant the campaign belongs to."),
     objective: str = typer.Option("ctr", help="ctr, cvr or value."),
@@ -127,7 +127,7 @@ def create(
 
 @app.command("list")
 def list_(
-    db: Path = typer.Option(..., help="The DuckDB file."),
+    db: str = typer.Option(..., help=DB_HELP),
     tenant: str | None = typer.Option(None, help="Only this tenant's campaigns."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -161,7 +161,7 @@ def list_(
 @app.command("show")
 def show(
     campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
-    db: Path = typer.Option(..., help="The DuckDB file."),
+    db: str = typer.Option(..., help=DB_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a campaign: variants with counts, posteriors and reviews, winner, data quality."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adloop.cli._common import fail, print_json
+from adloop.cli._common import DB_HELP, fail, open_store, print_json
 
 app = typer.Typer(
     help="Load ad events (impressions, clicks, conversions) into the store.", no_args_is_help=True
@@ -26,7 +26,7 @@ def import_events(
             "[, decision_id, segment, value]."
         ),
     ],
-    db: Annotated[Path, typer.Option("--db", help="The DuckDB database file.")],
+    db: Annotated[str, typer.Option("--db", help=DB_HELP)],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
@@ -36,14 +36,14 @@ def import_events(
     Bad rows are reported by row (0-based, header excluded) and field; the rest still lands.
     Exits non-zero only when the file cannot be read at all or the database cannot be opened.
     """
-    from adloop.storage import StorageError, Store, read_events_file
+    from adloop.storage import StorageError, read_events_file
 
     try:
         table = read_events_file(file)
     except StorageError as error:
         fail(str(error))
     try:
-        with Store(db) as store:
+        with open_store(db) as store:
             result = store.append_events(table, max_errors=MAX_ERRORS_SHOWN, source="file")
     except StorageError as error:
         fail(str(error))

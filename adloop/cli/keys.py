@@ -13,7 +13,6 @@ import re
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -25,7 +24,10 @@ app = typer.Typer(help="Manage API keys for the HTTP service.", no_args_is_help=
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
-_DB_HELP = "The DuckDB file of the deployment (while the service is stopped)."
+_DB_HELP = (
+    "The deployment's store: a DuckDB file path or duckdb:///abs/path (while the service is "
+    "stopped), or postgresql://user@host:port/db (at any time)."
+)
 _URL_HELP = "A running service, e.g. http://127.0.0.1:8000 (instead of --db)."
 _KEY_HELP = "An admin key of that service (with --url)."
 
@@ -44,7 +46,7 @@ def _expiry(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _where(db: Path | None, url: str | None, api_key: str | None) -> None:
+def _where(db: str | None, url: str | None, api_key: str | None) -> None:
     if (db is None) == (url is None):
         fail("give exactly one of --db (service stopped) or --url (service running)")
     if url is not None and not api_key:
@@ -75,7 +77,7 @@ def _call(url: str, api_key: str, method: str, path: str, body: Any = None) -> A
 @app.command("create")
 def create(
     tenant: str = typer.Option(..., help="Tenant the key is bound to (letters, digits, _ . -)."),
-    db: Path | None = typer.Option(None, help=_DB_HELP),
+    db: str | None = typer.Option(None, help=_DB_HELP),
     url: str | None = typer.Option(None, help=_URL_HELP),
     api_key: str | None = typer.Option(None, help=_KEY_HELP, envvar="ADLOOP_API_KEY"),
     admin: bool = typer.Option(
@@ -89,7 +91,7 @@ def create(
     """Create an API key for TENANT and print it once (only its SHA-256 hash is stored)."""
     from adloop.optimizer.auth import create_key, key_id
     from adloop.optimizer.errors import InvalidRequest
-    from adloop.storage import StorageError, Store
+    from adloop.storage import StorageError, open_store
 
     _where(db, url, api_key)
     expires_at = None if expires is None else _expiry(expires)
@@ -102,7 +104,7 @@ def create(
         key, expires_text = made["api_key"], made.get("expires_at")
     else:
         try:
-            with Store(db) as store:  # type: ignore[arg-type]
+            with open_store(db) as store:  # type: ignore[arg-type]
                 key = create_key(store, tenant=tenant, admin=admin, expires_at=expires_at)
         except (InvalidRequest, StorageError) as exc:
             fail(str(exc))
@@ -129,14 +131,14 @@ def create(
 
 @app.command("list")
 def list_keys(
-    db: Path | None = typer.Option(None, help=_DB_HELP),
+    db: str | None = typer.Option(None, help=_DB_HELP),
     url: str | None = typer.Option(None, help=_URL_HELP),
     api_key: str | None = typer.Option(None, help=_KEY_HELP, envvar="ADLOOP_API_KEY"),
     tenant: str | None = typer.Option(None, help="Only this tenant's keys."),
     json_output: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """List stored keys by id (never the keys themselves): tenant, admin, expiry, revocation."""
-    from adloop.storage import StorageError, Store
+    from adloop.storage import StorageError, open_store
 
     _where(db, url, api_key)
     if url is not None:
@@ -144,7 +146,7 @@ def list_keys(
         rows = _call(url, api_key or "", "GET", f"/v1/keys{query}")["keys"]
     else:
         try:
-            with Store(db) as store:  # type: ignore[arg-type]
+            with open_store(db) as store:  # type: ignore[arg-type]
                 rows = store.api_keys(tenant)
         except StorageError as exc:
             fail(str(exc))
@@ -161,19 +163,19 @@ def list_keys(
 @app.command("revoke")
 def revoke(
     key_id: str = typer.Argument(..., help="The key's id, as 'adloop keys list' shows it."),
-    db: Path | None = typer.Option(None, help=_DB_HELP),
+    db: str | None = typer.Option(None, help=_DB_HELP),
     url: str | None = typer.Option(None, help=_URL_HELP),
     api_key: str | None = typer.Option(None, help=_KEY_HELP, envvar="ADLOOP_API_KEY"),
 ) -> None:
     """Revoke a key: through a running service it stops working at once."""
-    from adloop.storage import StorageError, Store
+    from adloop.storage import StorageError, open_store
 
     _where(db, url, api_key)
     if url is not None:
         row = _call(url, api_key or "", "DELETE", f"/v1/keys/{urllib.request.quote(key_id)}")
     else:
         try:
-            with Store(db) as store:  # type: ignore[arg-type]
+            with open_store(db) as store:  # type: ignore[arg-type]
                 row = store.revoke_api_key(key_id)
         except StorageError as exc:
             fail(str(exc))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adloop.cli._common import fail, print_json
+from adloop.cli._common import DB_HELP, fail, open_store, print_json
 
 app = typer.Typer(help="Install and list language models.", no_args_is_help=True)
 
@@ -84,18 +84,13 @@ def list_models(
 
 @app.command("rollback")
 def rollback(
-    db: Annotated[Path, typer.Option("--db", help="The DuckDB file of the deployment.")],
+    db: Annotated[str, typer.Option("--db", help=DB_HELP)],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the restored version as JSON.")
     ] = False,
 ) -> None:
     """Restore the model version that was promoted before the current one."""
-    from adloop.storage import StorageError, Store
-
-    try:
-        store = Store(db)
-    except StorageError as exc:
-        fail(str(exc))
+    store = open_store(db)
     try:
         current = store.current_model()
         if current is None:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adloop.cli._common import fail, print_json
+from adloop.cli._common import DB_HELP, fail, open_store, print_json
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def _retrain_config(data: dict[str, Any], base: Path | None, models_root: Path |
 
 
 def retrain(
-    db: Annotated[Path, typer.Option("--db", help="The DuckDB file of the deployment.")],
+    db: Annotated[str, typer.Option("--db", help=DB_HELP)],
     campaign: Annotated[
         list[str] | None,
         typer.Option("--campaign", help="Train only on this campaign's data (repeatable)."),
@@ -82,14 +82,10 @@ def retrain(
     from adloop.cli._progress import TrainingProgress
     from adloop.generators import GeneratorError
     from adloop.optimizer.retrain import retrain_round
-    from adloop.storage import StorageError, Store
 
     console = Console(stderr=True)
     settings = _retrain_config(_read_config(config), base, models_root)
-    try:
-        store = Store(db)
-    except StorageError as exc:
-        fail(str(exc))
+    store = open_store(db)
     try:
         if campaign:
             missing = [c for c in campaign if store.campaign(c) is None]
@@ -127,7 +123,7 @@ def retrain(
 
 
 def scheduler(
-    db: Annotated[Path, typer.Option("--db", help="The DuckDB file of the deployment.")],
+    db: Annotated[str, typer.Option("--db", help=DB_HELP)],
     config: Annotated[
         Path | None,
         typer.Option("--config", help="YAML with a 'scheduler:' section (jobs, retraining)."),

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from adloop.cli._common import campaign_view, fail, open_engine, print_json
+from adloop.cli._common import DB_HELP, campaign_view, fail, open_engine, print_json
 
 app = typer.Typer(
     help="List and add variants; approve or reject those awaiting review.", no_args_is_help=True
@@ -35,7 +34,7 @@ def _cli_user() -> str:
 @app.command("list")
 def list_(
     campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
-    db: Path = typer.Option(..., help="The DuckDB file."),
+    db: str = typer.Option(..., help=DB_HELP),
     status: str | None = typer.Option(
         None, help=f"Only variants with this status ({', '.join(_STATUSES)})."
     ),
@@ -88,7 +87,7 @@ def list_(
 @app.command("add")
 def add(
     campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
-    db: Path = typer.Option(..., help="The DuckDB file."),
+    db: str = typer.Option(..., help=DB_HELP),
     text: list[str] = typer.Option(
         [], "--text", help="A variant's copy, served at once (repeat for several)."
     ),
@@ -144,7 +143,7 @@ def _review_command(action: str, help_text: str) -> Callable[..., None]:
     def command(
         campaign_id: str = typer.Argument(..., help="The campaign id (c_...)."),
         variant_id: str = typer.Argument(..., help="The variant id (v_...)."),
-        db: Path = typer.Option(..., help="The DuckDB file."),
+        db: str = typer.Option(..., help=DB_HELP),
         note: str | None = typer.Option(None, "--note", help="Why; recorded with the review."),
         by: str | None = typer.Option(
             None, "--by", help="Who reviews (default: cli:<login name>)."
