@@ -196,6 +196,10 @@ class PhraseLexicon:
     or one of ``separators`` (always one, with ``require_separator``, so two phrases never run
     together into a word nobody wrote), matched on bytes (so across tokens), case-sensitively.
 
+    With ``leading_space`` every phrase starts with a space (English words, as a byte-level
+    tokenizer writes them after a label or a word) and what the line holds is matched as it
+    is; without it, spaces before the first phrase are ignored.
+
     :meth:`allowed` lists the tokens that keep a line on a path through the phrases; the
     lists are cached per state, so a batch pays for each state once.
     """
@@ -209,8 +213,10 @@ class PhraseLexicon:
         max_phrases: int = 2,
         cjk_width: int = 2,
         require_separator: bool = False,
+        leading_space: bool = False,
     ) -> None:
         self.table = table
+        self.leading_space = leading_space
         self.require_separator = require_separator
         self.cjk_width = cjk_width
         self._finish: dict[int, float] = {}
@@ -237,8 +243,11 @@ class PhraseLexicon:
         self._cache: dict[frozenset[tuple[int, int]], tuple[list[int], list[float], bool]] = {}
 
     def whole_prefix(self, text: str) -> str:
-        """The longest start of ``text`` made of whole phrases (see :func:`whole_phrase_prefix`)."""
-        return whole_phrase_prefix(text, self.phrases, self.separators)
+        """The longest start of ``text`` made of whole phrases (see :func:`whole_phrase_prefix`),
+        without leading or trailing spaces."""
+        if self.leading_space:
+            text = " " + text.lstrip()
+        return whole_phrase_prefix(text, self.phrases, self.separators).strip()
 
     def _step(self, states: frozenset[tuple[int, int]], byte: int) -> frozenset[tuple[int, int]]:
         """States after one more byte. A state is (trie node, phrases completed); node -1 is
@@ -287,7 +296,7 @@ class PhraseLexicon:
         """After ``written``: the tokens that may come next, the fewest channel units each
         takes to the end of a phrase (so a token that cannot finish one within the line's
         limit can be masked), and whether the line may end here."""
-        states = self._states(written)
+        states = self._states(written if self.leading_space else written.lstrip(b" "))
         if states not in self._cache:
             ids, needs = [], []
             for index in self._candidates:
@@ -441,7 +450,7 @@ class Constraints:
                 logits[row, bad] = float("-inf")
             lexicon = plan.description_lexicon if line_index else plan.headline_lexicon
             if lexicon is not None:
-                allowed, needs, may_end = lexicon.allowed(own.lstrip(b" "))
+                allowed, needs, may_end = lexicon.allowed(own)
                 keep = [t for t, need in zip(allowed, needs, strict=True) if need <= room]
                 if may_end:
                     keep += self._newline + (list(stop_ids) if line_index else [])

@@ -9,10 +9,16 @@ is forced into the sequence (:class:`~adloop.generators.lm_constraints.Plan`), s
 writes its phrase in context, and the text after it is appended once sampling is done, with
 room kept for it in the channel's limit.
 
-For Chinese the slot holds phrases only (:class:`~adloop.generators.lm_constraints.PhraseLexicon`):
-the brief's own keywords, product, tone words and description clauses, and a small bank of
-common ad phrases (:data:`ZH_PHRASES`) free of claims and superlatives; the model picks and
-orders them. In English the slot is free text under the usual constraints.
+The slot holds phrases only (:class:`~adloop.generators.lm_constraints.PhraseLexicon`), which
+the model picks and orders. For Chinese: the brief's own keywords, product and description
+clauses, and a small bank of common ad phrases (:data:`ZH_PHRASES`) free of claims and
+superlatives. For English (:func:`english_phrases`): in a headline, one of the brief's keywords
+or its product in title case, "For" and a segment, or a short stock phrase
+(:data:`EN_HEADLINE_PHRASES`); in a description, up to two sentences from the brief's
+description, a keyword or the product for a segment ("Whole bean coffee for gift buyers"),
+and stock sentences (:data:`EN_SENTENCES`). A 135M model writing English freely joins real
+words into nonsense a lexicon cannot see ("Shredded boxers: Genuine Deluxe"); choosing among
+phrases it cannot.
 
 Example
 -------
@@ -36,7 +42,16 @@ from adloop.generators.lm_prompt import Shot, parse_completion
 if TYPE_CHECKING:
     from adloop.generators.lm import LMGenerator
 
-__all__ = ["EN_SKELETONS", "ZH_PHRASES", "ZH_SKELETONS", "Skeleton", "fill_skeletons"]
+__all__ = [
+    "EN_HEADLINE_PHRASES",
+    "EN_SENTENCES",
+    "EN_SKELETONS",
+    "ZH_PHRASES",
+    "ZH_SKELETONS",
+    "Skeleton",
+    "english_phrases",
+    "fill_skeletons",
+]
 
 SLOT = "{phrase}"
 
@@ -70,6 +85,20 @@ ZH_PHRASES = (
     "简约大方", "贴心服务", "专业团队", "细节见真章", "品质生活", "用心服务", "值得信赖",
     "陪伴每一天", "给生活多一点美好", "让美好发生", "从这里开始", "随心而选", "有温度的",
 )  # fmt: skip
+#: Stock English headline phrases for the slot (title case; no claims, figures or superlatives).
+EN_HEADLINE_PHRASES = (
+    "Made for You", "Made with Care", "Find Yours Today", "Try Something New",
+    "See What's New", "Start Today", "Discover More", "Your Everyday Favourite",
+)  # fmt: skip
+#: Stock English sentences for a description slot (no claims, figures or superlatives).
+EN_SENTENCES = (
+    "Made with care", "Made for you", "Find out more today",
+    "See what's new", "Designed with you in mind", "Try it for yourself",
+    "Made for every day", "Easy to get started",
+)  # fmt: skip
+_EN_MINOR_WORDS = frozenset(
+    ("a", "an", "and", "as", "at", "by", "for", "in", "of", "on", "or", "the", "to", "with")
+)
 _MIN_SLOT_UNITS = 6
 
 
@@ -134,6 +163,53 @@ def brief_phrases(brief: Brief) -> list[str]:
     return [p for p in dict.fromkeys(phrases) if not any(b in p.lower() for b in banned)]
 
 
+def _title_case(text: str) -> str:
+    """ "running shoes for hiking" -> "Running Shoes for Hiking" (minor words stay lower)."""
+    words = text.split()
+    return " ".join(
+        w if (i and w.lower() in _EN_MINOR_WORDS) else w[:1].upper() + w[1:]
+        for i, w in enumerate(words)
+    )
+
+
+def _sentence_case(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:]
+
+
+def english_phrases(brief: Brief) -> tuple[list[str], list[str]]:
+    """English phrases for the (headline, description) slots, each with a leading space (as a
+    byte-level tokenizer writes a word), less any holding a banned term.
+
+    Headline: the brief's keywords and product in title case, "For" and a segment, and
+    :data:`EN_HEADLINE_PHRASES`. Description: the sentences of the brief's description, each
+    keyword (and the product) for each segment, "Made for" a segment, and :data:`EN_SENTENCES`.
+    A keyword already holding "for" ("running shoes for hiking") gets no segment after it.
+    The brief's tone words are left out: bare adjectives read as a list, not copy.
+    """
+    terms = [t.strip() for t in (*brief.keywords, brief.product) if t.strip()]
+    segments = [s.strip() for s in brief.segments if s.strip()]
+    headline = [_title_case(t) for t in terms]
+    headline += [f"For {_title_case(s)}" for s in segments]
+    headline += list(EN_HEADLINE_PHRASES)
+    sentences = [c.strip() for c in re.split(r"[.!?]+", brief.description) if c.strip()]
+    description = [_sentence_case(c) for c in sentences]
+    for term in terms:
+        if " for " in f" {term.lower()} ":
+            description.append(_sentence_case(term))
+            continue
+        description += [_sentence_case(f"{term} for {s}") for s in segments]
+    description += [f"Made for {s}" for s in segments]
+    description += list(EN_SENTENCES)
+    banned = [t.lower() for t in brief.banned_terms]
+
+    def clean(phrases: list[str]) -> list[str]:
+        kept = (p for p in dict.fromkeys(phrases) if not any(b in p.lower() for b in banned))
+        return [" " + p for p in kept]
+
+    return clean(headline), clean(description)
+
+
 def _join(phrase: str, after: str, language: str) -> str:
     """The model's sentence, ended, then the fixed text that follows it in the skeleton."""
     phrase = phrase.strip().rstrip("，,、:：;；")
@@ -141,17 +217,46 @@ def _join(phrase: str, after: str, language: str) -> str:
         return phrase.rstrip("。！？.!?") + after
     if phrase and phrase[-1] not in ".!?。！？":
         phrase += "。" if language == "zh" else "."
-    return phrase + ("" if language == "zh" or not after else " ") + after
+    if language == "zh" or not after:
+        return phrase + after
+    return phrase + " " + after.lstrip()
 
 
 def _whole_slot(line: str, start: Sequence[int], tokenizer: Any, lexicon: PhraseLexicon) -> str:
     """``line`` with its slot (what follows the forced ``start``) cut back to whole phrases;
     empty when not one phrase was finished, so the draft is dropped rather than served bare."""
     forced = tokenizer.decode(list(start)).strip() if start else ""
-    if not line.startswith(forced):
-        return line
-    kept = lexicon.whole_prefix(line[len(forced) :].strip())
-    return forced + kept if kept else ""
+    if not line.startswith(forced):  # sampling stopped inside the forced text
+        return ""
+    kept = _distinct_phrases(lexicon.whole_prefix(line[len(forced) :].strip()), lexicon)
+    if not kept:
+        return ""
+    return forced + (" " if lexicon.leading_space and forced else "") + kept
+
+
+def _distinct_phrases(text: str, lexicon: PhraseLexicon) -> str:
+    """``text`` (whole phrases and separators) without a phrase that repeats an earlier one:
+    the same phrase, or in English one sharing a word of four letters or more ("Coffee
+    delivery for home baristas. Whole bean coffee for home baristas" keeps the first)."""
+    if not lexicon.separators:
+        return text
+    separator = lexicon.separators[0]
+    parts = [p.strip() for p in re.split("|".join(map(re.escape, lexicon.separators)), text)]
+    kept: list[str] = []
+    seen: set[str] = set()
+    for part in parts:
+        words = {w for w in re.findall(r"[a-z']{4,}", part.lower())}
+        if part and part not in kept and not (lexicon.leading_space and words & seen):
+            kept.append(part)
+            seen |= words
+    return (separator + (" " if lexicon.leading_space else "")).join(kept)
+
+
+def _some(phrases: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """A random half of ``phrases`` (at least three), in their order."""
+    keep = max(3, (len(phrases) + 1) // 2)
+    picked = sorted(rng.choice(len(phrases), size=min(keep, len(phrases)), replace=False))
+    return [phrases[i] for i in picked]
 
 
 def fill_skeletons(
@@ -170,26 +275,47 @@ def fill_skeletons(
     table = generator.token_table()
     values = _values(brief)
     channel = brief.channel
-    lexicons = None
-    if brief.language == "zh":
+    zh = brief.language == "zh"
+    if zh:
         phrases = brief_phrases(brief)
         lexicons = (
             PhraseLexicon(table, phrases, max_phrases=2, require_separator=True),
             PhraseLexicon(table, phrases, max_phrases=3, require_separator=True),
         )
-    order = np.random.default_rng(seed).permutation(len(skeletons))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(skeletons))
     chosen = [skeletons[order[i % len(skeletons)]] for i in range(n)]
+    by_skeleton = {}
+    if not zh:
+        # Each skeleton offers its own random half of the phrases: the model's favourite
+        # phrase then differs between skeletons, so fewer samples are near-copies.
+        headline_phrases, description_phrases = english_phrases(brief)
+        for skeleton in skeletons:
+            heads = _some(headline_phrases, rng)
+            lines = _some(description_phrases, rng)
+            by_skeleton[skeleton] = (
+                PhraseLexicon(table, heads, separators=(), max_phrases=1, leading_space=True),
+                PhraseLexicon(table, lines, separators=(".",), max_phrases=2,
+                              require_separator=True, leading_space=True),
+            )  # fmt: skip
 
     def ids(text: str) -> tuple[int, ...]:
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
 
-    zh = brief.language == "zh"
     plans = []
     tails = []
     for skeleton in chosen:
+        if not zh:
+            lexicons = by_skeleton[skeleton]
         description = skeleton.description if channel.description_max else ""
         h_before, h_after, _ = _split(skeleton.headline, values)
         d_before, d_after, _ = _split(description, values) if description else ("", "", False)
+        # Room for a required term the skeleton does not hold ("Northbean: " before the
+        # description), which the generator adds after sampling.
+        fixed = f"{h_before}{h_after} {d_before}{d_after}".lower()
+        missing = sum(
+            channel.length(term) + 2 for term in brief.required_terms if term.lower() not in fixed
+        )
         # The model writes each line's own words after a space, as it would unprompted; in
         # Chinese the space is forced, so the lexicon starts right after it.
         plans.append(
@@ -197,9 +323,9 @@ def fill_skeletons(
                 headline_start=ids(" " + h_before.rstrip()) if h_before or zh else (),
                 description_start=ids(" " + d_before.rstrip()) if d_before or zh else (),
                 headline_reserve=channel.length(h_after),
-                description_reserve=channel.length(d_after) + (0 if d_after else 1),
-                headline_lexicon=lexicons[0] if lexicons else None,
-                description_lexicon=lexicons[1] if lexicons else None,
+                description_reserve=channel.length(d_after) + (0 if d_after else 1) + missing,
+                headline_lexicon=lexicons[0],
+                description_lexicon=lexicons[1],
             )
         )
         tails.append((h_after, d_after))
@@ -216,9 +342,11 @@ def fill_skeletons(
     cta, offer = values["cta"], values["offer"]
     for text, (h_after, d_after), plan in zip(texts, tails, plans, strict=True):
         headline, description = parse_completion(text, brief)
-        if lexicons is not None:  # a slot cut inside a phrase keeps the phrases it finished
-            headline = _whole_slot(headline, plan.headline_start, tokenizer, lexicons[0])
-            description = _whole_slot(description, plan.description_start, tokenizer, lexicons[1])
+        # A slot cut inside a phrase keeps the phrases it finished.
+        headline = _whole_slot(headline, plan.headline_start, tokenizer, plan.headline_lexicon)
+        description = _whole_slot(
+            description, plan.description_start, tokenizer, plan.description_lexicon
+        )
         if h_after and headline:
             headline = headline.rstrip("，,、|｜:： ") + h_after
         if channel.description_max and description:

@@ -333,3 +333,48 @@ def test_chinese_phrase_slots_keep_whole_phrases_with_a_separator_between(
     assert whole_phrase_prefix("匠心打造，精心", phrases, ["，"]) == "匠心打造"
     assert whole_phrase_prefix("匠心", phrases, ["，"]) == ""
     assert separated.whole_prefix("匠心打造，精心设计") == "匠心打造，精心设计"
+
+
+def test_english_phrases_are_the_briefs_terms_and_stock_phrases_without_banned_terms() -> None:
+    from adloop.generators import Brief
+    from adloop.generators.skeleton import english_phrases
+
+    brief = Brief(
+        product="fine jewellery",
+        brand="Aurelle",
+        language="en",
+        keywords=["bespoke engagement rings", "custom diamond rings", "18k gold necklaces"],
+        segments=["bridal couples", "fashion lovers"],
+        banned_terms=["necklaces"],
+    )
+    headline, description = english_phrases(brief)
+    assert all(p.startswith(" ") and p.strip() for p in headline + description)
+    assert " Bespoke Engagement Rings" in headline and " For Bridal Couples" in headline
+    assert " Custom diamond rings for fashion lovers" in description
+    assert not any("necklaces" in p.lower() for p in headline + description)
+
+
+def test_english_skeletons_fill_their_slots_with_whole_phrases_only(
+    tiny_model_dir: Path, brief_en
+) -> None:
+    from adloop.generators.skeleton import english_phrases
+
+    generator = LMGenerator(tiny_model_dir, max_new_tokens=48, modes="skeleton", best_of=1)
+    headline_phrases = {p.strip() for p in english_phrases(brief_en)[0]}
+    candidates = generator.generate(brief_en, 8, seed=3)
+    assert len(candidates) == 8
+    filled = [c for c in candidates if c.headline]
+    assert filled, "a random model still finishes some phrases"
+    for candidate in filled:
+        slot = candidate.headline
+        for fixed in ("Aurelle | ", "Aurelle: ", " | Aurelle"):
+            slot = slot.replace(fixed, "")
+        assert slot in headline_phrases
+
+
+def test_best_of_draws_more_only_while_too_few_are_usable(tiny_model_dir: Path, brief_en) -> None:
+    generator = LMGenerator(tiny_model_dir, max_new_tokens=48, best_of=3.0)
+    first = generator.generate(brief_en, 6, seed=5)
+    again = generator.generate(brief_en, 6, seed=5)
+    assert [c.text for c in first] == [c.text for c in again]  # same seed, same ads
+    assert len(first) == 6 and all(c.seed == 5 for c in first)
