@@ -47,13 +47,15 @@ from adloop.bandits import (
     fit_text_calibration,
 )
 from adloop.sim.errors import ReplayError, SimError
-from adloop.sim.fast import make_policy, simulate_batched
+from adloop.sim.fast import BatchedRun, make_policy, simulate_batched
 from adloop.sim.text_scorers import TextScorer
 
 __all__ = [
     "REPLAY_POLICIES",
     "ReplayProblems",
     "ReplayResult",
+    "SCALE_GRID",
+    "cross_fitted_posterior_scale",
     "cross_fitted_prior",
     "cross_fitted_text_evidence",
     "load_tests",
@@ -63,7 +65,12 @@ __all__ = [
 #: The engine's policies (:data:`adloop.bandits.POLICIES`), ``ts_eb`` and ``ts_text``.  A
 #: policy's place here picks its random stream, so the order is kept and published figures
 #: reproduce (``ts_text`` shares ``ts_eb``'s stream on purpose).
-REPLAY_POLICIES: tuple[str, ...] = ("ts", "ts_eb", "uniform", "ucb1", "egreedy", "ts_text")
+REPLAY_POLICIES: tuple[str, ...] = (
+    "ts", "ts_eb", "uniform", "ucb1", "egreedy", "ts_text", "ts_scaled",
+)  # fmt: skip
+
+#: Posterior scales :func:`cross_fitted_posterior_scale` chooses among (1: plain Thompson).
+SCALE_GRID: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 _REQUIRED = ("test_id", "headline", "impressions", "clicks")
 
 
@@ -239,6 +246,90 @@ def cross_fitted_text_evidence(
     return TextEvidence(offsets, precision), calibrations
 
 
+def _run_rows(
+    problems: ReplayProblems,
+    rows: np.ndarray,
+    policy: TextPriorThompson,
+    prior: tuple[np.ndarray, np.ndarray],
+    text: TextEvidence | None,
+    n_updates: int,
+    rng: np.random.Generator,
+) -> BatchedRun:
+    """``policy`` on the tests ``rows`` (a boolean mask) only, under their prior and text."""
+    return simulate_batched(
+        problems.ctr[rows], problems.horizons[rows], policy=policy, n_updates=n_updates, rng=rng,
+        prior_alpha=prior[0][rows], prior_beta=prior[1][rows],
+        text=None if text is None else TextEvidence(
+            text.offsets[rows], np.broadcast_to(text.precision, rows.shape)[rows]
+        ),
+    )  # fmt: skip
+
+
+def cross_fitted_posterior_scale(
+    problems: ReplayProblems,
+    prior: tuple[np.ndarray, np.ndarray],
+    text: TextEvidence | None = None,
+    *,
+    grid: Sequence[float] = SCALE_GRID,
+    n_updates: int = 100,
+    n_draws: int = 128,
+    seed: int = 0,
+    n_folds: int = 2,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Each test's posterior scale, chosen by replaying the *other* tests (cross-fitting).
+
+    For every fold of :func:`cross_fitted_prior`'s split, each scale in ``grid`` runs
+    :class:`~adloop.bandits.TextPriorThompson` (``posterior_scale``; with ``prior`` and, when
+    given, ``text``) on the tests of the other folds; the scale that lost the fewest clicks
+    there is the fold's. A test's own clicks never choose its scale.
+
+    Returns the scale per test (shape ``(n_tests,)``) and, per fold, the scale chosen and the
+    clicks lost at each scale of the grid.
+    """
+    if not grid or any(not (0 < g < np.inf) for g in grid):
+        raise ReplayError(f"the posterior-scale grid must hold finite numbers > 0, got {grid!r}")
+    folds = _test_folds(problems.n_tests, seed, n_folds)
+    chosen = np.ones(problems.n_tests)
+    table: list[dict[str, Any]] = []
+    for fold in range(n_folds):
+        others = folds != fold
+        lost = {}
+        for scale in grid:
+            rng = np.random.default_rng([seed, fold, int(round(scale * 1000))])
+            policy = TextPriorThompson(n_draws=n_draws, posterior_scale=float(scale))
+            run = _run_rows(problems, others, policy, prior, text, n_updates, rng)
+            lost[float(scale)] = float(run.regret.sum())
+        best = min(lost, key=lost.__getitem__)
+        chosen[folds == fold] = best
+        table.append(
+            {"scale": best, "regret_on_other_tests": {str(k): round(v, 1) for k, v in lost.items()}}
+        )
+    return chosen, table
+
+
+def _scaled_run(
+    problems: ReplayProblems,
+    scales: np.ndarray,
+    prior: tuple[np.ndarray, np.ndarray],
+    text: TextEvidence | None,
+    *,
+    n_updates: int,
+    n_draws: int,
+    rng: np.random.Generator,
+) -> BatchedRun:
+    """One run over all tests, each group of tests under its own posterior scale."""
+    shape = problems.ctr.shape
+    impressions, observed = np.zeros(shape), np.zeros(shape)
+    clicks, oracle = np.zeros(shape[0]), np.zeros(shape[0])
+    for scale in np.unique(scales):
+        rows = scales == scale
+        policy = TextPriorThompson(n_draws=n_draws, posterior_scale=float(scale))
+        run = _run_rows(problems, rows, policy, prior, text, n_updates, rng)
+        impressions[rows], observed[rows] = run.impressions, run.observed_clicks
+        clicks[rows], oracle[rows] = run.clicks, run.oracle_clicks
+    return BatchedRun(impressions, clicks, observed, oracle, None, None)
+
+
 def _text_scores(problems: ReplayProblems, scorer: TextScorer, seed: int) -> np.ndarray:
     """Cross-fitted scores of every arm, shaped like ``problems.ctr`` (zero padding)."""
     valid = ~np.isnan(problems.ctr)
@@ -304,6 +395,7 @@ def replay(
     epsilon: float = 0.1,
     max_tests: int | None = None,
     text_scorer: TextScorer | None = None,
+    scale_grid: Sequence[float] = SCALE_GRID,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ReplayResult:
     """Replay every test of a Parquet archive under each policy.
@@ -332,6 +424,10 @@ def replay(
         The scorer ``ts_text`` needs (see :func:`adloop.sim.load_text_scorer`), called once on
         all arms with ``folds=5, seed=seed``; the summary's ``text`` entry records each fold's
         calibration.
+    scale_grid:
+        Posterior scales ``ts_scaled`` and ``ts_text`` choose among, each test's by replaying
+        the other tests (:func:`cross_fitted_posterior_scale`); the summary's
+        ``posterior_scale_by_fold`` records the choices.
     progress:
         Called as ``progress(what, done, total)`` before each policy runs (``what`` names the
         policy, or the scorer's step) and once at the end, for a progress bar.
@@ -366,35 +462,47 @@ def replay(
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     text_summary: dict[str, Any] = {}
+    scale_summary: dict[str, Any] = {}
     tell = progress or (lambda what, done, total: None)
     for done, name in enumerate(to_run):
         tell(f"policy {name}" + (" (scoring the headlines first)" if name == "ts_text" else ""),
              done, len(to_run))  # fmt: skip
         start = time.perf_counter()
-        stream = REPLAY_POLICIES.index("ts_eb" if name == "ts_text" else name)
-        rng = np.random.default_rng([seed, stream])
-        settings: dict[str, Any] = {}
-        if name in ("ts_eb", "ts_text"):
-            settings["prior_alpha"], settings["prior_beta"] = cross_fitted_prior(
-                problems, seed=seed
-            )
-        if name == "ts_text":
-            assert text_scorer is not None
-            scores = _text_scores(problems, text_scorer, seed)
-            settings["text"], calibrations = cross_fitted_text_evidence(problems, scores, seed=seed)
-            policy: Any = TextPriorThompson(n_draws=n_draws)
-            text_summary = {
-                "scorer": getattr(text_scorer, "__name__", type(text_scorer).__name__),
-                "calibration_by_fold": [_calibration_row(c) for c in calibrations],
-            }
-        else:
-            policy = make_policy("ts" if name == "ts_eb" else name, n_draws=n_draws,
-                                 epsilon=epsilon)  # fmt: skip
+        # ts_text and ts_scaled share ts_eb's stream: their differences are not the dice's
+        shared = name in ("ts_text", "ts_scaled")
+        rng = np.random.default_rng([seed, REPLAY_POLICIES.index("ts_eb" if shared else name)])
         try:
-            results[name] = simulate_batched(
-                problems.ctr, problems.horizons, policy=policy, n_updates=n_updates, rng=rng,
-                **settings,
-            )  # fmt: skip
+            if name in ("ts_eb", "ts_text", "ts_scaled"):
+                prior = cross_fitted_prior(problems, seed=seed)
+            text = None
+            if name == "ts_text":
+                assert text_scorer is not None
+                scores = _text_scores(problems, text_scorer, seed)
+                text, calibrations = cross_fitted_text_evidence(problems, scores, seed=seed)
+                text_summary = {
+                    "scorer": getattr(text_scorer, "__name__", type(text_scorer).__name__),
+                    "calibration_by_fold": [_calibration_row(c) for c in calibrations],
+                }
+            if shared:
+                tell(f"policy {name}: choosing the posterior scale on the other tests", done,
+                     len(to_run))  # fmt: skip
+                scales, scale_table = cross_fitted_posterior_scale(
+                    problems, prior, text, grid=scale_grid, n_updates=n_updates,
+                    n_draws=n_draws, seed=seed,
+                )  # fmt: skip
+                scale_summary[name] = scale_table
+                results[name] = _scaled_run(problems, scales, prior, text, n_updates=n_updates,
+                                            n_draws=n_draws, rng=rng)  # fmt: skip
+            else:
+                policy = make_policy("ts" if name == "ts_eb" else name, n_draws=n_draws,
+                                     epsilon=epsilon)  # fmt: skip
+                settings: dict[str, Any] = {}
+                if name == "ts_eb":
+                    settings["prior_alpha"], settings["prior_beta"] = prior
+                results[name] = simulate_batched(
+                    problems.ctr, problems.horizons, policy=policy, n_updates=n_updates,
+                    rng=rng, **settings,
+                )  # fmt: skip
         except SimError as error:
             raise ReplayError(str(error)) from error
         seconds[name] = time.perf_counter() - start
@@ -441,4 +549,6 @@ def replay(
     }
     if text_summary:
         summary["text"] = text_summary
+    if scale_summary:
+        summary["posterior_scale_by_fold"] = scale_summary
     return ReplayResult(summary=summary, rows=pl.concat(rows))

@@ -252,7 +252,7 @@ def test_fast_mode_handles_ragged_problems_and_records_history() -> None:
 def test_fast_mode_runs_the_engines_policy_objects() -> None:
     # Replay adds the two that need more than counts: a cross-fitted prior and a text scorer.
     assert set(POLICIES) <= set(REPLAY_POLICIES)
-    assert set(REPLAY_POLICIES) - set(POLICIES) == {"ts_eb", "ts_text"}
+    assert set(REPLAY_POLICIES) - set(POLICIES) == {"ts_eb", "ts_text", "ts_scaled"}
     assert isinstance(make_policy("egreedy", epsilon=0.3), EpsilonGreedy)
     assert make_policy("ts", n_draws=64).n_draws == 64
     ctr = np.array([[0.02, 0.03, np.nan], [0.04, 0.01, 0.05]])

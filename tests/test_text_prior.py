@@ -26,6 +26,8 @@ from adloop.cli import app
 from adloop.sim import (
     ReplayError,
     SimError,
+    cross_fitted_posterior_scale,
+    cross_fitted_prior,
     cross_fitted_text_evidence,
     cross_fitted_word_scores,
     load_tests,
@@ -173,6 +175,7 @@ def test_text_evidence_and_policy_reject_bad_settings() -> None:
         TextPriorThompson(n_draws=400),
         TextPriorThompson(n_draws=300, strength_scale=3.0, max_offset=0.5, floor=0.02),
         TextPriorThompson(n_draws=300, empirical_bayes=False, loss_threshold=0.0),
+        TextPriorThompson(n_draws=300, posterior_scale=3.0),
     ],
     ids=repr,
 )
@@ -344,16 +347,73 @@ def test_replay_runs_ts_text_and_a_scorer_that_knows_nothing_changes_nothing(
         return np.zeros(len(texts))
 
     result = replay(path, policies=["ts_eb", "ts_text"], n_updates=30, n_draws=64,
-                    text_scorer=knows_nothing)  # fmt: skip
+                    text_scorer=knows_nothing, scale_grid=[1.0])  # fmt: skip
     policies = result.summary["policies"]
     assert policies["ts_text"]["regret"] == policies["ts_eb"]["regret"]
     assert result.summary["text"]["scorer"] == "knows_nothing"
     assert [fold["precision"] for fold in result.summary["text"]["calibration_by_fold"]] == [0, 0]
     words = replay(path, policies=["ts_eb", "ts_text"], n_updates=30, n_draws=64,
-                   text_scorer=cross_fitted_word_scores)  # fmt: skip
+                   text_scorer=cross_fitted_word_scores, scale_grid=[1.0])  # fmt: skip
     assert all(fold["precision"] > 0 for fold in words.summary["text"]["calibration_by_fold"])
     assert words.summary["policies"]["ts_eb"]["regret"] == policies["ts_eb"]["regret"]
     assert words.summary["policies"]["ts_text"]["regret"] != policies["ts_eb"]["regret"]
+
+
+def test_ts_text_without_text_is_ts_scaled_and_ts_scaled_at_scale_one_is_ts_eb(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.parquet"
+    _archive(path, np.random.default_rng(4), n_tests=120)
+
+    def knows_nothing(texts, groups, impressions, clicks, *, folds, seed):
+        return np.zeros(len(texts))
+
+    both = replay(path, policies=["ts_scaled", "ts_text"], n_updates=30, n_draws=64,
+                  text_scorer=knows_nothing, scale_grid=[1.0, 3.0])  # fmt: skip
+    policies = both.summary["policies"]
+    assert policies["ts_text"]["regret"] == policies["ts_scaled"]["regret"]
+    chosen = both.summary["posterior_scale_by_fold"]
+    assert chosen["ts_text"] == chosen["ts_scaled"] and len(chosen["ts_scaled"]) == 2
+    for fold in chosen["ts_scaled"]:  # each fold takes the scale that lost least elsewhere
+        lost = fold["regret_on_other_tests"]
+        assert set(lost) == {"1.0", "3.0"} and lost[str(fold["scale"])] == min(lost.values())
+    plain = replay(path, policies=["ts_eb", "ts_scaled"], n_updates=30, n_draws=64,
+                   scale_grid=[1.0])  # fmt: skip
+    assert plain.summary["policies"]["ts_scaled"]["regret"] == plain.summary["policies"][
+        "ts_eb"]["regret"]  # fmt: skip
+    with pytest.raises(ReplayError, match="grid"):
+        replay(path, policies=["ts_scaled"], scale_grid=[0.0])
+
+
+def test_a_tests_posterior_scale_is_chosen_on_the_other_tests(tmp_path: Path) -> None:
+    _archive(tmp_path / "a.parquet", np.random.default_rng(5), n_tests=120)
+    problems = load_tests(tmp_path / "a.parquet")
+    prior = cross_fitted_prior(problems, seed=1)
+    scales, table = cross_fitted_posterior_scale(problems, prior, grid=[1.0, 4.0], n_updates=20,
+                                                 n_draws=32, seed=1)  # fmt: skip
+    folds = np.random.default_rng(1).permutation(problems.n_tests) % 2
+    for fold in (0, 1):
+        assert np.all(scales[folds == fold] == table[fold]["scale"])
+    # rewriting fold 0's own outcomes changes what fold 1 is scored on, never fold 0's choice
+    changed = problems.ctr.copy()
+    changed[folds == 0] = changed[folds == 0][:, ::-1]
+    other = type(problems)(problems.test_ids, changed, problems.horizons, problems.n_arms,
+                           problems.arm_impressions, problems.texts)  # fmt: skip
+    _, table_changed = cross_fitted_posterior_scale(other, prior, grid=[1.0, 4.0], n_updates=20,
+                                                    n_draws=32, seed=1)  # fmt: skip
+    assert table_changed[0] == table[0]
+    assert table_changed[1]["regret_on_other_tests"] != table[1]["regret_on_other_tests"]
+
+
+def test_a_narrowed_posterior_backs_the_leader_sooner() -> None:
+    counts = ArmCounts(ids(3), impressions=[2_000, 2_000, 2_000], clicks=[40, 48, 36])
+    shares = [TextPriorThompson(n_draws=4000, posterior_scale=scale).weights(counts, rng=0)[1]
+              for scale in (1.0, 4.0, 16.0)]  # fmt: skip
+    assert shares[0] + 0.05 < shares[1] <= shares[2]
+    with pytest.raises(InvalidConfigError, match="posterior_scale"):
+        TextPriorThompson(posterior_scale=0.0)
+    with pytest.raises(InvalidConfigError, match="posterior_scale"):
+        TextPriorThompson("value", posterior_scale=2.0)
 
 
 def test_replay_needs_a_text_scorer_for_ts_text_and_says_so(tmp_path: Path, monkeypatch) -> None:

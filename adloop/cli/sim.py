@@ -133,8 +133,10 @@ def replay(
         str,
         typer.Option(
             help="Comma-separated: ts, uniform, ucb1, egreedy (the engine's policies), ts_eb "
-            "(Thompson sampling with a prior learned across the other tests), ts_text (ts_eb "
-            "plus a copy scorer's cross-fitted prediction for each headline; see --text-scorer)."
+            "(Thompson sampling with a prior learned across the other tests), ts_scaled (ts_eb "
+            "with its posterior narrowed by a scale chosen on the other tests; see "
+            "--scale-grid), ts_text (ts_scaled plus a copy scorer's cross-fitted prediction for "
+            "each headline; see --text-scorer)."
         ),
     ] = "ts,ts_eb,uniform,ucb1,egreedy",
     updates: Annotated[int, typer.Option(help="Batched posterior updates per test.")] = 100,
@@ -153,6 +155,13 @@ def replay(
             "model), or auto (outcome when installed, else words)."
         ),
     ] = "auto",
+    scale_grid: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated posterior scales ts_scaled and ts_text choose among, each "
+            "test's by replaying the other half of the tests (1: plain Thompson sampling)."
+        ),
+    ] = "1,2,4,8",
 ) -> None:
     """Replay real A/B tests as bandit problems and compare policies on clicks and regret."""
     from rich.console import Console
@@ -163,6 +172,11 @@ def replay(
     from adloop.sim import replay as run_replay
 
     names = [name.strip() for name in policies.split(",") if name.strip()]
+    try:
+        grid = [float(value) for value in scale_grid.split(",") if value.strip()]
+    except ValueError:
+        fail(f"--scale-grid must be comma-separated numbers > 0, e.g. 1,2,4,8; got {scale_grid!r}",
+             code=2)  # fmt: skip
     scorer = None
     try:
         if "ts_text" in names:
@@ -171,7 +185,7 @@ def replay(
         with CountProgress("replaying", len(names), "policies") as bar:
             result = run_replay(
                 file, policies=names, n_updates=updates, seed=seed, max_tests=max_tests,
-                n_draws=draws, text_scorer=scorer,
+                n_draws=draws, text_scorer=scorer, scale_grid=grid,
                 progress=lambda what, done, total: bar(done, total, what),
             )  # fmt: skip
     except ReplayError as error:
