@@ -14,7 +14,7 @@ not in ``examples/``) plus the two example briefs, each generator writes ``--n``
   channel's limits; **offer**: it mentions the brief's offer;
 * **right language** and **distinct** (no near-copy of an earlier candidate of the same run);
 * **audited not fluent**: the share of passing candidates that a careful reader labelled not
-  fluent in ``bench/copy_data/audit_labels.jsonl`` (labels are looked up by text; the
+  fluent in ``bench/copy_data/audit_labels*.jsonl`` (labels are looked up by text; the
   denominator is the passing candidates that have a label). This is the check on the judge:
   the gate and the ``fluent`` column use the same judge, so among passing candidates the
   judge alone can never see a not-fluent one.
@@ -23,7 +23,8 @@ Generators: ``template``; ``lm-baseline``, the LM generator as it first sampled
 (:data:`adloop.generators.BASELINE`: the brief alone, unconstrained, every sample kept, whole
 ads in every language); the ideas one at a time (``lm+shots``: few-shot example ads;
 ``lm+shots+constrain``: constrained decoding as well); and ``lm``, the default (all of them,
-best of 2 by the fluency judge, and Chinese written as phrases in template skeletons).
+up to 2 samples per candidate, the second drawn only while too few pass, ranked by the fluency
+judge, and both languages written as phrases in template skeletons).
 
 Time per candidate is wall time of ``generate`` with the model loaded (its loading is a row of
 its own), on ``torch`` with one thread; peak memory is the process's resident peak after the
@@ -66,6 +67,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "copy_data"
 BRIEFS = sorted((DATA / "briefs").glob("*.yaml")) + sorted((ROOT / "examples").glob("brief_*.yaml"))
 AUDIT = DATA / "audit_labels.jsonl"
+#: Later audits, one file per run of the default generator (labels are looked up by text).
+AUDITS = (AUDIT, DATA / "audit_labels_phrases.jsonl")
 SEED = 0
 #: Generator rows: name -> LMGenerator options (None: the template generator).
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -143,15 +146,16 @@ def _share(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return round(sum(bool(r[key]) for r in rows) / len(rows), 3) if rows else None
 
 
-def load_audit(path: Path = AUDIT) -> dict[tuple[str, str], bool]:
-    """Hand labels of generated copy, by ``(language, text)``."""
-    if not path.exists():
-        return {}
+def load_audit(paths: Sequence[Path] = AUDITS) -> dict[tuple[str, str], bool]:
+    """Hand labels of generated copy, by ``(language, text)``, from each file that exists."""
     labels = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            labels[(row["language"], row["text"])] = bool(row["fluent"])
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                labels[(row["language"], row["text"])] = bool(row["fluent"])
     return labels
 
 

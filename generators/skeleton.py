@@ -83,8 +83,11 @@ ZH_PHRASES = (
     "量身定制", "点亮生活", "开启美好", "悦享时光", "心动之选", "品味生活", "精致生活",
     "安心之选", "轻松拥有", "送礼佳选", "经典之作", "诚意之作", "美好相伴", "一见倾心",
     "简约大方", "贴心服务", "专业团队", "细节见真章", "品质生活", "用心服务", "值得信赖",
-    "陪伴每一天", "给生活多一点美好", "让美好发生", "从这里开始", "随心而选", "有温度的",
+    "陪伴每一天", "给生活多一点美好", "让美好发生", "从这里开始", "随心而选",
 )  # fmt: skip
+#: Stock phrases that fit only a brief that speaks of gifts (礼): "送礼佳选" for a language app
+#: read as not fluent to a reader.
+_ZH_GIFT_PHRASES = frozenset({"送礼佳选"})
 #: Stock English headline phrases for the slot (title case; no claims, figures or superlatives).
 EN_HEADLINE_PHRASES = (
     "Made for You", "Made with Care", "Find Yours Today", "Try Something New",
@@ -154,12 +157,16 @@ def brief_phrases(brief: Brief) -> list[str]:
     then :data:`ZH_PHRASES`, less any holding a banned term.
 
     Tone words ("亲切、专业") describe the voice, not the copy: as phrases of their own they
-    read as a bare list of adjectives ("亲切，匠心打造"), so they are left out.
+    read as a bare list of adjectives ("亲切，匠心打造"), so they are left out; so is a gift
+    phrase for a brief that never speaks of gifts. ("有温度的", a dangling adjective in every
+    ad a reader saw it in, is no longer in the bank.)
     """
     own = [*brief.keywords, brief.product]
     own += [c for c in re.split(r"[，。！？；,.!?;]+", brief.description) if 2 <= len(c) <= 16]
     banned = [t.lower() for t in brief.banned_terms]
-    phrases = [p.strip() for p in (*own, *ZH_PHRASES) if p.strip()]
+    about = " ".join([brief.product, brief.description, *brief.keywords, *brief.segments])
+    stock = [p for p in ZH_PHRASES if "礼" in about or p not in _ZH_GIFT_PHRASES]
+    phrases = [p.strip() for p in (*own, *stock) if p.strip()]
     return [p for p in dict.fromkeys(phrases) if not any(b in p.lower() for b in banned)]
 
 

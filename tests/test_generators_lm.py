@@ -378,3 +378,13 @@ def test_best_of_draws_more_only_while_too_few_are_usable(tiny_model_dir: Path, 
     again = generator.generate(brief_en, 6, seed=5)
     assert [c.text for c in first] == [c.text for c in again]  # same seed, same ads
     assert len(first) == 6 and all(c.seed == 5 for c in first)
+
+
+def test_chinese_gift_phrase_only_for_a_brief_that_speaks_of_gifts() -> None:
+    from adloop.generators import Brief
+    from adloop.generators.skeleton import brief_phrases
+
+    app = Brief(product="英语口语学习App", brand="言趣", language="zh", segments=["职场新人"])
+    gifts = Brief(product="精品咖啡订阅", brand="北豆", language="zh", segments=["送礼人群"])
+    assert "送礼佳选" not in brief_phrases(app)
+    assert "送礼佳选" in brief_phrases(gifts)
