@@ -10,7 +10,7 @@ Public surface:
   engine's own policies (:data:`POLICIES`, :func:`make_policy`, from :mod:`adloop.bandits`).
 * :func:`replay` — real A/B tests as bandit problems (:func:`cross_fitted_prior` for ``ts_eb``;
   :func:`cross_fitted_text_evidence` and a :data:`TextScorer` from :func:`load_text_scorer` for
-  ``ts_text``).
+  ``ts_text``; :func:`cross_fitted_posterior_scale` for ``ts_scaled`` and ``ts_text``).
 * :func:`run_scenario` — engine mode (imports the optimizer lazily).
 * :func:`compare_segment_copy` — per-segment copy against one shared pool, over fixed seeds.
 * :func:`write_report` — ``summary.json``, PNG plots and ``report.html``.

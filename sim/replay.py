@@ -21,9 +21,14 @@ Policies are the engine's own (:data:`adloop.bandits.POLICIES`: ``ts``, ``unifor
 :data:`~adloop.sim.text_scorers.TextScorer`, e.g. the outcome scorer) predicts each arm
 from a model never trained on that arm's test; how far to trust it
 (:func:`adloop.bandits.fit_text_calibration`) is fitted on the *other* half of the tests, the
-same halves as ``ts_eb``'s prior (:func:`cross_fitted_text_evidence`). ``ts_text`` draws from
-``ts_eb``'s random stream, so where the scorer is not trusted the two are the same run, and
-elsewhere their difference is the text's doing rather than the dice's.
+same halves as ``ts_eb``'s prior (:func:`cross_fitted_text_evidence`). ``ts_scaled`` is
+``ts_eb`` with each arm's posterior narrowed by a scale (``posterior_scale`` of
+:class:`~adloop.bandits.TextPriorThompson`: the draws spread ``1 / sqrt(scale)`` as wide, so the
+policy backs its leader sooner) chosen for each half of the tests by replaying the other half
+(:func:`cross_fitted_posterior_scale`); ``ts_text`` chooses its scale the same way, with the text.
+``ts_text`` and ``ts_scaled`` draw from ``ts_eb``'s random stream, so where the scorer is not
+trusted ``ts_text`` and ``ts_scaled`` are the same run, and elsewhere their difference is the
+text's doing rather than the dice's.
 """
 
 from __future__ import annotations
@@ -62,9 +67,10 @@ __all__ = [
     "replay",
 ]
 
-#: The engine's policies (:data:`adloop.bandits.POLICIES`), ``ts_eb`` and ``ts_text``.  A
-#: policy's place here picks its random stream, so the order is kept and published figures
-#: reproduce (``ts_text`` shares ``ts_eb``'s stream on purpose).
+#: The engine's policies (:data:`adloop.bandits.POLICIES`), ``ts_eb``, ``ts_text`` and
+#: ``ts_scaled``.  A policy's place here picks its random stream, so the order is kept and
+#: published figures reproduce (``ts_text`` and ``ts_scaled`` share ``ts_eb``'s stream on
+#: purpose).
 REPLAY_POLICIES: tuple[str, ...] = (
     "ts", "ts_eb", "uniform", "ucb1", "egreedy", "ts_text", "ts_scaled",
 )  # fmt: skip
@@ -405,7 +411,7 @@ def replay(
     path:
         Parquet file with ``test_id, headline, impressions, clicks``.
     policies:
-        Any of :data:`REPLAY_POLICIES` (``ts, ts_eb, uniform, ucb1, egreedy, ts_text``);
+        Any of :data:`REPLAY_POLICIES` (``ts, ts_eb, uniform, ucb1, egreedy, ts_text, ts_scaled``);
         None runs them all, ``ts_text`` only when a ``text_scorer`` is given. ``uniform`` is
         always run as the reference for ``regret_reduction_vs_uniform`` but only reported when
         asked for.
