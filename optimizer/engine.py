@@ -121,7 +121,14 @@ class Engine:
         self._n_decisions = 0
         self._closed = False
         self._decisions = DecisionLog(self._store, epoch_stamps=clock is None)
-        self._tables = ServingTables(self._store, self.config, self._clock, self._refresh_rng)
+        self._tables = ServingTables(
+            self._store,
+            self.config,
+            self._clock,
+            self._refresh_rng,
+            shared=getattr(self._store, "shared", False),
+            lock=self._lock,
+        )
         self._lifecycle = CampaignLifecycle(
             store=self._store,
             tables=self._tables,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
@@ -147,6 +148,12 @@ class ServingTables:
     The owner serializes :meth:`build` calls (the engine's lock); :meth:`serving` is the
     lock-free hot path. Each live campaign remembers its tenant, which is how the engine
     hides one tenant's campaigns from another.
+
+    On a ``shared`` store (one that other processes write to, e.g. several ``adloop serve``
+    on one PostgreSQL database) a campaign this engine does not serve yet is looked up in the
+    store and built on first use (under ``lock``), and every live campaign is rebuilt at
+    least every ``refresh_interval``, so variants, reviews and events that another process
+    wrote reach this one's snapshots.
     """
 
     def __init__(
@@ -155,11 +162,16 @@ class ServingTables:
         config: EngineConfig,
         clock: Callable[[], datetime],
         rng: np.random.Generator,
+        *,
+        shared: bool = False,
+        lock: Any = None,
     ) -> None:
         self._store = store
         self._config = config
         self._clock = clock
         self._rng = rng
+        self._shared = shared
+        self._lock = lock if lock is not None else threading.RLock()
         self._live: dict[str, LiveCampaign] = {}
         self._failures: dict[str, RefreshFailure] = {}
         self.n_builds = 0
@@ -181,6 +193,18 @@ class ServingTables:
         """The live campaign, or None."""
         return self._live.get(campaign_id)
 
+    def _live_or_load(self, campaign_id: str) -> LiveCampaign | None:
+        """The live campaign; on a shared store, one another process created is built now."""
+        live = self._live.get(campaign_id)
+        if live is not None or not self._shared or not isinstance(campaign_id, str):
+            return live
+        with self._lock:
+            live = self._live.get(campaign_id)
+            if live is None and self._store.campaign(campaign_id) is not None:
+                self.build_isolated(campaign_id)
+                live = self._live.get(campaign_id)
+        return live
+
     def failure(self, campaign_id: str) -> RefreshFailure | None:
         """The campaign's current build failure, or None when its last build succeeded."""
         return self._failures.get(campaign_id)
@@ -193,7 +217,7 @@ class ServingTables:
         self, campaign_id: str, segment: str | None, tenant: str | None
     ) -> tuple[LiveCampaign, Snapshot]:
         """The live campaign and the snapshot that serves ``segment`` (hot path)."""
-        live = self._live.get(campaign_id)
+        live = self._live.get(campaign_id) or self._live_or_load(campaign_id)
         if live is None or (tenant is not None and live.tenant != tenant):
             raise CampaignNotFound(campaign_id)
         snapshot = live.overall
@@ -210,7 +234,7 @@ class ServingTables:
 
     def visible_row(self, campaign_id: str, tenant: str | None) -> dict[str, Any]:
         """The campaign's store row, if it exists and ``tenant`` (None: any) may see it."""
-        live = self._live.get(campaign_id)
+        live = self._live_or_load(campaign_id)
         if live is None or (tenant is not None and live.tenant != tenant):
             raise CampaignNotFound(campaign_id)
         row = self._store.campaign(campaign_id)
@@ -223,8 +247,9 @@ class ServingTables:
 
         Deny by default: an id is the tenant's only when this engine serves it for that
         tenant. Another tenant's campaign, one the store holds but this engine does not
-        serve (created by another engine on the same store, or not yet built) and one that
-        does not exist are all hidden, so each gets the same "unknown campaign" answer.
+        serve (created by another engine on a store that is not ``shared``, or not yet built)
+        and one that does not exist are all hidden, so each gets the same "unknown campaign"
+        answer.
         Non-string ids are left to the store, which rejects them with their own reason.
         """
         if tenant is None:
@@ -233,7 +258,7 @@ class ServingTables:
         for campaign_id in campaign_ids:
             if not isinstance(campaign_id, str):
                 continue
-            live = self._live.get(campaign_id)
+            live = self._live_or_load(campaign_id)
             if live is None or live.tenant != tenant:
                 hidden.add(campaign_id)
         return hidden
@@ -246,14 +271,18 @@ class ServingTables:
                 live.activity += n
 
     def due(self, now: datetime) -> list[str]:
-        """Campaigns whose snapshot has seen enough new activity, or is old and has any."""
+        """Campaigns whose snapshot has seen enough new activity, or is old and has any.
+
+        On a shared store every old snapshot is due: other processes' events and pool
+        changes are activity this engine cannot count.
+        """
         interval = timedelta(seconds=self._config.refresh_interval)
         events = self._config.refresh_events
         return [
             campaign_id
             for campaign_id, live in list(self._live.items())
             if live.activity >= events
-            or (live.activity > 0 and now - live.attempted_at >= interval)
+            or ((live.activity > 0 or self._shared) and now - live.attempted_at >= interval)
         ]
 
     def ages(self, now: datetime) -> dict[str, float]:

@@ -40,6 +40,10 @@ class StoreBackend(Protocol):
     """The store's public surface: campaigns and variants, reviews, the event log, statistics,
     model versions, API keys and job runs. Timestamps are naive UTC datetimes throughout."""
 
+    #: True when other processes may write to the same store at the same time (PostgreSQL),
+    #: so a process must read what it did not write itself (e.g. another one's campaigns).
+    shared: bool
+
     # -- lifecycle
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...

@@ -156,6 +156,8 @@ class PostgresStore(CampaignsMixin, ReviewsMixin, EventsMixin, StatsMixin, Model
         []
     """
 
+    shared = True
+    """Other processes write to the same database (campaigns, variants, keys, events)."""
     _dialect = POSTGRES
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:

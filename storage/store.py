@@ -49,3 +49,6 @@ class Store(CampaignsMixin, ReviewsMixin, EventsMixin, StatsMixin, ModelsMixin, 
         ...         "campaign_id": "c_1", "variant_id": "v_1", "ts": "2024-05-01 12:00"}]).accepted
         1
     """
+
+    shared = False
+    """One process writes the file (DuckDB's lock), so it sees every change as it makes it."""

@@ -9,11 +9,15 @@ from typing import Any
 
 import typer
 
-from adloop.cli._common import fail
+from adloop.cli._common import DB_HELP, fail
 
 
 def serve(
-    db: Path = typer.Option(..., help="The DuckDB file (created if missing)."),
+    db: str = typer.Option(
+        ...,
+        help=DB_HELP + " Several adloop serve processes may share one postgresql:// store "
+        "(campaigns, variants, keys and events); a DuckDB file has one.",
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="TCP port."),
     api_keys: Path | None = typer.Option(
@@ -22,7 +26,9 @@ def serve(
         "or lines 'KEY TENANT \\[admin]'.",
     ),
     scheduler: bool = typer.Option(
-        False, help="Also run the job scheduler (refresh, retire/refill, retraining) in-process."
+        False,
+        help="Also run the job scheduler (refresh, retire/refill, retraining) in-process; "
+        "on a shared postgresql:// store, in exactly one process.",
     ),
     scheduler_config: Path | None = typer.Option(
         None, help="Scheduler settings (YAML/JSON, see optimizer.scheduler); implies --scheduler."
@@ -68,7 +74,8 @@ def serve(
     from adloop.optimizer.engine import Engine
     from adloop.optimizer.errors import OptimizerError
     from adloop.optimizer.service import create_app
-    from adloop.storage import StorageError
+    from adloop.storage import StorageError, StoreLockedError
+    from adloop.storage.interface import redact_url
 
     scale_out = _scale_out(events_to, snapshots, ack_timeout, scheduler, scheduler_config)
     extra = []
@@ -89,8 +96,12 @@ def serve(
             fail(f"--generators: {exc}")
     try:
         engine = Engine(db, pool=pool)
+    except StoreLockedError as exc:
+        fail(f"{exc} To run several adloop serve processes on one store, give each the same "
+             "--db postgresql://user@host:port/db.")  # fmt: skip
     except StorageError as exc:
-        fail(str(exc))
+        fail(f"--db: {exc}")
+    shared = engine.store.shared
     promoted = engine.promoted_model_dir()
     if pool is not None and promoted is not None:
         from adloop.optimizer.retrain import switch_pool_model
@@ -123,12 +134,23 @@ def serve(
         on_shutdown=on_shutdown,
         scale_out=scale_out,
     )
+    where = redact_url(db)
+    keys_hint = (
+        f"adloop keys create --tenant NAME --db {where} (any time: the store is shared)"
+        if shared
+        else "adloop keys create --tenant NAME --db PATH (while stopped)"
+    )
     typer.secho(
-        f"adloop serving {db} on http://{host}:{port} (docs: /docs). "
-        "Create keys with: adloop keys create --tenant NAME --db PATH (while stopped) "
-        "or POST /v1/keys with an admin key.",
+        f"adloop serving {where} on http://{host}:{port} (docs: /docs). "
+        f"Create keys with: {keys_hint} or POST /v1/keys with an admin key.",
         err=True,
     )
+    if shared and on_startup is not None:
+        typer.secho(
+            "adloop serve --scheduler on a shared store: run it in exactly one process, or "
+            "each process retires, refills and retrains on its own.",
+            err=True,
+        )
     config = uvicorn.Config(
         app,
         host=host,
