@@ -13,7 +13,8 @@ all-MiniLM-L6-v2 sentence vectors (:class:`adloop.generators.embeddings.Sentence
 
 Measured (seed 0): at threshold 0.5 it accepts 23 of 51 not-fluent audited ads and rejects 11 of
 29 fluent ones, and would reject 34 of 79 fluent phrase-slot ads; at 0.7 it still accepts 7 of 51
-while rejecting 24 of 29. No better than the lexicon judge, so it is not in the filters. Run ``python -m bench.copy_sense``.
+while rejecting 24 of 29. No better than the lexicon judge, so it is not in the filters.
+Run ``python -m bench.copy_sense``.
 """
 
 from __future__ import annotations
