@@ -68,7 +68,7 @@ DATA = Path(__file__).resolve().parent / "copy_data"
 BRIEFS = sorted((DATA / "briefs").glob("*.yaml")) + sorted((ROOT / "examples").glob("brief_*.yaml"))
 AUDIT = DATA / "audit_labels.jsonl"
 #: Later audits, one file per run of the default generator (labels are looked up by text).
-AUDITS = (AUDIT, DATA / "audit_labels_phrases.jsonl")
+AUDITS = (AUDIT, DATA / "audit_labels_phrases.jsonl", DATA / "audit_labels_one_stock.jsonl")
 SEED = 0
 #: Generator rows: name -> LMGenerator options (None: the template generator).
 CONFIGS: dict[str, dict[str, Any] | None] = {

@@ -244,19 +244,32 @@ def _whole_slot(line: str, start: Sequence[int], tokenizer: Any, lexicon: Phrase
 def _distinct_phrases(text: str, lexicon: PhraseLexicon) -> str:
     """``text`` (whole phrases and separators) without a phrase that repeats an earlier one:
     the same phrase, or in English one sharing a word of four letters or more ("Coffee
-    delivery for home baristas. Whole bean coffee for home baristas" keeps the first)."""
+    delivery for home baristas. Whole bean coffee for home baristas" keeps the first); and
+    with one stock phrase at most (:data:`ZH_PHRASES`, :data:`EN_SENTENCES`): a line of stock
+    phrases ("诚意之作，专业团队，美好相伴") says nothing about the product."""
     if not lexicon.separators:
         return text
     separator = lexicon.separators[0]
     parts = [p.strip() for p in re.split("|".join(map(re.escape, lexicon.separators)), text)]
     kept: list[str] = []
     seen: set[str] = set()
+    stock_used = False
     for part in parts:
         words = {w for w in re.findall(r"[a-z']{4,}", part.lower())}
-        if part and part not in kept and not (lexicon.leading_space and words & seen):
+        stock = part in _STOCK
+        if (
+            part
+            and part not in kept
+            and not (lexicon.leading_space and words & seen)
+            and not (stock and stock_used)
+        ):
             kept.append(part)
             seen |= words
+            stock_used |= stock
     return (separator + (" " if lexicon.leading_space else "")).join(kept)
+
+
+_STOCK = frozenset((*ZH_PHRASES, *EN_SENTENCES))
 
 
 def _some(phrases: Sequence[str], rng: np.random.Generator) -> list[str]:
@@ -285,10 +298,9 @@ def fill_skeletons(
     zh = brief.language == "zh"
     if zh:
         phrases = brief_phrases(brief)
-        lexicons = (
-            PhraseLexicon(table, phrases, max_phrases=2, require_separator=True),
-            PhraseLexicon(table, phrases, max_phrases=3, require_separator=True),
-        )
+        # two phrases a slot at most: three read as a list ("18K金项链，轻松拥有，高级珠宝定制")
+        lexicon = PhraseLexicon(table, phrases, max_phrases=2, require_separator=True)
+        lexicons = (lexicon, lexicon)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(skeletons))
     chosen = [skeletons[order[i % len(skeletons)]] for i in range(n)]

@@ -388,3 +388,19 @@ def test_chinese_gift_phrase_only_for_a_brief_that_speaks_of_gifts() -> None:
     gifts = Brief(product="精品咖啡订阅", brand="北豆", language="zh", segments=["送礼人群"])
     assert "送礼佳选" not in brief_phrases(app)
     assert "送礼佳选" in brief_phrases(gifts)
+
+
+def test_a_slot_keeps_one_stock_phrase_at_most() -> None:
+    from types import SimpleNamespace
+
+    from adloop.generators.skeleton import _distinct_phrases
+
+    zh = SimpleNamespace(separators=("，",), leading_space=False)
+    assert _distinct_phrases("诚意之作，专业团队，美好相伴", zh) == "诚意之作"
+    assert _distinct_phrases("18K金项链，让美好发生，专业团队", zh) == "18K金项链，让美好发生"
+    assert _distinct_phrases("18K金项链，高级珠宝定制", zh) == "18K金项链，高级珠宝定制"
+    en = SimpleNamespace(separators=(".",), leading_space=True)
+    kept = _distinct_phrases("Find out more today. See what's new", en)
+    assert kept == "Find out more today"
+    kept = _distinct_phrases("Made for hikers. Find out more today", en)
+    assert kept == "Made for hikers. Find out more today"
