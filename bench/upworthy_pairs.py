@@ -85,6 +85,49 @@ def build_pairs(
     return pairs
 
 
+def scorer_pairs(
+    train_tests: set[str], n: int, *, seed: int = 0, path: Path = DATA
+) -> list[dict[str, Any]]:
+    """``n`` pairs the outcome scorer ranks, from the training tests only (the scorer in the loop).
+
+    Every arm with at least 100 impressions of a training test is scored by
+    :func:`adloop.generators.cross_fitted_predictions`, fitted on the training tests alone
+    (five folds grouped by test, so no arm is scored by a fit that saw its own test); within a
+    test and image, the pairs whose predicted log-odds differ most become (higher, lower)
+    pairs, whatever their observed clicks say, as retraining's scorer-ranked pairs do.
+    """
+    import polars as pl
+
+    from adloop.generators import cross_fitted_predictions
+    from adloop.generators.embeddings import default_embedding_cache
+
+    frame = (
+        pl.read_parquet(path)
+        .filter(pl.col("test_id").is_in(sorted(train_tests)) & (pl.col("impressions") >= 100))
+        .with_columns(pl.col("headline").str.strip_chars())
+    )
+    scores = cross_fitted_predictions(
+        frame["headline"].to_list(), frame["test_id"].to_list(), frame["impressions"].to_numpy(),
+        frame["clicks"].to_numpy(), folds=5, seed=seed, cache_dir=default_embedding_cache(),
+    )  # fmt: skip
+    frame = frame.with_columns(pl.Series("score", scores))
+    ranked = []
+    for (test_id, _), group in frame.group_by(["test_id", "eyecatcher_id"], maintain_order=True):
+        rows = group.rows(named=True)
+        for a, b in itertools.combinations(rows, 2):
+            if a["headline"] == b["headline"]:
+                continue
+            high, low = (a, b) if a["score"] > b["score"] else (b, a)
+            margin = high["score"] - low["score"]
+            ranked.append((margin, test_id, high["headline"], low["headline"]))
+    ranked.sort(reverse=True)
+    return [
+        {"test_id": t, "prompt": PROMPT.split("\n")[0], "winner": w, "loser": loser,
+         "margin": m}
+        for m, t, w, loser in ranked[:n]
+    ]  # fmt: skip
+
+
 def split_by_test(pairs: list[dict[str, Any]], seed: int = 0) -> tuple[list, list]:
     """Half the tests train, the other half are held out (seeded, by test id)."""
     tests = sorted({p["test_id"] for p in pairs})
@@ -175,6 +218,7 @@ def run(
     dpo_steps: int = 32,
     sft_steps: int = 0,
     threads: int | None = 1,
+    scorer_pairs_n: int = 0,
 ) -> dict[str, Any]:
     """Build pairs, score held-out before, train on the training half, score after.
 
@@ -201,6 +245,11 @@ def run(
         train_pairs, heldout_pairs, dpo_steps, sft_steps = 16, 24, 4, 0
     train = _subsample(train_all, train_pairs, seed)
     heldout = _subsample(heldout_all, heldout_pairs, seed + 7)
+    ranked = (
+        scorer_pairs({p["test_id"] for p in train_all}, scorer_pairs_n, seed=seed)
+        if scorer_pairs_n
+        else []
+    )
     max_length = 96
     model, tokenizer = load_causal_lm(model_dir)
     tokenizer.padding_side = "right"
@@ -228,11 +277,11 @@ def run(
             chosen=format_completion(p["winner"]),
             rejected=format_completion(p["loser"]),
         )
-        for p in train
+        for p in (*train, *ranked)
     ]
     print(
         f"scored {len(heldout)} held-out pairs in {t_scored - started:.0f} s; training on "
-        f"{len(train)} pairs",
+        f"{len(train)} confident pairs and {len(ranked)} the scorer ranked",
         flush=True,
     )
     model, train_metrics = fine_tune(
@@ -276,6 +325,7 @@ def run(
         "rows": rows,
         "pairs_total": len(pairs),
         "train_pairs": len(train),
+        "scorer_ranked_pairs": len(ranked),
         "train_pairs_available": len(train_all),
         "heldout_pairs_available": len(heldout_all),
         "heldout_pairs": len(heldout),
@@ -304,7 +354,8 @@ def main(out: Path = Path("bench/results"), quick: bool = False, **sizes: int) -
     result = run(model_dir=model_dir, quick=quick, **sizes)
     notes = (
         f"{result['pairs_total']} pairs (p < 0.05, >= 1000 impressions per arm); "
-        f"train {result['train_pairs']} pairs from {result['train_tests']} tests, held out "
+        f"train {result['train_pairs']} pairs from {result['train_tests']} tests "
+        f"(+ {result['scorer_ranked_pairs']} the outcome scorer ranked), held out "
         f"{result['heldout_pairs']} pairs from {result['heldout_tests']} tests. "
         f"ci = 95 % cluster bootstrap over tests; wilson = pairs as independent. "
         f"Training {result['seconds']['train']:.0f} s on {result['config']['threads']} threads."
@@ -320,6 +371,10 @@ if __name__ == "__main__":
     parser.add_argument("--train-pairs", type=int, default=128)
     parser.add_argument("--heldout-pairs", type=int, default=200)
     parser.add_argument("--dpo-steps", type=int, default=32)
+    parser.add_argument(
+        "--scorer-pairs", type=int, default=0,
+        help="Add this many pairs the outcome scorer ranks (fitted on the training tests only).",
+    )  # fmt: skip
     args = parser.parse_args()
     main(
         args.out,
@@ -327,4 +382,5 @@ if __name__ == "__main__":
         train_pairs=args.train_pairs,
         heldout_pairs=args.heldout_pairs,
         dpo_steps=args.dpo_steps,
+        scorer_pairs_n=args.scorer_pairs,
     )
