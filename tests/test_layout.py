@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Each package and the folder of the repository that holds it.
 PACKAGE_DIRS = {
-    "bandits": ROOT / "bandits",
-    "storage": ROOT / "storage",
-    "generators": ROOT / "generators",
-    "optimizer": ROOT / "optimizer",
-    "sim": ROOT / "sim",
-    "scale": ROOT / "scale",
+    "bandits": ROOT / "adloop" / "bandits",
+    "storage": ROOT / "adloop" / "storage",
+    "generators": ROOT / "adloop" / "generators",
+    "optimizer": ROOT / "adloop" / "optimizer",
+    "sim": ROOT / "adloop" / "sim",
+    "scale": ROOT / "adloop" / "scale",
     "cli": ROOT / "adloop" / "cli",
 }
 
