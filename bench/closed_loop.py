@@ -300,6 +300,7 @@ def combine(parts: list[Path], out: Path) -> dict[str, Any]:
 
 def cli(argv: list[str] | None = None) -> None:
     """The command line (``adloop bench closed-loop --help``)."""
+    global SCENARIO, PROBE, PLOT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--combine", type=Path, nargs="+", help="merge results of these folders")
     parser.add_argument("--quick", action="store_true")
@@ -320,7 +321,6 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="scenario YAML file")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where the plot goes")
     args = parser.parse_args(argv)
-    global SCENARIO, PROBE, PLOT
     SCENARIO = args.scenario
     PROBE = args.probe
     PLOT = args.plot

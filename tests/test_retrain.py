@@ -427,8 +427,9 @@ def test_no_scorer_ships_without_enough_variants_or_when_reranking_is_off(
         store,
         config=tiny_config(tmp_path / "few", base_dir, accuracy_tolerance=1.0, rerank_oversample=4),
     )
-    off = retrain_round(  # the default: no scorer
-        store, config=tiny_config(tmp_path / "off", base_dir, accuracy_tolerance=1.0)
+    off = retrain_round(
+        store,
+        config=tiny_config(tmp_path / "off", base_dir, accuracy_tolerance=1.0, rerank_oversample=1),
     )
     assert "4 proven variants; a scorer needs 6" in few.metrics["scorer"]["reason"]
     assert "reranking is off" in off.metrics["scorer"]["reason"]
@@ -498,8 +499,8 @@ def test_config_rejects_bad_values() -> None:
         RetrainConfig.from_dict({"training": {"sft_steps": -1}})
     assert info.value.field == "retraining.training"
     config = RetrainConfig.from_dict({"training": {"sft_steps": 3}})
-    assert config.training.sft_steps == 3 and config.training.dpo_steps == 8
-    assert np.isclose(config.winner_threshold, 0.95)
+    assert config.training.sft_steps == 3 and config.training.dpo_steps == 12
+    assert np.isclose(config.winner_threshold, 0.9)
 
 
 @pytest.mark.parametrize(

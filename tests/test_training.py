@@ -26,6 +26,11 @@ from adloop.generators import (  # noqa: E402
     sft_loss,
     train_version,
 )
+from adloop.generators.likelihood import (  # noqa: E402
+    sequence_logprobs,
+    shared_prompt_logprobs,
+)
+from adloop.generators.training_data import collate, encode, pad_id  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -185,6 +190,34 @@ def test_dpo_raises_winner_margin_on_training_pairs() -> None:
     assert metrics["pair_accuracy_before"] == 0.0
     assert metrics["pair_accuracy_after"] == 1.0
     assert metrics["dpo_train_loss_last"] < metrics["dpo_train_loss_first"]
+
+
+def test_a_shared_prompt_gives_the_same_log_probs_and_gradients_as_whole_rows() -> None:
+    model, tokenizer = build_tiny_model()
+    pad = pad_id(tokenizer)
+    other_prompt = "Shop the new collection"
+    rows = [
+        encode(tokenizer, PROMPT, "Rings made to measure, order today", 128),
+        encode(tokenizer, other_prompt, "Fine jewellery", 128),
+        encode(tokenizer, PROMPT, "Shop", 128),
+        encode(tokenizer, PROMPT, "Save 20% on diamond necklaces now", 128),
+    ]
+    results = []
+    for shared in (False, True):
+        model.zero_grad(set_to_none=True)
+        if shared:
+            total, count = shared_prompt_logprobs(model, rows, pad, torch.device("cpu"))
+        else:
+            total, count = sequence_logprobs(model, collate(rows, pad, torch.device("cpu")))
+        (total * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((total.detach(), count, grads))
+    (whole, whole_count, whole_grads), (shared, shared_count, shared_grads) = results
+    assert torch.equal(whole_count, shared_count)
+    assert torch.allclose(whole, shared, atol=1e-4)
+    assert whole_grads.keys() == shared_grads.keys()
+    for name, grad in whole_grads.items():
+        assert torch.allclose(grad, shared_grads[name], atol=1e-4, rtol=1e-3), name
 
 
 def test_same_seed_same_result() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adloop.generators.errors import TrainingError
+from adloop.generators.model_dir import cache_keyword, output_cache
 from adloop.generators.training_data import (
     PreferencePair,
     SFTExample,
@@ -32,6 +33,7 @@ __all__ = [
     "preference_margins",
     "sequence_logprobs",
     "sft_loss",
+    "shared_prompt_logprobs",
 ]
 
 
@@ -47,6 +49,58 @@ def sequence_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, safe_targets.unsqueeze(-1))
     token_logprobs = token_logprobs.squeeze(-1) * mask
     return token_logprobs.sum(-1), mask.sum(-1)
+
+
+def shared_prompt_logprobs(
+    model: Any, encoded: Sequence[tuple[list[int], int]], pad_token_id: int, device: Any
+) -> tuple[Any, Any]:
+    """:func:`sequence_logprobs` of ``collate(encoded, ...)``, running each distinct prompt once.
+
+    ``encoded`` holds :func:`~adloop.generators.training_data.encode` results. Rows with the
+    same prompt (a campaign's pairs all share its brief's prompt, often 200+ tokens against
+    ~30 of copy) share one forward pass over it: its key/value cache is repeated for the
+    group's completions, which run on top of it. Gradients flow through the shared pass, so
+    training on these figures is exact; only the completions' logits go through the LM head.
+    A round's DPO step costs about a third of running every row whole.
+    """
+    import torch
+
+    if any(n_prompt == 0 for _, n_prompt in encoded):
+        return sequence_logprobs(model, collate(list(encoded), pad_token_id, device))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, (ids, n_prompt) in enumerate(encoded):
+        groups.setdefault(tuple(ids[:n_prompt]), []).append(row)
+    totals: list[Any] = [None] * len(encoded)
+    counts: list[Any] = [None] * len(encoded)
+    for prompt, rows in groups.items():
+        head = model(
+            input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1
+        )
+        cache = output_cache(head)
+        tails = [encoded[row][0][len(prompt) :] for row in rows]
+        size, width = len(rows), max(len(tail) for tail in tails)
+        ids = torch.full((size, width), pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((size, width), dtype=torch.long, device=device)
+        for i, tail in enumerate(tails):
+            ids[i, : len(tail)] = torch.tensor(tail, device=device)
+            mask[i, : len(tail)] = 1
+        if size > 1:
+            cache.batch_repeat_interleave(size)
+        attention = torch.cat(
+            [torch.ones((size, len(prompt)), dtype=torch.long, device=device), mask], dim=1
+        )
+        logits = model(
+            input_ids=ids, attention_mask=attention, **{cache_keyword(model): cache}
+        ).logits
+        # Token j of a completion is predicted at position j - 1; the first by the prompt's end.
+        first = head.logits[:, -1:, :].expand(size, 1, -1)
+        predicted = torch.cat([first, logits[:, :-1, :]], dim=1).float()
+        token_logprobs = torch.log_softmax(predicted, dim=-1).gather(-1, ids.unsqueeze(-1))
+        token_logprobs = token_logprobs.squeeze(-1) * mask
+        for i, row in enumerate(rows):
+            totals[row] = token_logprobs[i].sum()
+            counts[row] = mask[i].sum()
+    return torch.stack(totals), torch.stack(counts)
 
 
 def _model_device(model: Any) -> Any:
@@ -92,7 +146,7 @@ def completion_logprobs(
                         strict=True,
                     )
                 ]
-                total, count = sequence_logprobs(model, collate(encoded, pad, device))
+                total, count = shared_prompt_logprobs(model, encoded, pad, device)
                 values = total / count.clamp(min=1) if per_token else total
                 out.extend(float(v) for v in values.cpu())
     finally:

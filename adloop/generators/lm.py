@@ -54,9 +54,11 @@ from adloop.generators.lm_prompt import (
     parse_completion,
 )
 from adloop.generators.model_dir import (
+    cache_keyword,
     check_model_dir,
     load_causal_lm,
     model_version,
+    output_cache,
     require_lm_packages,
 )
 from adloop.generators.scorer import CopyScorer, load_scorer
@@ -512,20 +514,15 @@ def _is_complete(text: str, brief: Brief) -> bool:
 
 def _forward(model: Any, input_ids: Any, cache: Any) -> Any:
     """One forward pass that keeps only the last position's logits."""
-    # transformers renamed ``past_key_values`` to ``cache``; support both spellings.
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     parameters = inspect.signature(base.forward).parameters
-    key = "cache" if "cache" in parameters else "past_key_values"
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
     if cache is not None:
-        kwargs[key] = cache
+        kwargs[cache_keyword(model)] = cache
     if "logits_to_keep" in parameters:
         kwargs["logits_to_keep"] = 1
     output = model(**kwargs)
-    new_cache = getattr(output, "cache", None)
-    if new_cache is None:
-        new_cache = getattr(output, "past_key_values", None)
-    return output.logits[:, -1, :], new_cache
+    return output.logits[:, -1, :], output_cache(output)
 
 
 def _sample_batch(

@@ -26,7 +26,15 @@ from typing import Any
 
 from adloop.generators.errors import MissingDependencyError, ModelNotFoundError
 
-__all__ = ["PULL_HINT", "VERSION_FILE", "check_model_dir", "load_causal_lm", "model_version"]
+__all__ = [
+    "PULL_HINT",
+    "VERSION_FILE",
+    "cache_keyword",
+    "check_model_dir",
+    "load_causal_lm",
+    "model_version",
+    "output_cache",
+]
 
 #: Version label file in a model directory (``version``, ``base``, ``parent``); retraining
 #: writes it and :func:`model_version` reads it.
@@ -209,3 +217,18 @@ def load_causal_lm(model_dir: str | Path, *, device: str | None = None) -> tuple
     if device:
         model.to(device)
     return model, tokenizer
+
+
+def cache_keyword(model: Any) -> str:
+    """The name ``model.forward`` takes a key/value cache by: transformers renamed
+    ``past_key_values`` to ``cache``; both spellings are supported."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The key/value cache a forward pass with ``use_cache=True`` returned (either spelling)."""
+    cache = getattr(output, "cache", None)
+    return getattr(output, "past_key_values", None) if cache is None else cache

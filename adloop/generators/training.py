@@ -47,9 +47,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from adloop.generators.errors import TrainingError
-from adloop.generators.likelihood import preference_margins, sequence_logprobs, sft_loss
+from adloop.generators.likelihood import preference_margins, sft_loss, shared_prompt_logprobs
 from adloop.generators.training_config import TrainingConfig
-from adloop.generators.training_data import PreferencePair, SFTExample, collate, encode, pad_id
+from adloop.generators.training_data import PreferencePair, SFTExample, encode, pad_id
 
 __all__ = ["Progress", "fine_tune", "resolve_device"]
 
@@ -222,8 +222,8 @@ def fine_tune(
             weights = weights / weights.mean()
 
             def sft_batch_loss(indices: list[int]) -> Any:
-                total, count = sequence_logprobs(
-                    model, collate([encoded[i] for i in indices], pad, device)
+                total, count = shared_prompt_logprobs(
+                    model, [encoded[i] for i in indices], pad, device
                 )
                 w = weights[indices]
                 return -((total / count.clamp(min=1)) * w).sum() / len(indices)
@@ -239,10 +239,8 @@ def fine_tune(
             pair_weights = pair_weights / pair_weights.mean()  # as for SFT: across batches
 
             def dpo_batch_loss(indices: list[int]) -> Any:
-                both = collate(
-                    [chosen[i] for i in indices] + [rejected[i] for i in indices], pad, device
-                )
-                total, count = sequence_logprobs(model, both)
+                both = [chosen[i] for i in indices] + [rejected[i] for i in indices]
+                total, count = shared_prompt_logprobs(model, both, pad, device)
                 n = len(indices)
                 policy_margin = total[:n] - total[n:]
                 logits = config.dpo_beta * (policy_margin - reference[indices])
