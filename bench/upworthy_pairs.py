@@ -12,8 +12,9 @@ and after DPO (+ a little SFT on the winners) on the training half:
 
     accuracy = share of held-out pairs where log p(winner | prompt) > log p(loser | prompt)
 
-with the prompt built from the story's lede. We report the summed log-likelihood (what DPO
-optimises), the per-token mean, and the DPO implicit reward (log p_after - log p_before).
+under one prompt for every story (``ARCHIVE_PROMPT``: the story's lede is not used). We
+report the summed log-likelihood (what DPO optimises), the per-token mean, and the DPO
+implicit reward (log p_after - log p_before).
 95 % intervals are a cluster bootstrap over tests (pairs of one test are correlated) and,
 for reference, Wilson's interval treating pairs as independent. Chance is 50 %; prompt-only
 LLM selection reported in the literature reaches about 65 % on this kind of data.
@@ -28,7 +29,6 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,53 +36,19 @@ from typing import Any
 import numpy as np
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "upworthy_dev.parquet"
-PROMPT = "Write a headline for this story that makes readers want to click.\nStory: {lede}"
-#: Characters of the story's lede put in the prompt (0: headline style only, cheapest).
-LEDE_CHARS = 0
-_TAG = re.compile(r"<[^>]+>")
 
 
 def build_pairs(
     path: Path = DATA, *, min_impressions: int = 1000, alpha: float = 0.05
 ) -> list[dict[str, Any]]:
-    """Winner/loser headline pairs (same test and image, clear CTR gap), one dict per pair."""
-    import polars as pl
-    from scipy.stats import norm
+    """Winner/loser headline pairs (same test and image, clear CTR gap), one dict per pair:
+    :func:`adloop.optimizer.real_pairs.significant_pairs` with the prompt they are scored under."""
+    from adloop.optimizer.real_pairs import ARCHIVE_PROMPT, significant_pairs
 
-    frame = pl.read_parquet(path)
-    pairs = []
-    for (test_id, image), group in frame.group_by(
-        ["test_id", "eyecatcher_id"], maintain_order=True
-    ):
-        rows = [r for r in group.rows(named=True) if r["impressions"] >= min_impressions]
-        for a, b in itertools.combinations(rows, 2):
-            if a["headline"].strip() == b["headline"].strip():
-                continue
-            ctr_a, ctr_b = a["clicks"] / a["impressions"], b["clicks"] / b["impressions"]
-            pooled = (a["clicks"] + b["clicks"]) / (a["impressions"] + b["impressions"])
-            se = math.sqrt(pooled * (1 - pooled) * (1 / a["impressions"] + 1 / b["impressions"]))
-            if se == 0:
-                continue
-            p_value = 2 * (1 - norm.cdf(abs(ctr_a - ctr_b) / se))
-            if p_value >= alpha:
-                continue
-            win, lose = (a, b) if ctr_a > ctr_b else (b, a)
-            lede = _TAG.sub(" ", win["lede"] or "").split()
-            pairs.append(
-                {
-                    "test_id": test_id,
-                    "eyecatcher_id": image,
-                    "prompt": PROMPT.format(lede=" ".join(lede)[:LEDE_CHARS]).strip()
-                    if LEDE_CHARS
-                    else PROMPT.split("\n")[0],
-                    "winner": win["headline"].strip(),
-                    "loser": lose["headline"].strip(),
-                    "ctr_winner": max(ctr_a, ctr_b),
-                    "ctr_loser": min(ctr_a, ctr_b),
-                    "p_value": p_value,
-                }
-            )
-    return pairs
+    return [
+        {**pair, "prompt": ARCHIVE_PROMPT}
+        for pair in significant_pairs(path, min_impressions=min_impressions, alpha=alpha)
+    ]
 
 
 def scorer_pairs(
@@ -100,6 +66,7 @@ def scorer_pairs(
 
     from adloop.generators import cross_fitted_predictions
     from adloop.generators.embeddings import default_embedding_cache
+    from adloop.optimizer.real_pairs import ARCHIVE_PROMPT
 
     frame = (
         pl.read_parquet(path)
@@ -122,7 +89,7 @@ def scorer_pairs(
             ranked.append((margin, test_id, high["headline"], low["headline"]))
     ranked.sort(reverse=True)
     return [
-        {"test_id": t, "prompt": PROMPT.split("\n")[0], "winner": w, "loser": loser,
+        {"test_id": t, "prompt": ARCHIVE_PROMPT, "winner": w, "loser": loser,
          "margin": m}
         for m, t, w, loser in ranked[:n]
     ]  # fmt: skip

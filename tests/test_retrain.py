@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from adloop.optimizer.retrain import (  # noqa: E402
     validity,
 )
 from adloop.sim.history import seed_campaign  # noqa: E402
-from adloop.storage import Store  # noqa: E402
+from adloop.storage import Store, store_identity  # noqa: E402
 
 BRIEF = {
     "product": "made-to-measure rings",
@@ -238,7 +239,11 @@ def test_gate_refuses_a_slow_collapse_measured_against_the_base(
     from adloop.generators import load_brief
 
     brief = load_brief(BRIEF)
-    repeat = SFTExample(prompt=brief.prompt(), completion=completion_text("Aurelle rings", ""))
+    # One ad as the generator serves it, learnt by heart: the phrases it picks every time.
+    served = LMGenerator(base_dir, rerank=False, best_of=1.0).generate(brief, 1, seed=0)[0]
+    repeat = SFTExample(
+        prompt=brief.prompt(), completion=completion_text(served.headline, served.description)
+    )
     collapsed = train_version(
         base_dir,
         tmp_path / "collapsed",
@@ -412,6 +417,14 @@ def test_a_round_ships_a_copy_scorer_with_the_version(
     assert scorer is not None and scorer.oversample == 4
     assert scorer.weights["w:bespoke"] > 0
     assert LMGenerator(report.model_dir).scorer is not None
+    # the gate rated both versions' plain samples with it (recorded; refusing is opt-in)
+    gate = record["metrics"]["gate"]
+    assert np.isfinite(gate["scorer_mean"]) and np.isfinite(gate["current_scorer_mean"])
+    strict = retrain_round(
+        store, config=replace(config, models_root=str(tmp_path / "strict"), scorer_tolerance=0.0)
+    )
+    worse = strict.metrics["gate"]["scorer_mean"] < strict.metrics["gate"]["current_scorer_mean"]
+    assert any("copy scorer rates" in r for r in strict.metrics["gate_reasons"]) == worse
     # what the scorer was fitted on is kept with the version's dataset
     dataset = json.loads((Path(report.model_dir) / "dataset.json").read_text())
     assert len(dataset["variants"]) == 8 and {"text", "trials", "successes"} <= set(
@@ -586,3 +599,128 @@ def test_round_with_the_default_model(store: Store, tmp_path: Path) -> None:
         assert current["version"] == report.version
     else:
         assert current["path"] == str(base)
+
+
+def test_a_rejected_version_keeps_its_adapter_not_a_model_copy(
+    store: Store, tmp_path: Path, base_dir: Path
+) -> None:
+    fill_store(store)
+    # A first round learns enough to beat the base model on the held-out pairs (promoted) ...
+    learnt = tiny_config(
+        tmp_path / "first",
+        base_dir,
+        training=TrainingConfig(
+            sft_steps=40,
+            dpo_steps=0,
+            batch_size=1,
+            learning_rate=5e-2,
+            lora_r=32,
+            lora_alpha=64,
+            max_length=160,
+        ),
+    )
+    first = retrain_round(store, config=learnt)
+    assert first.outcome == "promoted", str(first.metrics["gate"])
+    assert first.metrics["gate"]["heldout_accuracy"] > 0.0
+    # ... a second, from the base model with next to no training, ranks them as the base does,
+    # below the serving version: the gate refuses it.
+    barely = TrainingConfig(sft_steps=1, dpo_steps=0, learning_rate=1e-9, max_length=160)
+    report = retrain_round(store, config=tiny_config(tmp_path, base_dir, training=barely))
+    assert report.outcome == "rejected", str(report.metrics["gate"])
+    version_dir = Path(report.model_dir)
+    assert not list(version_dir.glob("*.safetensors"))  # no merged weights left
+    assert (version_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert json.loads((version_dir / "pruned.json").read_text())["reason"].startswith("rejected")
+    record = [v for v in store.model_versions() if v["version"] == report.version][0]
+    assert record["metrics"]["pruned_bytes"] > 0
+    # what it learnt is still there: base + adapter rebuilds a model that loads and scores
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rebuilt = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir), version_dir / "adapter"
+    ).merge_and_unload()
+    assert sum(p.numel() for p in rebuilt.parameters()) > 0
+
+
+def test_two_stores_keep_their_versions_apart(
+    tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default models_root, two databases never write into one version folder."""
+    monkeypatch.setenv("ADLOOP_MODEL_DIR", str(tmp_path / "cache"))
+    config = tiny_config(tmp_path, base_dir, models_root=None, accuracy_tolerance=1.0)
+    dirs, identities = [], []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.duckdb"
+        with Store(path, clock=lambda: T0 + timedelta(days=1)) as opened:
+            fill_store(opened)
+            report = retrain_round(opened, config=config)
+            assert report.version == "v0001", report
+            dirs.append(Path(report.model_dir))
+            identities.append(store_identity(opened))
+        with Store(path) as reopened:  # the identity is the database's, not the process's
+            assert store_identity(reopened) == identities[-1]
+    assert identities[0] != identities[1]
+    assert dirs[0] != dirs[1]
+    for directory, identity in zip(dirs, identities, strict=True):
+        assert directory.parent == tmp_path / "cache" / "versions" / identity
+
+
+def _write_archive(path: Path) -> Path:
+    """A small A/B archive in the replay format: in each test the first headline clearly won."""
+    import polars as pl
+
+    tests = [
+        ("t1", "Rings made to measure, order today", "Shop the new collection"),
+        ("t2", "Save 20% on diamond necklaces now", "Discover bespoke bracelets"),
+        ("t3", "Luxury earrings, crafted by hand", "Fine jewellery for every day"),
+        ("t4", "Fine jewellery for every day", "Fine jewellery for every day"),  # no pair
+    ]
+    rows = []
+    for test_id, won, lost in tests:
+        rows.append({"test_id": test_id, "headline": won, "impressions": 5000, "clicks": 150})
+        rows.append({"test_id": test_id, "headline": lost, "impressions": 5000, "clicks": 60})
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+def test_archive_pairs_are_the_significant_ones_with_the_winner_first(tmp_path: Path) -> None:
+    from adloop.optimizer.real_pairs import archive_pairs
+
+    pairs = archive_pairs(_write_archive(tmp_path / "ab.parquet"))
+    assert [p.chosen.split(": ", 1)[1] for p in pairs] == [
+        "Rings made to measure, order today",
+        "Save 20% on diamond necklaces now",
+        "Luxury earrings, crafted by hand",
+    ]
+    assert len(archive_pairs(tmp_path / "ab.parquet", limit=2)) == 2
+    with pytest.raises(ConfigError, match="gate_real_pairs"):
+        archive_pairs(tmp_path / "missing.parquet")
+
+
+def test_gate_measures_real_pairs_and_refuses_a_version_that_unlearns_them(
+    tmp_path: Path, base_dir: Path
+) -> None:
+    from adloop.optimizer.real_pairs import archive_pairs
+
+    archive = _write_archive(tmp_path / "ab.parquet")
+    real = archive_pairs(archive)
+    reversed_pairs = [
+        PreferencePair(prompt=p.prompt, chosen=p.rejected, rejected=p.chosen) for p in real
+    ]
+    # One version learns the archive's winners, another its losers.
+    training = TrainingConfig(
+        sft_steps=0, dpo_steps=15, batch_size=2, learning_rate=1e-2, dpo_beta=0.5, seed=2
+    )
+    good = train_version(base_dir, tmp_path / "good", pairs=real, config=training)
+    bad = train_version(base_dir, tmp_path / "bad", pairs=reversed_pairs, config=training)
+    config = RetrainConfig(gate_candidates=0, gate_real_pairs=str(archive))
+    recorded = evaluate_gate(bad.model_dir, good.model_dir, [], config=config)
+    assert recorded.metrics["real_pairs"] == 3
+    assert recorded.metrics["real_accuracy"] < recorded.metrics["current_real_accuracy"]
+    assert recorded.passed  # recorded only, by default
+    strict = replace(config, real_pairs_tolerance=0.0)
+    refused = evaluate_gate(bad.model_dir, good.model_dir, [], config=strict)
+    assert not refused.passed
+    assert "real A/B pairs" in refused.reasons[0]
+    assert evaluate_gate(good.model_dir, bad.model_dir, [], config=strict).passed

@@ -34,10 +34,16 @@ from adloop.generators.training import Progress, fine_tune, resolve_device
 from adloop.generators.training_config import TrainingConfig
 from adloop.generators.training_data import PreferencePair, SFTExample, dataset_hash
 
-__all__ = ["TRAINING_RECORD", "TrainingResult", "train_version"]
+__all__ = ["ADAPTER_DIR", "TRAINING_RECORD", "TrainingResult", "prune_to_adapter", "train_version"]
 
 #: Name of the JSON record written into every trained model directory.
 TRAINING_RECORD = "training.json"
+#: Sub-directory of a LoRA-trained version holding its adapter alone (a few MB): what is left
+#: of the version once :func:`prune_to_adapter` has removed its merged weights.
+ADAPTER_DIR = "adapter"
+#: Marker written by :func:`prune_to_adapter`.
+PRUNED_RECORD = "pruned.json"
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -110,15 +116,20 @@ def train_version(
     data_hash = data_hash or dataset_hash(sft_examples, pairs)
     device = resolve_device(config.device)
     model, tokenizer, stored_dtype = _load_model(base_model_dir, device)
-    model, metrics = fine_tune(
-        model, tokenizer, sft_examples=sft_examples, pairs=pairs, config=config, progress=progress
-    )
-
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     if partial.exists():
         shutil.rmtree(partial)
-    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.mkdir(parents=True)
     try:
+        model, metrics = fine_tune(
+            model,
+            tokenizer,
+            sft_examples=sft_examples,
+            pairs=pairs,
+            config=config,
+            progress=progress,
+            adapter_dir=partial / ADAPTER_DIR if config.lora else None,
+        )
         model.to(dtype=stored_dtype if isinstance(stored_dtype, torch.dtype) else torch.float32)
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
@@ -153,3 +164,28 @@ def train_version(
         metrics=metrics,
         record=record,
     )
+
+
+def prune_to_adapter(model_dir: str | Path, *, reason: str) -> int:
+    """Remove a version's merged weights, keeping its LoRA adapter; return the bytes freed.
+
+    A rejected version never serves, but what it learnt stays inspectable: its adapter,
+    training record, tokenizer and config remain, and applying the adapter to the model it
+    was trained from (``training.json``: ``trained_from``) rebuilds the weights. A version
+    trained without LoRA has no adapter and is left whole (returns 0).
+
+    Example::
+
+        freed = prune_to_adapter("models/v0004", reason="rejected by the gate")
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / ADAPTER_DIR / "adapter_config.json").exists():
+        return 0
+    freed = 0
+    for pattern in _WEIGHT_FILES:
+        for path in model_dir.glob(pattern):
+            freed += path.stat().st_size
+            path.unlink()
+    marker = {"reason": reason, "freed_bytes": freed, "adapter": ADAPTER_DIR}
+    (model_dir / PRUNED_RECORD).write_text(json.dumps(marker, indent=2) + "\n")
+    return freed

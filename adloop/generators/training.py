@@ -44,6 +44,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from adloop.generators.errors import TrainingError
@@ -148,8 +149,12 @@ def fine_tune(
     pairs: Sequence[PreferencePair] = (),
     config: TrainingConfig | None = None,
     progress: Progress | None = None,
+    adapter_dir: str | Path | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Fine-tune ``model`` in memory: SFT on ``sft_examples``, then DPO on ``pairs``.
+
+    ``adapter_dir``: with LoRA, the trained adapter alone is also saved there (peft's format)
+    before it is merged into the returned model.
 
     ``progress``, when given, hears of every optimiser step (``phase`` ``sft`` or ``dpo``,
     ``step``, ``steps``, ``loss``), for a progress bar or a log line.
@@ -254,6 +259,8 @@ def fine_tune(
             metrics["dpo_train_loss_first"], metrics["dpo_train_loss_last"] = _run_phase(
                 model, dpo_steps, len(pairs), config, rng, dpo_batch_loss, progress, "dpo"
             )
+        if config.lora and adapter_dir is not None:
+            model.save_pretrained(Path(adapter_dir))
     finally:
         if config.lora:
             model = model.merge_and_unload()

@@ -8,6 +8,10 @@ A candidate version passes when
    briefs may not collapse relative to the current version, nor drift below fixed floors
    relative to the lineage's base model (so small losses cannot compound over rounds).
 
+It also records, and refuses on when told to (``scorer_tolerance``, ``real_pairs_tolerance``),
+how the copy scorer the version ships rates both versions' samples, and both versions'
+pairwise accuracy on a real A/B archive's pairs (``gate_real_pairs``).
+
 Example::
 
     gate = evaluate_gate("models/v0003", "models/v0002", data.heldout_pairs, briefs=data.briefs)
@@ -21,16 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adloop.generators import (
-    BASELINE,
     LMGenerator,
     NearDuplicateIndex,
     PreferencePair,
     check_candidate,
     distinct_n,
     load_causal_lm,
+    load_scorer,
     preference_accuracy,
 )
+from adloop.optimizer.real_pairs import archive_pairs
 from adloop.optimizer.retrain_config import RetrainConfig
 
 __all__ = ["GateResult", "evaluate_gate", "validity"]
@@ -45,18 +52,26 @@ class GateResult:
     metrics: dict[str, float]
 
 
-def validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> dict[str, float]:
+def validity(
+    model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int, scorer: Any = None
+) -> dict[str, float]:
     """Generate ``n`` candidates per brief; filter pass rate and distinct-2 of what came out.
 
-    The promotion gate's validity check, for one model directory. It samples the model
-    plainly, without the copy scorer a version may ship: reranking puts copy that passes the
-    filters first, so a reranked version's pass rate would be measured on a selection and a
-    plain one's on raw samples, and a version without a scorer would look collapsed next to
-    one with. For the same reason it samples as :data:`~adloop.generators.BASELINE` does (the
-    brief alone, unconstrained, every sample kept): example ads, constraints and a best-of
-    selection would hide a model that lost its diversity or its fluency.
+    The promotion gate's validity check, for one model directory. It samples the model the
+    way the LM generator serves copy (its default modes: phrases the model picks in template
+    skeletons), because that is what a collapse would show in: a version that learnt to pick
+    the same phrases every time. Two things are left out. The copy scorer a version may ship:
+    reranking puts copy that passes the filters first, so a reranked version's pass rate would
+    be measured on a selection and a plain one's on raw samples. And the best-of selection
+    (one sample per candidate here), which would hide a model whose samples mostly fail.
+    (Sampled free, as :data:`~adloop.generators.BASELINE` does, a version trained on served
+    copy loses distinct-2 by construction: served copy is built from a small phrase bank, and
+    every round of the simulated closed loop was refused for it.)
+
+    ``scorer`` (a :class:`~adloop.generators.CopyScorer`): also the mean score of the samples
+    (``scorer_mean``), so two versions' raw writing can be compared on one scale.
     """
-    generator = LMGenerator(model_dir, rerank=False, **BASELINE)
+    generator = LMGenerator(model_dir, rerank=False, best_of=1.0)
     produced = passed = 0
     texts: list[str] = []
     for brief in briefs:
@@ -68,11 +83,14 @@ def validity(model_dir: Path, briefs: Sequence[Any], *, n: int, seed: int) -> di
             if check_candidate(candidate, brief, accepted=accepted) is None:
                 accepted.add(candidate.text)
                 passed += 1
-    return {
+    result = {
         "pass_rate": passed / produced if produced else 0.0,
         "distinct_2": distinct_n(texts, 2),
         "n_generated": float(len(texts)),
     }
+    if scorer is not None and texts:
+        result["scorer_mean"] = float(np.mean(scorer.score(texts)))
+    return result
 
 
 def evaluate_gate(
@@ -125,15 +143,28 @@ def evaluate_gate(
                 f"held-out accuracy {metrics['heldout_accuracy']:.3f} is below the current "
                 f"version's {metrics['current_heldout_accuracy']:.3f}"
             )
+    if config.gate_real_pairs:
+        _check_real_pairs(candidate_dir, current_dir, config, metrics, reasons)
     if config.gate_candidates and briefs:
         chosen_briefs = list(briefs)[: config.gate_briefs]
-        new = validity(candidate_dir, chosen_briefs, n=config.gate_candidates, seed=config.seed)
+        scorer = load_scorer(candidate_dir)
+        n, seed = config.gate_candidates, config.seed
+        new = validity(candidate_dir, chosen_briefs, n=n, seed=seed, scorer=scorer)
         metrics.update({f"{k}": v for k, v in new.items()})
         if current_dir is not None:
-            old = validity(
-                Path(current_dir), chosen_briefs, n=config.gate_candidates, seed=config.seed
-            )
+            old = validity(Path(current_dir), chosen_briefs, n=n, seed=seed, scorer=scorer)
             metrics.update({f"current_{k}": v for k, v in old.items()})
+            tolerance = config.scorer_tolerance
+            if (
+                tolerance is not None
+                and "scorer_mean" in new
+                and "scorer_mean" in old
+                and new["scorer_mean"] < old["scorer_mean"] - tolerance
+            ):
+                reasons.append(
+                    f"the copy scorer rates its samples below the current version's: "
+                    f"{new['scorer_mean']:+.3f} vs {old['scorer_mean']:+.3f}"
+                )
             if new["pass_rate"] < config.min_pass_rate_ratio * old["pass_rate"]:
                 reasons.append(
                     f"filter pass rate collapsed: {new['pass_rate']:.2f} vs {old['pass_rate']:.2f}"
@@ -159,3 +190,39 @@ def evaluate_gate(
         elif new["n_generated"] == 0:
             reasons.append("the model produced no candidates")
     return GateResult(passed=not reasons, reasons=tuple(reasons), metrics=metrics)
+
+
+def _check_real_pairs(
+    candidate_dir: Path,
+    current_dir: str | Path | None,
+    config: RetrainConfig,
+    metrics: dict[str, float],
+    reasons: list[str],
+) -> None:
+    """Both versions' pairwise accuracy on a real archive's held-out pairs (``real_*``)."""
+    pairs = archive_pairs(
+        config.gate_real_pairs or "", limit=config.gate_real_pairs_limit, seed=config.seed
+    )
+    metrics["real_pairs"] = float(len(pairs))
+    if not pairs:
+        return
+    max_length = config.training.max_length
+    for key, directory in (
+        ("real_accuracy", candidate_dir),
+        ("current_real_accuracy", current_dir),
+    ):
+        if directory is None:
+            continue
+        model, tokenizer = load_causal_lm(Path(directory))
+        metrics[key] = preference_accuracy(model, tokenizer, pairs, max_length=max_length)
+        del model
+    tolerance = config.real_pairs_tolerance
+    if (
+        tolerance is not None
+        and "current_real_accuracy" in metrics
+        and metrics["real_accuracy"] < metrics["current_real_accuracy"] - tolerance
+    ):
+        reasons.append(
+            f"accuracy on the real A/B pairs {metrics['real_accuracy']:.3f} is below the "
+            f"current version's {metrics['current_real_accuracy']:.3f}"
+        )

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from adloop.generators import ModelNotFoundError
+from adloop.generators.checkpoints import prune_to_adapter
 from adloop.generators.training import Progress
 from adloop.optimizer.gate import GateResult, evaluate_gate, validity
 from adloop.optimizer.model_swap import ServingModel, switch_pool_model
@@ -60,7 +61,7 @@ from adloop.optimizer.retrain_config import DEFAULT_BASE_MODEL, RetrainConfig
 from adloop.optimizer.retrain_data import RetrainDataset, build_dataset, completion_text
 from adloop.optimizer.retrain_scorer import fit_version_scorer
 from adloop.optimizer.retrain_worker import train_and_gate, training_job
-from adloop.storage import utc_now
+from adloop.storage import store_identity, utc_now
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -194,7 +195,7 @@ def retrain_round(
             reason=f"{len(data.heldout_pairs)} held-out pairs; the gate needs "
             f"{config.min_holdout_pairs}",
         )
-    root = config.models_root_dir()
+    root = config.models_root_dir(store_identity(store))
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(root)
     version = _next_version(store, root)
@@ -237,6 +238,11 @@ def retrain_round(
         "trained_from": job["from_dir"],
         "data": summary,
     }
+    if not gate["passed"]:
+        # A rejected version never serves: keep its adapter and records, not a model copy.
+        metrics["pruned_bytes"] = prune_to_adapter(
+            outcome["model_dir"], reason="rejected by the gate: " + "; ".join(gate["reasons"])
+        )
     store.add_model_version(
         {
             "version": version,

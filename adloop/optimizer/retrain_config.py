@@ -53,7 +53,8 @@ class RetrainConfig:
     base_model: str | None = None
     """Model directory the first version starts from; None: the default model in the cache."""
     models_root: str | None = None
-    """Where new versions are written; None: ``<model cache>/versions``."""
+    """Where new versions are written; None: ``<model cache>/versions/<store identity>``, a
+    directory of the store's own."""
     winner_threshold: float = 0.9
     """Probability-best needed to count an undeclared variant as a winner."""
     min_impressions: int = 300
@@ -99,6 +100,21 @@ class RetrainConfig:
     In the simulated closed loop it needs losers replaced often (every 4 hours there), so that
     a round sees many tested texts; with 6 to 13 texts a round it helped some campaigns and
     hurt others (README, Results). 1 switches it off."""
+    scorer_tolerance: float | None = None
+    """The gate scores both versions' plain samples with the copy scorer the new version ships
+    (fitted on this round's results, the freshest estimate of the market) and records the two
+    means. With a value, it also refuses a version whose samples score more than this (in
+    predicted log-odds) below the current version's. None: recorded only, the setting the
+    closed loop's figures were measured with."""
+    gate_real_pairs: str | None = None
+    """A real A/B archive (Parquet, the format of ``adloop sim replay``): the gate also
+    measures both versions' pairwise accuracy on its significant winner/loser pairs, which no
+    round trains on (:func:`adloop.optimizer.real_pairs.archive_pairs`)."""
+    gate_real_pairs_limit: int = 200
+    """How many of the archive's pairs the gate scores (drawn with ``seed``)."""
+    real_pairs_tolerance: float | None = None
+    """With ``gate_real_pairs``: refuse a version whose accuracy on the real pairs is more than
+    this below the current version's. None: recorded only."""
     scorer_min_variants: int = 6
     """Proven variants (``min_pair_impressions`` or more) needed to fit a scorer."""
     scorer_min_spearman: float = 0.2
@@ -161,6 +177,18 @@ class RetrainConfig:
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0):
                 raise ConfigError(f"RetrainConfig.{name}", f"must be in [0, 1], got {value!r}")
+        for name in ("scorer_tolerance", "real_pairs_tolerance"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise ConfigError(
+                    f"RetrainConfig.{name}",
+                    f"must be in [0, 1], or None to record only; got {value!r}",
+                )
+        if not isinstance(self.gate_real_pairs_limit, int) or self.gate_real_pairs_limit <= 0:
+            raise ConfigError(
+                "RetrainConfig.gate_real_pairs_limit",
+                f"must be a positive integer, got {self.gate_real_pairs_limit!r}",
+            )
         if not isinstance(self.training, TrainingConfig):
             raise ConfigError(
                 "RetrainConfig.training",
@@ -199,8 +227,11 @@ class RetrainConfig:
             return Path(self.base_model).expanduser()
         return Path(default_model_dir()) / DEFAULT_BASE_MODEL
 
-    def models_root_dir(self) -> Path:
-        """Where versions are written."""
+    def models_root_dir(self, store_id: str | None = None) -> Path:
+        """Where versions are written: ``models_root``, else ``<model cache>/versions/<store_id>``
+        (see :func:`adloop.storage.store_identity`), so two databases never share a version
+        directory or mistake one another's ``v0001``."""
         if self.models_root:
             return Path(self.models_root).expanduser()
-        return Path(default_model_dir()) / "versions"
+        root = Path(default_model_dir()) / "versions"
+        return root / store_id if store_id else root

@@ -25,7 +25,7 @@ from adloop.storage.errors import (
     WriterStoppedError,
     storage_fault,
 )
-from adloop.storage.interface import StoreBackend, open_store
+from adloop.storage.interface import StoreBackend, open_store, store_identity
 from adloop.storage.io import read_events_file
 from adloop.storage.postgres import PostgresStore
 from adloop.storage.result import AppendResult, RowError
@@ -54,5 +54,6 @@ __all__ = [
     "open_store",
     "read_events_file",
     "storage_fault",
+    "store_identity",
     "utc_now",
 ]

@@ -29,7 +29,7 @@ import polars as pl
 from adloop.storage.errors import InvalidArgumentError
 from adloop.storage.result import AppendResult
 
-__all__ = ["StoreBackend", "open_store", "redact_url"]
+__all__ = ["StoreBackend", "open_store", "redact_url", "store_identity"]
 
 #: URL schemes of PostgreSQL (as libpq and SQLAlchemy spell them).
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -121,6 +121,22 @@ class StoreBackend(Protocol):
         detail: dict | None = None,
     ) -> None: ...
     def job_runs(self, job: str | None = None) -> list[dict]: ...
+
+
+def store_identity(store: StoreBackend) -> str:
+    """A short, stable name of this store's data (16 hex digits), the same from every process.
+
+    Derived from the store's own secret (:meth:`StoreBackend.decision_id_secret`), so a copy
+    of the database file keeps it and two databases never share it; it reveals nothing of the
+    secret. Files kept outside the database per store (model versions) live under it.
+
+    Example:
+        >>> store_identity(store)  # doctest: +SKIP
+        '3f9a0c1d2b4e5f60'
+    """
+    import hashlib
+
+    return hashlib.sha256(b"adloop store identity\0" + store.decision_id_secret()).hexdigest()[:16]
 
 
 def open_store(url: str | Path, *, clock: Callable[[], datetime] | None = None) -> StoreBackend:
