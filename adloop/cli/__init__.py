@@ -19,6 +19,7 @@ from adloop.cli import (
     models,
     retrain,
     scale,
+    scorer,
     serve,
     sim,
     variants,
@@ -43,6 +44,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(sim.app, name="sim")
 app.add_typer(bench.app, name="bench")
 app.add_typer(scale.app, name="snapshots")
+app.add_typer(scorer.app, name="scorer")
 app.command("generate")(generate.generate)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
