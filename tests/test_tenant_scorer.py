@@ -243,12 +243,12 @@ def test_too_little_data_is_a_clear_error(db_path: Path, model_dir: Path) -> Non
     assert not (model_dir / "versions").exists() or not any((model_dir / "versions").rglob("s0*"))
 
 
-def write_corpus(path: Path) -> Path:
+def write_corpus(path: Path, *, lift: float = QUESTION_LIFT, tests: int = 6) -> Path:
     rng = np.random.default_rng(5)
     rows = []
-    for test in range(6):
+    for test in range(tests):
         for arm, question in enumerate((True, False, True)):
-            rate = 1 / (1 + np.exp(-(-3.5 + QUESTION_LIFT * question)))
+            rate = 1 / (1 + np.exp(-(-3.5 + lift * question)))
             rows.append({"test_id": f"t{test}", "headline": f"Story {test} {arm}" + "?" * question,
                          "impressions": 4000, "clicks": int(rng.binomial(4000, rate))})  # fmt: skip
     rows.append({"test_id": "t0", "headline": "Barely shown", "impressions": 50, "clicks": 1})
@@ -304,3 +304,24 @@ def test_cli_fit_list_explain(market, db_path: Path) -> None:
     assert json.loads(pooled.stdout)["pooled_tenants"] == ["globex"]
     bad = runner.invoke(app, ["scorer", "fit", *db, "--blocks", "features,nope"])
     assert bad.exit_code == 1 and "--blocks" in bad.output
+
+
+def test_a_corpus_of_another_market_is_left_out_when_it_predicts_the_tenant_worse(
+    market, tmp_path: Path
+) -> None:
+    """A big archive whose readers dislike questions would teach acme the opposite of its own
+    market: kept only if it predicts acme's campaigns better, and here it does not."""
+    store, _ = market
+    opposite = write_corpus(tmp_path / "opposite.parquet", lift=-1.5, tests=200)
+    dropped = fit_tenant_scorer(store, "acme", corpus=opposite, config=FEATURES)
+    manifest = load_tenant_scorer(store, "acme").manifest
+    assert manifest["corpus_used"] is False and manifest["counts"]["corpus_arms"] == 0
+    assert dropped.validation["pair_accuracy"] > dropped.validation["with_corpus"]["pair_accuracy"]
+    asks, states = load_tenant_scorer(store, "acme").scorer.predict(
+        ["Bespoke rings?", "Bespoke rings"]
+    )
+    assert asks > states
+    # an archive that agrees with acme's market is kept
+    agreeing = write_corpus(tmp_path / "agreeing.parquet")
+    fit_tenant_scorer(store, "acme", corpus=agreeing, config=FEATURES)
+    assert load_tenant_scorer(store, "acme").manifest["corpus_used"] is True

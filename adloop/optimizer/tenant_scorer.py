@@ -435,6 +435,28 @@ def _validate(
     }
 
 
+def _without_corpus(
+    config: OutcomeScorerConfig,
+    scorer: OutcomeScorer,
+    sources: dict[str, list[ArmRow]],
+    with_corpus: dict[str, Any],
+) -> tuple[_Training, dict[str, Any]] | None:
+    """The data and validation without the corpus, when that predicts the tenant's own
+    campaigns strictly better than with it (None: keep the corpus, or there is none)."""
+    if not sources["corpus"] or with_corpus["pair_accuracy"] is None:
+        return None
+    data = _Training.build({**sources, "corpus": []})
+    if data.n_groups() < MIN_GROUPS:
+        return None
+    validation = _validate(config, scorer.block_matrices(data.texts), data)
+    if validation["pair_accuracy"] is None:
+        return None
+    if validation["pair_accuracy"] <= with_corpus["pair_accuracy"]:
+        return None
+    validation["with_corpus"] = with_corpus
+    return data, validation
+
+
 def _corpus_record(corpus: str | Path | None) -> dict[str, str] | None:
     """The corpus's path and a fingerprint of its bytes (16 hex digits of SHA-256)."""
     if corpus is None:
@@ -502,6 +524,12 @@ def fit_tenant_scorer(
     config = config or OutcomeScorerConfig()
     scorer = OutcomeScorer(config, cache_dir=default_embedding_cache())
     validation = _validate(config, scorer.block_matrices(data.texts), data)
+    without = _without_corpus(config, scorer, sources, validation)
+    if without is not None:
+        # The corpus can outweigh a tenant's few campaigns and teach it another market's
+        # tastes: it is kept only when it predicts the tenant's own campaigns better.
+        data, validation = without
+        sources = {**sources, "corpus": []}
     scorer.fit(data.texts, data.groups, data.impressions, data.clicks)
     campaigns = tuple(dict.fromkeys(row.group for row in sources["own"]))
     manifest = {
@@ -510,6 +538,7 @@ def fit_tenant_scorer(
         "created_at": (clock or utc_now)(),
         "store": store_identity(store),
         "corpus": _corpus_record(corpus),
+        "corpus_used": bool(sources["corpus"]),
         "campaigns": list(campaigns),
         "pooled_tenants": list(pooled),
         "pooled_campaigns": sorted({row.group for row in sources["pooled"]}),
