@@ -325,3 +325,35 @@ def test_a_corpus_of_another_market_is_left_out_when_it_predicts_the_tenant_wors
     agreeing = write_corpus(tmp_path / "agreeing.parquet")
     fit_tenant_scorer(store, "acme", corpus=agreeing, config=FEATURES)
     assert load_tenant_scorer(store, "acme").manifest["corpus_used"] is True
+
+
+def test_retraining_adds_pairs_the_tenants_scorer_ranks_apart(market, tmp_path: Path) -> None:
+    """A live campaign with too little evidence for a confident pair still teaches the model:
+    its tenant's scorer (questions win in acme's market) orders its variants."""
+    from adloop.optimizer.retrain import RetrainConfig, build_dataset
+
+    store, _ = market
+    fit_tenant_scorer(store, "acme", config=FEATURES)
+    brief = {"product": "rings", "brand": "Aurelle", "language": "en",
+             "channel": {"name": "search", "headline_max": 30, "description_max": 90}}  # fmt: skip
+    # Just launched: no impressions yet, so no confident pair.
+    arms = [("Bespoke gold rings?", "See the collection."),
+            ("Bespoke gold rings", "See the collection."),
+            ("Handmade silver design?", "See the collection."),
+            ("Handmade silver design", "See the collection.")]  # fmt: skip
+    store.insert_campaign(
+        {"campaign_id": "c_acme_brief", "tenant": "acme", "brief": brief, "created_at": T0},
+        [{"variant_id": f"b{i}", "headline": h, "description": d, "text": f"{h} — {d}",
+          "created_at": T0} for i, (h, d) in enumerate(arms)],
+    )  # fmt: skip
+    config = RetrainConfig(min_pair_impressions=100, scorer_pairs=2)
+    scorer_of = {"acme": load_tenant_scorer(store, "acme").scorer}.get
+    data = build_dataset(store, config=config, campaign_ids=["c_acme_brief"], scorer_of=scorer_of)
+    scored = [row for row in data.rows if row["kind"] == "scorer_pair"]
+    assert len(scored) == 2 and not any(row["heldout"] for row in scored)
+    questions = {"b0", "b2"}
+    assert all(row["chosen"] in questions and row["rejected"] not in questions for row in scored)
+    assert len(data.pairs) == 2 and all("?" in pair.chosen for pair in data.pairs)
+    off = build_dataset(store, config=RetrainConfig(min_pair_impressions=100),
+                        campaign_ids=["c_acme_brief"], scorer_of=scorer_of)  # fmt: skip
+    assert not off.pairs

@@ -61,6 +61,7 @@ from adloop.optimizer.retrain_config import DEFAULT_BASE_MODEL, RetrainConfig
 from adloop.optimizer.retrain_data import RetrainDataset, build_dataset, completion_text
 from adloop.optimizer.retrain_scorer import fit_version_scorer
 from adloop.optimizer.retrain_worker import train_and_gate, training_job
+from adloop.optimizer.tenant_scorer import load_tenant_scorer
 from adloop.storage import store_identity, utc_now
 
 __all__ = [
@@ -175,7 +176,17 @@ def retrain_round(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     current = _ensure_current(store, config, clock)
-    data = build_dataset(store, config=config, campaign_ids=campaign_ids)
+    scorer_of = None
+    if config.scorer_pairs:
+        scorers: dict[str, Any] = {}
+
+        def scorer_of(tenant: str) -> Any:
+            if tenant not in scorers:
+                loaded = load_tenant_scorer(store, tenant)
+                scorers[tenant] = loaded.scorer if loaded is not None else None
+            return scorers[tenant]
+
+    data = build_dataset(store, config=config, campaign_ids=campaign_ids, scorer_of=scorer_of)
     seconds["data"] = time.perf_counter() - started
     summary = data.summary()
     if not data.winners and not data.pairs:

@@ -29,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,13 +147,63 @@ def _winner(
     return SFTExample(prompt=prompt, completion=completion, weight=weight), row
 
 
+def _scorer_pairs(
+    campaign_id: str,
+    prompt: str,
+    variants: dict[str, dict[str, Any]],
+    confident: dict[tuple[str, str], Any],
+    scorer: Any,
+    config: RetrainConfig,
+) -> list[tuple[PreferencePair, dict[str, Any]]]:
+    """The ``config.scorer_pairs`` pairs of a campaign's variants that ``scorer`` ranks
+    furthest apart, leaving out any pair a confident comparison already holds."""
+    # Copy a reviewer rejected, or has not approved yet, is never the one to prefer.
+    ids = sorted(i for i, v in variants.items() if v.get("status") not in ("pending", "rejected"))
+    texts = [
+        completion_text(
+            variants[i].get("headline") or variants[i]["text"], variants[i].get("description") or ""
+        )
+        for i in ids
+    ]
+    plain = [str(variants[i].get("text") or "") for i in ids]
+    predicted = np.asarray(scorer.predict(plain), dtype=float)
+    candidates = []
+    for a in range(len(ids)):
+        for b in range(len(ids)):
+            if predicted[a] <= predicted[b] or texts[a] == texts[b]:
+                continue
+            if (ids[a], ids[b]) in confident or (ids[b], ids[a]) in confident:
+                continue
+            candidates.append((predicted[a] - predicted[b], ids[a], ids[b], texts[a], texts[b]))
+    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [
+        (
+            PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, weight=0.5),
+            {
+                "kind": "scorer_pair",
+                "campaign_id": campaign_id,
+                "chosen": a,
+                "rejected": b,
+                "predicted_margin": float(margin),
+                "weight": 0.5,
+            },
+        )
+        for margin, a, b, chosen, rejected in candidates[: config.scorer_pairs]
+    ]
+
+
 def build_dataset(
     store: Any,
     *,
     config: RetrainConfig | None = None,
     campaign_ids: Sequence[str] | None = None,
+    scorer_of: Callable[[str], Any] | None = None,
 ) -> RetrainDataset:
     """Winners and confident pairs from the store, with a seeded hold-out split of the pairs.
+
+    ``scorer_of``: tenant -> its outcome scorer (``predict(texts)``) or None; with
+    ``config.scorer_pairs`` above 0, each campaign also gives that many pairs its tenant's
+    scorer ranks furthest apart (training only, never held out).
 
     Example::
 
@@ -174,6 +224,7 @@ def build_dataset(
     winners: list[SFTExample] = []
     proven_variants: list[dict[str, Any]] = []
     all_pairs: list[tuple[PreferencePair, dict[str, Any]]] = []
+    scorer_ranked: list[tuple[PreferencePair, dict[str, Any]]] = []
     briefs = []
     rows: list[dict[str, Any]] = []
     for campaign in sorted(campaigns, key=lambda c: c["campaign_id"]):
@@ -355,6 +406,10 @@ def build_dataset(
             key=lambda item: (-item[1]["weight"], item[1]["chosen"], item[1]["rejected"]),
         )
         all_pairs.extend(ranked[: config.max_pairs_per_campaign])
+        scorer = scorer_of(campaign.get("tenant") or "default") if scorer_of else None
+        if config.scorer_pairs and scorer is not None:
+            scored = _scorer_pairs(campaign_id, prompt, variants, strongest, scorer, config)
+            scorer_ranked.extend(scored)
         if winner_ids or strongest:
             briefs.append(brief)
 
@@ -369,6 +424,9 @@ def build_dataset(
         row = {**row, "heldout": index in heldout_index}
         rows.append(row)
         (heldout_pairs if row["heldout"] else train_pairs).append(pair)
+    for pair, row in scorer_ranked:
+        rows.append({**row, "heldout": False})
+        train_pairs.append(pair)
     # Held-out pairs are pairs the model never trains on; their texts may still occur in
     # other training pairs or as winners (one campaign has few variants). Splitting by
     # campaign is stricter and is what the offline evaluation on real tests does.
