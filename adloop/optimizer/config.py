@@ -10,7 +10,10 @@ from typing import Any
 from adloop.bandits import POLICIES
 from adloop.optimizer.errors import ConfigError
 
-__all__ = ["EngineConfig", "ScaleOutConfig"]
+__all__ = ["TEXT_POLICY", "EngineConfig", "ScaleOutConfig"]
+
+#: The policy name of text-informed Thompson sampling (see :mod:`adloop.optimizer.text_priors`).
+TEXT_POLICY = "ts_text"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,8 +39,11 @@ class EngineConfig:
     """Seconds between background flushes of queued decisions to the store."""
     policy: str = "ts"
     """Allocation policy, a name in ``adloop.bandits.POLICIES``: ``ts`` (Thompson sampling),
-    or a baseline for comparisons: ``uniform`` (equal split), ``egreedy`` (epsilon-greedy,
-    10 %) or ``ucb1``."""
+    ``ts_text`` (Thompson sampling whose prior for each variant also holds its tenant's
+    outcome scorer's prediction, as far as the scorer's calibration trusts it; a tenant
+    without a calibrated scorer is allocated as by ``ts``; see
+    :mod:`adloop.optimizer.text_priors`), or a baseline for comparisons: ``uniform`` (equal
+    split), ``egreedy`` (epsilon-greedy, 10 %) or ``ucb1``."""
     floor: float = 0.0
     """Minimum traffic share per active variant (Thompson sampling floor)."""
     top_two: bool = False
@@ -106,10 +112,9 @@ class EngineConfig:
                 lambda v: v > 0,
                 "seconds > 0, or None for no limit",
             )
-        if self.policy not in POLICIES:
-            raise ConfigError(
-                "policy", f"got {self.policy!r}; use one of {', '.join(map(repr, POLICIES))}"
-            )
+        if self.policy not in (*POLICIES, TEXT_POLICY):
+            names = ", ".join(map(repr, (*POLICIES, TEXT_POLICY)))
+            raise ConfigError("policy", f"got {self.policy!r}; use one of {names}")
         if self.half_life is not None:
             _check(
                 "half_life",

@@ -34,12 +34,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from adloop.bandits import POLICIES, Policy, Snapshot, ThompsonSampling
+from adloop.bandits import (
+    POLICIES,
+    Policy,
+    Snapshot,
+    TextEvidence,
+    TextPriorThompson,
+    ThompsonSampling,
+)
 from adloop.optimizer.arm_stats import arm_counts, stats_by_segment, stats_by_variant
-from adloop.optimizer.config import EngineConfig
+from adloop.optimizer.config import TEXT_POLICY, EngineConfig
 from adloop.optimizer.decisions import Choice, fresh_ids, request_draw
 from adloop.optimizer.errors import CampaignNotFound, HTTPError, InvalidRequest, NoActiveVariants
 from adloop.optimizer.events import _then
+from adloop.optimizer.text_priors import TenantTextPriors
 
 __all__ = [
     "SERVABLE",
@@ -139,6 +147,10 @@ def allocation_policy(config: EngineConfig, objective: str, n_arms: int) -> Poli
         return ThompsonSampling(
             objective, floor=floor, top_two=config.top_two, n_draws=config.n_draws
         )
+    if config.policy == TEXT_POLICY:
+        return TextPriorThompson(
+            objective, floor=floor, top_two=config.top_two, n_draws=config.n_draws
+        )
     return POLICIES[config.policy](objective, floor=floor)
 
 
@@ -168,6 +180,7 @@ class ServingTables:
     ) -> None:
         self._store = store
         self._config = config
+        self._text_priors = TenantTextPriors(store) if config.policy == TEXT_POLICY else None
         self._clock = clock
         self._rng = rng
         self._shared = shared
@@ -320,8 +333,11 @@ class ServingTables:
         eligible = Eligibility([tuple(v.get("segments") or ()) for v in variants])
         built_at = now
         try:
+            text = None
+            if self._text_priors is not None and len(ids) > 1:
+                text = self._text_priors.evidence(row.get("tenant") or "default", variants)
             overall, by_segment = self._snapshots(
-                campaign_id, row.get("objective") or "ctr", ids, eligible
+                campaign_id, row.get("objective") or "ctr", ids, eligible, text
             )
         except Exception as error:  # noqa: BLE001 - one campaign's bad data must not stop serving
             previous = self._live.get(campaign_id)
@@ -404,12 +420,19 @@ class ServingTables:
         )
 
     def _snapshots(
-        self, campaign_id: str, objective: str, ids: list[str], eligible: Eligibility
+        self,
+        campaign_id: str,
+        objective: str,
+        ids: list[str],
+        eligible: Eligibility,
+        text: TextEvidence | None = None,
     ) -> tuple[Snapshot | None, dict[str, Snapshot]]:
         """The snapshot of untargeted requests and the per-segment ones for variants ``ids``.
 
         Each is the policy's allocation over that snapshot's eligible variants (the others
-        are inactive arms: weight 0, no share of the floor).
+        are inactive arms: weight 0, no share of the floor). ``text``: the variants' text
+        evidence, for ``ts_text`` (its untargeted and per-segment-set allocations; segments
+        with data of their own are shrunk toward the campaign as with ``ts``).
         """
         if not ids:
             return None, {}
@@ -421,9 +444,13 @@ class ServingTables:
         frame = self._store.arm_stats(campaign_id, half_life=config.half_life)
         counts = arm_counts(ids, stats_by_variant(frame))
         everyone = eligible.untargeted
-        overall = (
-            policy.snapshot(counts.with_active(everyone), self._rng) if everyone.any() else None
-        )
+
+        def snapshot(active: np.ndarray) -> Snapshot:
+            if text is not None and isinstance(policy, TextPriorThompson):
+                return policy.snapshot(counts.with_active(active), self._rng, text=text)
+            return policy.snapshot(counts.with_active(active), self._rng)
+
+        overall = snapshot(everyone) if everyone.any() else None
         by_segment: dict[str, Snapshot] = {}
         # Only Thompson sampling has hierarchical per-segment posteriors; baselines
         # allocate one split for every segment, as they do in their usual form.
@@ -449,7 +476,7 @@ class ServingTables:
             if segment not in by_segment:
                 key = mask.tobytes()
                 if key not in shared:
-                    shared[key] = policy.snapshot(counts.with_active(mask), self._rng)
+                    shared[key] = snapshot(mask)
                 by_segment[segment] = shared[key]
         return overall, by_segment
 

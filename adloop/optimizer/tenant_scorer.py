@@ -36,13 +36,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from adloop.bandits import InvalidCountsError, TextCalibration, fit_text_calibration
 from adloop.generators import OutcomeScorer, OutcomeScorerConfig, default_model_dir
 from adloop.generators.candidate import TEXT_SEPARATOR
 from adloop.generators.embeddings import default_embedding_cache
@@ -113,6 +114,14 @@ class TenantScorer:
     version: str
     path: Path
     manifest: dict[str, Any]
+
+    @property
+    def calibration(self) -> TextCalibration | None:
+        """How far its predictions may move a new variant's prior (None: not calibrated)."""
+        fields = self.manifest.get("calibration") or {}
+        if "slope" not in fields:
+            return None
+        return TextCalibration(**fields)
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -457,6 +466,34 @@ def _without_corpus(
     return data, validation
 
 
+def _calibration(
+    config: OutcomeScorerConfig, matrices: dict[str, np.ndarray], data: _Training
+) -> dict[str, Any]:
+    """How far the scorer may be trusted as a prior (:func:`~adloop.bandits.fit_text_calibration`
+    on every arm's prediction by a fit that never saw its campaign or test), as a plain dict;
+    ``{"reason": ...}`` when there is too little data to tell."""
+    n_groups = data.n_groups()
+    if n_groups < MIN_GROUPS:
+        return {"reason": f"{n_groups} campaigns or tests; calibration needs {MIN_GROUPS}"}
+    folds = min(VALIDATION_FOLDS, n_groups)
+    fold_of = group_folds(data.groups, folds, config.seed)
+    predictions = np.zeros(len(data.texts))
+    for fold in range(folds):
+        held = fold_of == fold
+        fitted = OutcomeScorer(config).fit_matrices(
+            {b: m[~held] for b, m in matrices.items()},
+            data.groups[~held], data.impressions[~held], data.clicks[~held],
+        )  # fmt: skip
+        predictions[held] = fitted.predict_matrices({b: m[held] for b, m in matrices.items()})
+    try:
+        fitted_calibration = fit_text_calibration(
+            predictions, data.clicks.astype(float), data.impressions.astype(float), data.groups
+        )
+    except InvalidCountsError as error:
+        return {"reason": str(error)}
+    return asdict(fitted_calibration)
+
+
 def _corpus_record(corpus: str | Path | None) -> dict[str, str] | None:
     """The corpus's path and a fingerprint of its bytes (16 hex digits of SHA-256)."""
     if corpus is None:
@@ -530,6 +567,7 @@ def fit_tenant_scorer(
         # tastes: it is kept only when it predicts the tenant's own campaigns better.
         data, validation = without
         sources = {**sources, "corpus": []}
+    calibration = _calibration(config, scorer.block_matrices(data.texts), data)
     scorer.fit(data.texts, data.groups, data.impressions, data.clicks)
     campaigns = tuple(dict.fromkeys(row.group for row in sources["own"]))
     manifest = {
@@ -551,6 +589,7 @@ def fit_tenant_scorer(
         "config": config.to_dict(),
         "data_fingerprint": scorer.record.get("data_fingerprint"),
         "validation": validation,
+        "calibration": calibration,
     }
     path = _publish(folder, scorer, manifest)
     return TenantScorerReport(
