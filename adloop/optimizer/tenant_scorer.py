@@ -405,6 +405,26 @@ def _require_enough(tenant: str, data: _Training, min_impressions: int) -> None:
     )  # fmt: skip
 
 
+def _out_of_fold(
+    config: OutcomeScorerConfig,
+    matrices: dict[str, np.ndarray],
+    data: _Training,
+    fold_of: np.ndarray,
+    folds: int,
+) -> np.ndarray:
+    """Each arm of folds ``0..folds-1`` predicted by a fit on every other arm (``-1``: never
+    predicted, always in training); 0 for the arms never predicted."""
+    predictions = np.zeros(len(data.texts))
+    for fold in range(folds):
+        held = fold_of == fold
+        fitted = OutcomeScorer(config).fit_matrices(
+            {b: m[~held] for b, m in matrices.items()},
+            data.groups[~held], data.impressions[~held], data.clicks[~held],
+        )  # fmt: skip
+        predictions[held] = fitted.predict_matrices({b: m[held] for b, m in matrices.items()})
+    return predictions
+
+
 def _validate(
     config: OutcomeScorerConfig, matrices: dict[str, np.ndarray], data: _Training
 ) -> dict[str, Any]:
@@ -426,14 +446,7 @@ def _validate(
     folds = min(VALIDATION_FOLDS, own_groups)
     fold_of = np.full(len(data.texts), -1)
     fold_of[mask] = group_folds(data.groups[mask], folds, config.seed)
-    predictions = np.zeros(len(data.texts))
-    for fold in range(folds):
-        held = fold_of == fold
-        fitted = OutcomeScorer(config).fit_matrices(
-            {b: m[~held] for b, m in matrices.items()},
-            data.groups[~held], data.impressions[~held], data.clicks[~held],
-        )  # fmt: skip
-        predictions[held] = fitted.predict_matrices({b: m[held] for b, m in matrices.items()})
+    predictions = _out_of_fold(config, matrices, data, fold_of, folds)
     figures = own.validation(predictions[mask], folds)
     return {
         "pair_accuracy": figures["cv_pair_accuracy"],
@@ -477,14 +490,7 @@ def _calibration(
         return {"reason": f"{n_groups} campaigns or tests; calibration needs {MIN_GROUPS}"}
     folds = min(VALIDATION_FOLDS, n_groups)
     fold_of = group_folds(data.groups, folds, config.seed)
-    predictions = np.zeros(len(data.texts))
-    for fold in range(folds):
-        held = fold_of == fold
-        fitted = OutcomeScorer(config).fit_matrices(
-            {b: m[~held] for b, m in matrices.items()},
-            data.groups[~held], data.impressions[~held], data.clicks[~held],
-        )  # fmt: skip
-        predictions[held] = fitted.predict_matrices({b: m[held] for b, m in matrices.items()})
+    predictions = _out_of_fold(config, matrices, data, fold_of, folds)
     try:
         fitted_calibration = fit_text_calibration(
             predictions, data.clicks.astype(float), data.impressions.astype(float), data.groups
