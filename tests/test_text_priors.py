@@ -67,3 +67,13 @@ def test_ts_text_is_a_policy_name_the_config_accepts() -> None:
     assert EngineConfig(policy="ts_text").policy == "ts_text"
     with pytest.raises(ConfigError, match="'ts_text'"):
         EngineConfig(policy="text")
+
+
+def test_serve_takes_the_policy_and_names_the_choices(db_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from adloop.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--db", str(db_path), "--policy", "thompson"])
+    assert result.exit_code == 1
+    assert "--policy: got 'thompson'; use 'ts' or 'ts_text'" in result.output

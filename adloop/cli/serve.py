@@ -39,6 +39,12 @@ def serve(
         "openai reads ADLOOP_OPENAI_BASE_URL, ADLOOP_OPENAI_MODEL, ADLOOP_OPENAI_API_KEY). "
         "Default: each campaign brief's 'generators' mix, else all installed.",
     ),
+    policy: str = typer.Option(
+        "ts",
+        help="Allocation: ts (Thompson sampling), or ts_text (each new variant's prior starts "
+        "from its tenant's outcome scorer, fitted with 'adloop scorer fit'; tenants without "
+        "one are served as by ts).",
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     max_connections: int = typer.Option(
         1000, min=1, help="Open connections beyond which new requests get 503 at once."
@@ -95,7 +101,7 @@ def serve(
         except (GeneratorError, ValueError) as exc:
             fail(f"--generators: {exc}")
     try:
-        engine = Engine(db, pool=pool)
+        engine = Engine(db, pool=pool, config=_engine_config(policy))
     except StoreLockedError as exc:
         fail(f"{exc} To run several adloop serve processes on one store, give each the same "
              "--db postgresql://user@host:port/db.")  # fmt: skip
@@ -240,3 +246,16 @@ def _draining_server(config: Any, drain: Callable[[], None]) -> Any:
             await super().shutdown(sockets)
 
     return DrainingServer(config)
+
+
+def _engine_config(policy: str) -> Any:
+    """The engine's settings for ``--policy``; a name it does not know exits with the choices."""
+    from adloop.optimizer.config import TEXT_POLICY, EngineConfig
+    from adloop.optimizer.errors import ConfigError
+
+    if policy not in ("ts", TEXT_POLICY):
+        fail(f"--policy: got {policy!r}; use 'ts' or '{TEXT_POLICY}'")
+    try:
+        return EngineConfig(policy=policy)
+    except ConfigError as error:
+        fail(f"--policy: {error}")
