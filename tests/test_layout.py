@@ -144,6 +144,13 @@ def check_tree() -> list[Violation]:
     return violations
 
 
+def test_every_benchmark_and_package_module_compiles() -> None:
+    """Benchmarks run outside the test suite; a module that does not compile (a name used
+    before its ``global`` declaration passes ``ast.parse``) would only fail when someone runs it."""
+    for path in sorted([*(ROOT / "bench").rglob("*.py"), *(ROOT / "adloop").rglob("*.py")]):
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
 def test_no_module_breaks_the_import_rules() -> None:
     assert [str(violation) for violation in check_tree()] == []
 
