@@ -23,6 +23,7 @@ from adloop.generators import (  # noqa: E402
     SFTExample,
     TrainingConfig,
     distinct_n,
+    installed_models,
     train_version,
 )
 from adloop.optimizer.errors import ConfigError  # noqa: E402
@@ -633,6 +634,9 @@ def test_a_rejected_version_keeps_its_adapter_not_a_model_copy(
     assert json.loads((version_dir / "pruned.json").read_text())["reason"].startswith("rejected")
     record = [v for v in store.model_versions() if v["version"] == report.version][0]
     assert record["metrics"]["pruned_bytes"] > 0
+    listed = {row["name"]: row["kind"] for row in installed_models(tmp_path)}
+    assert listed[str(version_dir.relative_to(tmp_path))] == "pruned"
+    assert not any(name.endswith("adapter") for name in listed)  # a version's part, not a model
     # what it learnt is still there: base + adapter rebuilds a model that loads and scores
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -664,6 +668,8 @@ def test_two_stores_keep_their_versions_apart(
     assert dirs[0] != dirs[1]
     for directory, identity in zip(dirs, identities, strict=True):
         assert directory.parent == tmp_path / "cache" / "versions" / identity
+    listed = {row["name"] for row in installed_models(tmp_path / "cache")}
+    assert {f"versions/{identity}/v0001" for identity in identities} <= listed
 
 
 def _write_archive(path: Path) -> Path:

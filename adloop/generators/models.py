@@ -115,8 +115,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
     """Every model under the cache (two levels deep), base models and fine-tuned versions.
 
-    Each row: ``name`` (path relative to the cache), ``path``, ``kind`` (``base``, ``adapter``
-    for a LoRA version or ``full`` for a fully fine-tuned one), ``version``, ``base``,
+    Versions of a store live three levels down (``versions/<store identity>/v0001``). Each
+    row: ``name`` (path relative to the cache), ``path``, ``kind`` (``base``, ``adapter`` for a
+    LoRA version, ``full`` for a fully fine-tuned one, ``pruned`` for one the promotion gate
+    refused, which keeps its adapter but no weights), ``version``, ``base``,
     ``created_at``, ``size_mb`` and ``rerank`` (the oversampling factor of the copy scorer
     the version ships, None without one).
     """
@@ -127,14 +129,7 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
     if not cache.is_dir():
         return []
     rows: list[dict[str, Any]] = []
-    candidates = sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for directory in list(candidates):
-        candidates.extend(
-            sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
-        )
-    for directory in candidates:
-        if not _is_model_dir(directory):
-            continue
+    for directory in _model_dirs(cache, depth=3):
         record = _read_json(directory / "adloop_version.json")
         adapter = (directory / "adapter_config.json").is_file()
         base = record.get("base") or (
@@ -143,6 +138,8 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
             else None
         )
         kind = "adapter" if adapter else ("full" if record.get("parent") or base else "base")
+        if (directory / "pruned.json").is_file():
+            kind = "pruned"  # refused by the gate: its LoRA adapter and records, no weights
         try:
             version = model_version(directory)
         except ModelNotFoundError as exc:
@@ -162,6 +159,18 @@ def installed_models(cache: Path | None = None) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _model_dirs(folder: Path, depth: int) -> list[Path]:
+    """Model directories under ``folder``, ``depth`` levels at most, sorted; a model
+    directory's own sub-folders (a version's ``adapter/``) are not searched."""
+    found: list[Path] = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if _is_model_dir(child):
+            found.append(child)
+        elif depth > 1:
+            found.extend(_model_dirs(child, depth - 1))
+    return found
 
 
 def _sha256(path: Path) -> str:
