@@ -730,3 +730,26 @@ def test_gate_measures_real_pairs_and_refuses_a_version_that_unlearns_them(
     assert not refused.passed
     assert "real A/B pairs" in refused.reasons[0]
     assert evaluate_gate(good.model_dir, bad.model_dir, [], config=strict).passed
+
+
+def test_a_round_with_scorer_pairs_records_the_scorer_version_it_used(
+    store: Store, tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adloop.generators import OutcomeScorerConfig
+    from adloop.optimizer.tenant_scorer import fit_tenant_scorer
+
+    monkeypatch.setenv("ADLOOP_MODEL_DIR", str(tmp_path / "cache"))
+    for number in range(1, 4):
+        campaign_id = f"c_00000000000{number}"
+        fill_store(store, campaign_id=campaign_id)
+        store.set_campaign_status(campaign_id, "completed")
+    fit_tenant_scorer(store, "default", config=OutcomeScorerConfig(blocks=("features",)))
+    config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, scorer_pairs=2)
+    report = retrain_round(store, config=config)
+    record = {v["version"]: v for v in store.model_versions()}[report.version]
+    assert record["metrics"]["tenant_scorers"] == {"default": "s0001"}
+    # without scorer pairs, no tenant scorer is read
+    plain = retrain_round(
+        store, config=replace(config, scorer_pairs=0, models_root=str(tmp_path / "p"))
+    )
+    assert plain.metrics["tenant_scorers"] == {}

@@ -177,14 +177,14 @@ def retrain_round(
     started = time.perf_counter()
     current = _ensure_current(store, config, clock)
     scorer_of = None
+    scorers: dict[str, Any] = {}  # tenant -> its outcome scorer version, for the record
     if config.scorer_pairs:
-        scorers: dict[str, Any] = {}
 
         def scorer_of(tenant: str) -> Any:
             if tenant not in scorers:
-                loaded = load_tenant_scorer(store, tenant)
-                scorers[tenant] = loaded.scorer if loaded is not None else None
-            return scorers[tenant]
+                scorers[tenant] = load_tenant_scorer(store, tenant)
+            loaded = scorers[tenant]
+            return loaded.scorer if loaded is not None else None
 
     data = build_dataset(store, config=config, campaign_ids=campaign_ids, scorer_of=scorer_of)
     seconds["data"] = time.perf_counter() - started
@@ -247,6 +247,8 @@ def retrain_round(
         "steps": outcome["steps"],
         "scorer": outcome.get("scorer"),
         "trained_from": job["from_dir"],
+        # which outcome scorer version ranked each tenant's scorer pairs (version lineage)
+        "tenant_scorers": {t: v.version for t, v in scorers.items() if v is not None},
         "data": summary,
     }
     if not gate["passed"]:
