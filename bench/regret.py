@@ -25,6 +25,7 @@ import numpy as np
 from adloop.bandits import (
     UCB1,
     EpsilonGreedy,
+    TextPriorThompson,
     ThompsonSampling,
     Uniform,
     bernoulli_regret,
@@ -64,6 +65,9 @@ UNIFORM = "adloop uniform A/B (z-test at planned n)"
 EPSILON_GREEDY = "adloop epsilon-greedy 0.1"
 UCB = "adloop UCB1"
 MABWISER = "MABWiser TS"
+#: ``ts_scaled`` of the replay without its text: the default TS drawing from posteriors
+#: ``1 / sqrt(scale)`` as wide; the system name ends in ``x<scale>``.
+SCALED_TS = "adloop TS, posterior scale x"
 SYSTEMS = (TS, CLASSIC_TS, UNIFORM, EPSILON_GREEDY, UCB, MABWISER)
 
 
@@ -74,6 +78,13 @@ def _one_regret(system: str, name: str, horizon: int, seed: int) -> tuple[float,
     if system == MABWISER:
         return _mabwiser_regret(means, horizon, seed), time.perf_counter() - start
     planned = planned_sample_size(0.05, -(means.max() - np.sort(means)[-2]), n_arms=10)
+    if system.startswith(SCALED_TS):
+        scale = float(system.rsplit("x", 1)[1])
+        run = bernoulli_regret(
+            TextPriorThompson(posterior_scale=scale), means, horizon=horizon, batch_size=BATCH,
+            seed=seed,
+        )  # fmt: skip
+        return run.final_regret, time.perf_counter() - start
     policy = {
         TS: ThompsonSampling,  # the engine's configuration: the defaults
         CLASSIC_TS: lambda: ThompsonSampling(loss_threshold=0.0),
@@ -208,16 +219,59 @@ def near_tie(first: int, stop: int, out: Path, name: str = "equal gap 0.1 pp") -
     )
 
 
+def posterior_scales(out: Path, scales: tuple[float, ...] = (2.0, 4.0)) -> None:
+    """Default TS against the same TS with narrowed posteriors, on every problem and seed of
+    the suite: does the scale that paid on the short, nearly tied Upworthy tests cost regret
+    on these long ones? ``python -m bench.regret --posterior-scale``; writes
+    ``regret_posterior_scale.json`` / ``.md`` under ``out``."""
+    systems = (TS, *(f"{SCALED_TS}{scale:g}" for scale in scales))
+    seeds = list(REGRET_SEEDS)
+    tasks = [(system, name, seed) for name in PROBLEMS for system in systems for seed in seeds]
+    by_task = dict(zip(tasks, _run_regrets(tasks, 1_000_000), strict=True))
+    rows = []
+    for name in PROBLEMS:
+        default = [by_task[TS, name, seed][0] for seed in seeds]
+        for system in systems:
+            values = [by_task[system, name, seed][0] for seed in seeds]
+            paired = list(np.subtract(values, default))
+            rows.append(
+                {
+                    "problem": name,
+                    "system": system,
+                    "seeds": f"{seeds[0]}-{seeds[-1]}",
+                    "regret": float(np.mean(values)),
+                    "se": _standard_error(values),
+                    "minus_default_ts_paired": float(np.mean(paired)),
+                    "paired_se": _standard_error(paired),
+                }
+            )
+    write_results(
+        "regret_posterior_scale",
+        rows,
+        out,
+        f"Regret (clicks), T=1e6, batches of {BATCH}, seeds fixed before the run; paired = "
+        "per-seed difference from the default TS (positive: lost more than it).",
+    )
+
+
 def cli(argv: list[str] | None = None) -> None:
     """More seeds of one problem (``adloop bench near-tie --help``)."""
     parser = argparse.ArgumentParser(description="Bandit benchmark extras.")
-    parser.add_argument("--near-tie", nargs=2, type=int, metavar=("FIRST", "STOP"), required=True)
+    parser.add_argument("--near-tie", nargs=2, type=int, metavar=("FIRST", "STOP"))
+    parser.add_argument(
+        "--posterior-scale", action="store_true", help="default TS against narrowed posteriors"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument(
         "--problem", choices=list(PROBLEMS), default="equal gap 0.1 pp", help="regret problem"
     )
     args = parser.parse_args(argv)
-    near_tie(*args.near_tie, args.out, args.problem)
+    if args.posterior_scale:
+        posterior_scales(args.out)
+    elif args.near_tie:
+        near_tie(*args.near_tie, args.out, args.problem)
+    else:
+        parser.error("give --near-tie FIRST STOP or --posterior-scale")
 
 
 if __name__ == "__main__":
