@@ -77,3 +77,16 @@ def test_serve_takes_the_policy_and_names_the_choices(db_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "--db", str(db_path), "--policy", "thompson"])
     assert result.exit_code == 1
     assert "--policy: got 'thompson'; use 'ts' or 'ts_text'" in result.output
+
+
+def test_a_scorer_is_never_trusted_with_more_than_three_quarters_of_the_spread() -> None:
+    from adloop.bandits import TextCalibration
+    from adloop.optimizer.text_priors import MAX_SHARE_EXPLAINED, capped
+
+    # fitted on a few campaigns, a scorer can seem to explain everything
+    seeming = TextCalibration(1.0, 0.02, 0.2, 1e-6, 2.0, 8, 32)
+    trusted = capped(seeming)
+    assert trusted.residual_variance == pytest.approx((1 - MAX_SHARE_EXPLAINED) * 0.2)
+    assert trusted.precision < seeming.precision / 1000
+    modest = TextCalibration(1.0, 0.1, 0.2, 0.15, 2.0, 100, 400)
+    assert capped(modest) == modest
