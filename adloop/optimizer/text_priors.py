@@ -37,7 +37,8 @@ __all__ = ["MAX_SHARE_EXPLAINED", "TenantTextPriors", "capped"]
 #: serving. A calibration fitted on a few campaigns can find a scorer that explains nearly all
 #: of it (residual variance at its floor): the text would then claim tens of thousands of
 #: impressions of evidence and a newcomer it dislikes would never be shown. At 0.75 a perfect
-#: scorer is worth a few hundred impressions per variant at a 2 % rate.
+#: scorer's precision is 3 / between variance: about 2,400 impressions a variant at a 2 % rate
+#: when variants' log-odds vary by 0.06 (Upworthy's).
 MAX_SHARE_EXPLAINED = 0.75
 
 
