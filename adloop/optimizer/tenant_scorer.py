@@ -63,6 +63,8 @@ __all__ = [
     "explain_campaign",
     "fit_tenant_scorer",
     "load_tenant_scorer",
+    "newest_scorer_version",
+    "scorers_root",
     "share_tenant_data",
     "tenant_arms",
     "tenant_scorer_versions",
@@ -218,11 +220,15 @@ def corpus_arms(path: str | Path, *, min_impressions: int = 100) -> list[ArmRow]
 # -- folders, sharing, versions -------------------------------------------------------------
 
 
+def scorers_root(store: StoreBackend) -> Path:
+    """The default folder of a store's tenant scorers: ``<model cache>/versions/<store
+    identity>/scorers``, beside the store's model versions."""
+    return Path(default_model_dir()) / "versions" / store_identity(store) / "scorers"
+
+
 def _tenant_folder(store: StoreBackend, tenant: str, root: str | Path | None) -> Path:
     validate_tenant(tenant)
-    if root is None:
-        root = Path(default_model_dir()) / "versions" / store_identity(store) / "scorers"
-    return Path(root).expanduser() / tenant
+    return Path(scorers_root(store) if root is None else root).expanduser() / tenant
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -283,6 +289,14 @@ def tenant_scorer_versions(
     """
     folder = _tenant_folder(store, tenant, root)
     return [json.loads((p / MANIFEST).read_text("utf-8")) for p in _version_folders(folder)]
+
+
+def newest_scorer_version(
+    store: StoreBackend, tenant: str, *, root: str | Path | None = None
+) -> str | None:
+    """The name of ``tenant``'s newest scorer version (``s0003``), or None; reads no file."""
+    folders = _version_folders(_tenant_folder(store, tenant, root))
+    return folders[-1].name if folders else None
 
 
 def load_tenant_scorer(
@@ -459,24 +473,26 @@ def _validate(
 
 def _without_corpus(
     config: OutcomeScorerConfig,
-    scorer: OutcomeScorer,
+    matrices: dict[str, np.ndarray],
     sources: dict[str, list[ArmRow]],
     with_corpus: dict[str, Any],
-) -> tuple[_Training, dict[str, Any]] | None:
-    """The data and validation without the corpus, when that predicts the tenant's own
-    campaigns strictly better than with it (None: keep the corpus, or there is none)."""
+) -> tuple[_Training, dict[str, np.ndarray], dict[str, Any]] | None:
+    """The data, its feature matrices and validation without the corpus, when that predicts
+    the tenant's own campaigns strictly better than with it (None: keep the corpus, or there
+    is none). The corpus's arms come last in ``matrices``, so the rest are its first rows."""
     if not sources["corpus"] or with_corpus["pair_accuracy"] is None:
         return None
     data = _Training.build({**sources, "corpus": []})
     if data.n_groups() < MIN_GROUPS:
         return None
-    validation = _validate(config, scorer.block_matrices(data.texts), data)
+    matrices = {block: m[: len(data.texts)] for block, m in matrices.items()}
+    validation = _validate(config, matrices, data)
     if validation["pair_accuracy"] is None:
         return None
     if validation["pair_accuracy"] <= with_corpus["pair_accuracy"]:
         return None
     validation["with_corpus"] = with_corpus
-    return data, validation
+    return data, matrices, validation
 
 
 def _calibration(
@@ -566,14 +582,15 @@ def fit_tenant_scorer(
     _require_enough(tenant, data, min_impressions)
     config = config or OutcomeScorerConfig()
     scorer = OutcomeScorer(config, cache_dir=default_embedding_cache())
-    validation = _validate(config, scorer.block_matrices(data.texts), data)
-    without = _without_corpus(config, scorer, sources, validation)
+    matrices = scorer.block_matrices(data.texts)
+    validation = _validate(config, matrices, data)
+    without = _without_corpus(config, matrices, sources, validation)
     if without is not None:
         # The corpus can outweigh a tenant's few campaigns and teach it another market's
         # tastes: it is kept only when it predicts the tenant's own campaigns better.
-        data, validation = without
+        data, matrices, validation = without
         sources = {**sources, "corpus": []}
-    calibration = _calibration(config, scorer.block_matrices(data.texts), data)
+    calibration = _calibration(config, matrices, data)
     scorer.fit(data.texts, data.groups, data.impressions, data.clicks)
     campaigns = tuple(dict.fromkeys(row.group for row in sources["own"]))
     manifest = {

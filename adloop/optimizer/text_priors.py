@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from adloop.bandits import TextCalibration, TextEvidence
-from adloop.optimizer.tenant_scorer import TenantScorer, load_tenant_scorer, variant_text
+from adloop.optimizer.tenant_scorer import (
+    TenantScorer,
+    load_tenant_scorer,
+    newest_scorer_version,
+    scorers_root,
+    variant_text,
+)
 
 __all__ = ["MAX_SHARE_EXPLAINED", "TenantTextPriors", "capped"]
 
@@ -63,10 +69,9 @@ class TenantTextPriors:
 
     def scorer(self, tenant: str) -> TenantScorer | None:
         """The tenant's newest scorer version (reloaded when a newer one appears)."""
-        from adloop.optimizer.tenant_scorer import tenant_scorer_versions
-
-        versions = tenant_scorer_versions(self._store, tenant, root=self._root)
-        newest = versions[-1]["version"] if versions else None
+        if self._root is None:  # the store's identity is a database read: once is enough
+            self._root = scorers_root(self._store)
+        newest = newest_scorer_version(self._store, tenant, root=self._root)
         with self._lock:
             current = self._loaded.get(tenant)
             if current is not None and current.version == newest:
