@@ -261,7 +261,10 @@ def main(
                 outcome = run_arm(scenario, retrain=arm == "on", seed=seed, workdir=Path(tmp))
                 rows.extend(outcome["rows"])
                 timings[f"{arm}-{seed}"] = round(outcome["seconds"], 1)
-                details[f"{arm}-{seed}"] = [r.get("detail") for r in outcome["rounds_detail"]]
+                details[f"{arm}-{seed}"] = [
+                    {**(r.get("detail") or {}), "probe_texts": r.get("texts", [])}
+                    for r in outcome["rounds_detail"]
+                ]
                 print(json.dumps(outcome["rows"], default=str), flush=True)
     result = {"rows": rows, "timings_s": timings, "seeds": list(seeds), "rounds_detail": details}
     if set(arms) == {"off", "on"}:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,20 +122,24 @@ def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
     tiny_model_dir: Path, brief_en, tmp_path: Path
 ) -> None:
     """With scorer.json beside the weights the generator samples n x oversample and keeps the
-    scorer's selection of n; the same seed without reranking samples the same completions, so
-    the choice can be checked exactly."""
+    scorer's selection of n; the same seed and scorer at oversample 1 samples the same
+    completions (the scorer steers both alike) and keeps them all, so the choice can be
+    checked exactly."""
     from adloop.generators.scorer import CopyScorer
 
     model_dir = tmp_path / "with-scorer"
     shutil.copytree(tiny_model_dir, model_dir)
     scorer = CopyScorer(
         weights={"w:aurelle": 1.0}, length_coef=(-1.0, 0.0), length_mean=40.0, length_sd=10.0,
-        oversample=3,
+        oversample=3, redundancy_penalty=0.0,  # score alone here; variety: tests/test_scorer.py
     )  # fmt: skip
     scorer.save(model_dir)
+    plain_dir = tmp_path / "scorer-at-oversample-1"
+    shutil.copytree(tiny_model_dir, plain_dir)
+    replace(scorer, oversample=1).save(plain_dir)
     options = {"max_new_tokens": 24, "batch_size": 6}
-    plain = LMGenerator(model_dir, rerank=False, best_of=1.0, **options)
-    assert plain.scorer is None
+    assert LMGenerator(model_dir, rerank=False).scorer is None
+    plain = LMGenerator(plain_dir, best_of=1.0, **options)
     reranked = LMGenerator(model_dir, **options)
     assert reranked.scorer is not None and "reranked=True" in repr(reranked)
 
@@ -149,7 +154,7 @@ def test_a_scorer_in_the_model_directory_reranks_oversampled_candidates(
     valid = [check_candidate(c, brief_en, existing=shown) is None for c in pool]
     expected = scorer.select(texts, 4, eligible=valid)
     assert [c.text for c in chosen] == [texts[i] for i in expected]
-    assert scorer.score([c.text for c in chosen]).mean() > scorer.score(texts[:4]).mean()
+    assert scorer.score([c.text for c in chosen]).mean() > scorer.score(texts).mean()
 
 
 def test_reranking_prefers_copy_the_filters_keep_over_a_better_score(brief_en) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from adloop.generators.scorer import (
+    DEFAULT_GROUP,
     DEFAULT_REDUNDANCY_PENALTY,
     SCORER_FILE,
     CopyScorer,
@@ -110,7 +111,7 @@ def test_selection_trades_score_for_variety() -> None:
     )  # fmt: skip
     texts = [
         "bespoke rings made in paris",
-        "bespoke rings made in paris today",
+        "bespoke rings made in paris.",
         "bespoke rings made in paris now",
         "gold necklaces for the bride",
         "gold bands crafted by hand",
@@ -119,10 +120,36 @@ def test_selection_trades_score_for_variety() -> None:
     assert scorer.rank(texts)[:3] == [0, 1, 2]
     picked = scorer.select(texts, 3)
     assert picked[0] == 0 and set(picked[1:]) == {3, 4}
-    assert scorer.select(texts, 3, eligible=[False, True, True, True, True, True])[0] == 1
+    assert scorer.select(texts, 2, eligible=[False, True, True, True, True, True]) == [1, 3]
     assert len(scorer.select(texts, 10)) == 5
-    no_penalty = CopyScorer(**{**scorer.__dict__, "redundancy_penalty": 0.0})
-    assert no_penalty.select(texts, 3) == [0, 1, 2]
+    assert replace(scorer, redundancy_penalty=0.0).select(texts, 3) == [0, 1, 2]
+    # With groups of one, no pick is compared with another: best-of-n.
+    assert replace(scorer, group=1).select(texts, 3) == [0, 1, 2]
+
+
+def test_selection_keeps_any_window_of_picks_varied() -> None:
+    """Among texts where the best-scoring ones are near-copies, any ``group`` consecutive picks
+    hold far more distinct character trigrams than best-of-n's, and the best text comes first."""
+    rng = np.random.default_rng(3)
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 6)) for _ in range(40)]
+    texts = [" ".join(rng.choice(words, 4, replace=False)) for _ in range(60)]
+    texts = [t + " bespoke" * (i % 3 == 0) for i, t in enumerate(texts)]
+    texts[1:6] = [texts[0] + "!" * k for k in range(1, 6)]  # near-copies of a bespoke text
+    scorer = CopyScorer(weights={"w:bespoke": 1.0}, length_coef=(0.0, 0.0), length_mean=30.0,
+                        length_sd=10.0)  # fmt: skip
+
+    def worst_window(picked: list[int]) -> float:
+        shares = []
+        for start in range(len(picked) - DEFAULT_GROUP + 1):
+            group = [texts[i] for i in picked[start : start + DEFAULT_GROUP]]
+            grams = [t[i : i + 3] for t in group for i in range(len(t) - 2)]
+            shares.append(len(set(grams)) / len(grams))
+        return min(shares)
+
+    picked = scorer.select(texts, 4 * DEFAULT_GROUP)
+    best_of_n = replace(scorer, redundancy_penalty=0.0).select(texts, 4 * DEFAULT_GROUP)
+    assert len(picked) == 4 * DEFAULT_GROUP and picked[0] == 0
+    assert worst_window(best_of_n) < 0.4 < 0.8 < worst_window(picked)
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
@@ -132,22 +159,25 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert path.name == SCORER_FILE
     loaded = load_scorer(tmp_path)
     assert loaded is not None and loaded.oversample == 3
-    assert loaded.redundancy_penalty == scorer.redundancy_penalty
+    assert (loaded.redundancy_penalty, loaded.group) == (scorer.redundancy_penalty, scorer.group)
     assert np.allclose(loaded.score(texts), scorer.score(texts))
     assert loaded.metrics == scorer.metrics
     assert load_scorer(tmp_path / "nowhere") is None
 
 
-def test_a_penalty_saved_for_another_overlap_measure_is_not_reused(tmp_path) -> None:
-    """A scorer file from before overlap was measured on character trigrams kept a penalty
-    sized for word bigrams: it loads with the current default instead."""
+def test_a_penalty_saved_for_another_redundancy_measure_is_not_reused(tmp_path) -> None:
+    """A scorer file from before redundancy was the share of repeated trigrams in a window held
+    a penalty on another scale (Jaccard overlap): it loads with the current defaults."""
     texts, trials, successes = _market(np.random.default_rng(7), 20, lambda t: 0.3 * len(t) / 30)
-    scorer = replace(fit_scorer(texts, trials, successes), redundancy_penalty=2.5)
+    scorer = replace(fit_scorer(texts, trials, successes), redundancy_penalty=2.5, group=4)
     data = json.loads(scorer.save(tmp_path).read_text())
-    assert load_scorer(tmp_path).redundancy_penalty == 2.5
-    del data["overlap"]
+    loaded = load_scorer(tmp_path)
+    assert (loaded.redundancy_penalty, loaded.group) == (2.5, 4)
+    del data["redundancy"], data["group"]
+    data.update(redundancy_penalty=6.0, overlap="char-trigram-jaccard")
     (tmp_path / SCORER_FILE).write_text(json.dumps(data))
-    assert load_scorer(tmp_path).redundancy_penalty == DEFAULT_REDUNDANCY_PENALTY
+    loaded = load_scorer(tmp_path)
+    assert (loaded.redundancy_penalty, loaded.group) == (DEFAULT_REDUNDANCY_PENALTY, DEFAULT_GROUP)
 
 
 @pytest.mark.parametrize(

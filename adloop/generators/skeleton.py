@@ -20,6 +20,12 @@ and stock sentences (:data:`EN_SENTENCES`). A 135M model writing English freely 
 words into nonsense a lexicon cannot see ("Shredded boxers: Genuine Deluxe"); choosing among
 phrases it cannot.
 
+A model version that ships a copy scorer (fitted on the market's results) steers what is
+written as well as what is kept: skeletons are drawn in proportion to how its fixed text scores,
+and each skeleton's English phrase menu favours phrases whose words scored well
+(:data:`GUIDE_STRENGTH`). The model still chooses within the menu, and every phrase and
+skeleton keeps a chance.
+
 Example
 -------
 >>> drafts = fill_skeletons(generator, brief, 8, seed=0)  # doctest: +SKIP
@@ -41,6 +47,7 @@ from adloop.generators.lm_prompt import Shot, parse_completion
 
 if TYPE_CHECKING:
     from adloop.generators.lm import LMGenerator
+    from adloop.generators.scorer import CopyScorer
 
 __all__ = [
     "EN_HEADLINE_PHRASES",
@@ -54,6 +61,18 @@ __all__ = [
 ]
 
 SLOT = "{phrase}"
+#: How strongly a model version's copy scorer steers what is written (skeletons and the
+#: phrases each one offers): logits of ``GUIDE_STRENGTH`` x the standardised score. On
+#: simulated dog-food copy with a scorer fitted on 35 variants, 288 plain samples gained
+#: -3 % true CTR at 0, +4 % at 0.5, +11 % at 1 and +10 % at 2 (fewer distinct samples).
+GUIDE_STRENGTH = 1.5
+#: Share of the skeletons still dealt evenly when a scorer steers them: steered alone, one
+#: skeleton (the offer's) took most samples, and a pool of six shared its fixed text.
+EVEN_SHARE = 0.5
+#: Phrase menus per skeleton in one call when a scorer steers them (one otherwise): steered
+#: menus favour the same phrases, and with one menu a skeleton a model narrowed by training
+#: wrote 49 distinct ads in 288 samples.
+GUIDED_MENUS = 8
 
 
 @dataclass(frozen=True)
@@ -272,11 +291,48 @@ def _distinct_phrases(text: str, lexicon: PhraseLexicon) -> str:
 _STOCK = frozenset((*ZH_PHRASES, *EN_SENTENCES))
 
 
-def _some(phrases: Sequence[str], rng: np.random.Generator) -> list[str]:
-    """A random half of ``phrases`` (at least three), in their order."""
-    keep = max(3, (len(phrases) + 1) // 2)
-    picked = sorted(rng.choice(len(phrases), size=min(keep, len(phrases)), replace=False))
+def _some(
+    phrases: Sequence[str], rng: np.random.Generator, scorer: CopyScorer | None = None
+) -> list[str]:
+    """A random half of ``phrases`` (at least three), in their order.
+
+    With a ``scorer``, the half is drawn by the phrases' own scores (Gumbel top-k on their
+    standardised word scores, :meth:`CopyScorer.phrase_scores`): what the market rewarded
+    is offered more often, while every phrase keeps a chance.
+    """
+    keep = min(max(3, (len(phrases) + 1) // 2), len(phrases))
+    if scorer is None:
+        picked = sorted(rng.choice(len(phrases), size=keep, replace=False))
+    else:
+        logits = _standardised(scorer.phrase_scores(phrases)) * GUIDE_STRENGTH
+        picked = sorted(np.argsort(-(logits + rng.gumbel(size=len(phrases))))[:keep])
     return [phrases[i] for i in picked]
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    sd = float(values.std())
+    return (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
+
+
+def _deal(
+    skeletons: Sequence[Skeleton], n: int, rng: np.random.Generator,
+    values: dict[str, str], scorer: CopyScorer | None,
+) -> list[Skeleton]:  # fmt: skip
+    """``n`` skeletons: dealt out evenly in a random order, or with a ``scorer``, drawn with
+    probability ``EVEN_SHARE`` / skeletons + (1 - ``EVEN_SHARE``) x a share proportional to
+    ``exp(GUIDE_STRENGTH * z)``, z the standardised score of each one's fixed text (brand,
+    offer, call to action), so a pattern the market rewarded is written more."""
+    if scorer is None or len(skeletons) < 2:
+        order = rng.permutation(len(skeletons))
+        return [skeletons[order[i % len(skeletons)]] for i in range(n)]
+    fixed = [
+        " ".join(_split(s.headline, values)[:2] + _split(s.description, values)[:2])
+        for s in skeletons
+    ]
+    weights = np.exp(_standardised(scorer.phrase_scores(fixed)) * GUIDE_STRENGTH)
+    shares = (1 - EVEN_SHARE) * weights / weights.sum() + EVEN_SHARE / len(skeletons)
+    picks = rng.choice(len(skeletons), size=n, p=shares)
+    return [skeletons[i] for i in picks]
 
 
 def fill_skeletons(
@@ -302,21 +358,26 @@ def fill_skeletons(
         lexicon = PhraseLexicon(table, phrases, max_phrases=2, require_separator=True)
         lexicons = (lexicon, lexicon)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(skeletons))
-    chosen = [skeletons[order[i % len(skeletons)]] for i in range(n)]
-    by_skeleton = {}
+    scorer = generator.scorer if GUIDE_STRENGTH > 0 else None
+    chosen = _deal(skeletons, n, rng, values, scorer)
+    by_skeleton: dict[Skeleton, list[tuple[PhraseLexicon, PhraseLexicon]]] = {}
     if not zh:
         # Each skeleton offers its own random half of the phrases: the model's favourite
-        # phrase then differs between skeletons, so fewer samples are near-copies.
+        # phrase then differs between skeletons, so fewer samples are near-copies. Menus
+        # steered by a scorer are alike, so then each skeleton has several, in turn.
         headline_phrases, description_phrases = english_phrases(brief)
+        menus = GUIDED_MENUS if scorer is not None else 1
         for skeleton in skeletons:
-            heads = _some(headline_phrases, rng)
-            lines = _some(description_phrases, rng)
-            by_skeleton[skeleton] = (
-                PhraseLexicon(table, heads, separators=(), max_phrases=1, leading_space=True),
-                PhraseLexicon(table, lines, separators=(".",), max_phrases=2,
-                              require_separator=True, leading_space=True),
-            )  # fmt: skip
+            by_skeleton[skeleton] = []
+            for _ in range(menus):
+                heads = _some(headline_phrases, rng, scorer)
+                lines = _some(description_phrases, rng, scorer)
+                by_skeleton[skeleton].append((
+                    PhraseLexicon(table, heads, separators=(), max_phrases=1, leading_space=True),
+                    PhraseLexicon(table, lines, separators=(".",), max_phrases=2,
+                                  require_separator=True, leading_space=True),
+                ))  # fmt: skip
+    turns: dict[Skeleton, int] = {}
 
     def ids(text: str) -> tuple[int, ...]:
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
@@ -325,7 +386,8 @@ def fill_skeletons(
     tails = []
     for skeleton in chosen:
         if not zh:
-            lexicons = by_skeleton[skeleton]
+            turn = turns[skeleton] = turns.get(skeleton, -1) + 1
+            lexicons = by_skeleton[skeleton][turn % len(by_skeleton[skeleton])]
         description = skeleton.description if channel.description_max else ""
         h_before, h_after, _ = _split(skeleton.headline, values)
         d_before, d_after, _ = _split(description, values) if description else ("", "", False)

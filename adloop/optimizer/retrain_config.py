@@ -92,14 +92,15 @@ class RetrainConfig:
     """... and its distinct-2 >= this x the base model's, for the same reason."""
     accuracy_tolerance: float = 0.0
     """Held-out accuracy may be this much below the current version's and still pass."""
-    rerank_oversample: int = 6
+    rerank_oversample: int = 8
     """Above 1, each round also fits a copy scorer on the campaigns' proven variants (see
     :mod:`adloop.generators.scorer`) and saves it with the new version: the LM generator then
-    samples this many times the candidates it is asked for and keeps a well-scored, varied
-    selection. A version whose scorer does not reach ``scorer_min_spearman`` samples plainly.
-    In the simulated closed loop it needs losers replaced often (every 4 hours there), so that
-    a round sees many tested texts; with 6 to 13 texts a round it helped some campaigns and
-    hurt others (README, Results). 1 switches it off."""
+    steers its skeletons and phrase menus by it, samples this many times the candidates it is
+    asked for and keeps a well-scored, varied selection. A version whose scorer does not reach
+    ``scorer_min_spearman`` samples plainly. In the simulated closed loop it needs losers
+    replaced often (every 4 hours there), so that a round sees many tested texts; with 6 to 13
+    texts a round it helped some campaigns and hurt others (README, Results). 1 switches it
+    off."""
     scorer_tolerance: float | None = None
     """The gate scores both versions' plain samples with the copy scorer the new version ships
     (fitted on this round's results, the freshest estimate of the market) and records the two

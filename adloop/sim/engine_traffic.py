@@ -321,6 +321,7 @@ class CampaignRun:
                 else None,
                 "max_true_ctr": float(ctr.max()) if texts else None,
                 "distinct_trigrams": diversity(texts, pool_size),
+                "texts": texts,
                 "model_version": getattr(self.engine.pool, "model_version", None),
                 "detail": detail or {},
             }
