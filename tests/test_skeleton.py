@@ -36,12 +36,19 @@ def test_phrase_menus_favour_what_the_scorer_rewards_and_keep_the_rest_possible(
     delivery = [p for p in lines if "deliver" in p.lower()]
     puppy = [p for p in lines if "puppy" in p.lower()]
     assert delivery and puppy
-    assert sum(steered[p] for p in delivery) > 1.3 * sum(plain[p] for p in delivery)
-    assert sum(steered[p] for p in puppy) < 0.7 * sum(plain[p] for p in puppy)
+
+    # Shares of what the menus offered, whatever the number of menus drawn.
+    def share(counts: Counter, group: list[str]) -> float:
+        return sum(counts[p] for p in group) / sum(counts.values())
+
+    assert share(steered, delivery) > 1.3 * share(plain, delivery)
+    assert share(steered, puppy) < 0.7 * share(plain, puppy)
     assert all(steered[p] > 0 for p in lines)  # every phrase keeps a chance
     # A menu is half the bank either way, in the bank's order.
-    menu = _some(lines, np.random.default_rng(0), scorer)
-    assert len(menu) == max(3, (len(lines) + 1) // 2) and menu == sorted(menu, key=lines.index)
+    for menu in (_some(lines, np.random.default_rng(0)),
+                 _some(lines, np.random.default_rng(0), scorer)):  # fmt: skip
+        assert len(menu) == max(3, (len(lines) + 1) // 2)
+        assert menu == sorted(menu, key=lines.index)
 
 
 def test_skeletons_are_dealt_evenly_without_a_scorer_and_by_score_with_one() -> None:
