@@ -120,8 +120,6 @@ EN_SENTENCES = (
     "See what's new", "Designed with you in mind", "Try it for yourself",
     "Made for every day", "Easy to get started",
 )  # fmt: skip
-#: Longest description clause (characters) offered as a headline or after a keyword.
-SHORT_CLAUSE = 24
 _EN_MINOR_WORDS = frozenset(
     ("a", "an", "and", "as", "at", "by", "for", "in", "of", "on", "or", "the", "to", "with")
 )
@@ -207,70 +205,28 @@ def _sentence_case(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _lower_first(text: str) -> str:
-    """ "Freshly cooked" -> "freshly cooked"; "UK-made" and "Tailwise" (a name) stay as they are."""
-    word = text.split()[0] if text.split() else ""
-    if word[1:] != word[1:].lower() or not word[:1].isupper() or word[1:2].isupper():
-        return text
-    return text[:1].lower() + text[1:]
-
-
-def _clauses(description: str) -> list[str]:
-    """The comma-separated parts of the description's sentences, two words or more each
-    ("Freshly cooked, vet-designed meals for your dog, delivered to your door." gives three)."""
-    clauses = []
-    for sentence in re.split(r"[.!?]+", description):
-        parts = [p.strip() for p in sentence.split(",") if p.strip()]
-        if len(parts) > 1:
-            clauses += [p for p in parts if len(p.split()) >= 2]
-    return clauses
-
-
-def _echoes(one: str, other: str) -> bool:
-    """Whether two phrases share a word's stem (its first five letters, words of four or more):
-    "Dog food delivery, delivered to your door" says it twice."""
-
-    def stems(text: str) -> set[str]:
-        return {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower())}
-
-    return bool(stems(one) & stems(other))
-
-
 def english_phrases(brief: Brief) -> tuple[list[str], list[str]]:
     """English phrases for the (headline, description) slots, each with a leading space (as a
     byte-level tokenizer writes a word), less any holding a banned term.
 
-    Headline: the brief's keywords and product in title case, "Need" one of them as a question,
-    "For" and a segment, the description's short clauses in title case, and
-    :data:`EN_HEADLINE_PHRASES`. Description: the sentences of the brief's description and
-    their clauses, each keyword (and the product) for each segment, with a short clause
-    ("Fresh dog food, delivered to your door") and from the brand, "Made for" a segment, and
-    :data:`EN_SENTENCES`. A keyword already holding "for" ("running shoes for hiking") gets no
-    segment after it. The many ways to say the brief's own words let a scorer-steered model
-    keep what the market rewards without repeating one line. The brief's tone words are left
-    out: bare adjectives read as a list, not copy.
+    Headline: the brief's keywords and product in title case, "For" and a segment, and
+    :data:`EN_HEADLINE_PHRASES`. Description: the sentences of the brief's description, each
+    keyword (and the product) for each segment, "Made for" a segment, and :data:`EN_SENTENCES`.
+    A keyword already holding "for" ("running shoes for hiking") gets no segment after it.
+    The brief's tone words are left out: bare adjectives read as a list, not copy.
     """
     terms = [t.strip() for t in (*brief.keywords, brief.product) if t.strip()]
     segments = [s.strip() for s in brief.segments if s.strip()]
-    clauses = _clauses(brief.description)
-    short = [c for c in clauses if len(c) <= SHORT_CLAUSE]
     headline = [_title_case(t) for t in terms]
-    headline += [f"Need {_title_case(t)}?" for t in terms]
     headline += [f"For {_title_case(s)}" for s in segments]
-    headline += [_title_case(_lower_first(c)) for c in short]
     headline += list(EN_HEADLINE_PHRASES)
     sentences = [c.strip() for c in re.split(r"[.!?]+", brief.description) if c.strip()]
-    description = [_sentence_case(c) for c in (*sentences, *clauses)]
+    description = [_sentence_case(c) for c in sentences]
     for term in terms:
         if " for " in f" {term.lower()} ":
             description.append(_sentence_case(term))
-        else:
-            description += [_sentence_case(f"{term} for {s}") for s in segments]
-        description += [
-            _sentence_case(f"{term}, {_lower_first(c)}") for c in short if not _echoes(term, c)
-        ]
-        if brief.brand:
-            description.append(_sentence_case(f"{term} from {brief.brand}"))
+            continue
+        description += [_sentence_case(f"{term} for {s}") for s in segments]
     description += [f"Made for {s}" for s in segments]
     description += list(EN_SENTENCES)
     banned = [t.lower() for t in brief.banned_terms]
