@@ -27,6 +27,7 @@ Example
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -39,7 +40,15 @@ import numpy as np
 from adloop.generators.brief import CJK_RUN
 from adloop.generators.errors import ConfigError
 
-__all__ = ["SCORER_FILE", "TEXT_VARIANCE", "CopyScorer", "fit_scorer", "load_scorer"]
+__all__ = [
+    "SCORER_FILE",
+    "TEXT_VARIANCE",
+    "CopyScorer",
+    "fit_scorer",
+    "load_scorer",
+    "out_of_sample_spearman",
+    "text_digest",
+]
 
 SCORER_FILE = "scorer.json"
 #: Score (in standard deviations) a candidate loses per unit of the share of its character
@@ -107,6 +116,9 @@ class CopyScorer:
     redundancy_penalty: float = DEFAULT_REDUNDANCY_PENALTY
     group: int = DEFAULT_GROUP
     metrics: dict[str, float] = field(default_factory=dict)
+    fitted: frozenset[str] = frozenset()
+    """Digests (:func:`text_digest`) of the texts it was fitted on: any other text's result
+    tests it out of sample (:func:`out_of_sample_spearman`)."""
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """One score per text (comparable within one brief)."""
@@ -169,6 +181,7 @@ class CopyScorer:
                        "sd": self.length_sd},
             "metrics": self.metrics,
             "weights": dict(sorted(self.weights.items(), key=lambda kv: -abs(kv[1]))),
+            "fitted": sorted(self.fitted),
         }  # fmt: skip
 
     def save(self, directory: str | Path) -> Path:
@@ -197,7 +210,45 @@ def load_scorer(directory: str | Path) -> CopyScorer | None:
         ),
         group=int(data["group"]) if same else DEFAULT_GROUP,
         metrics=dict(data.get("metrics", {})),
+        fitted=frozenset(data.get("fitted", ())),
     )
+
+
+def text_digest(text: str) -> str:
+    """A short digest of one text, as a scorer records what it was fitted on."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _centred_log_odds(
+    trials: np.ndarray, successes: np.ndarray, groups: Sequence[str]
+) -> np.ndarray:
+    """Observed log-odds, less each campaign's mean: only ranking within a campaign counts."""
+    y = np.log((successes + 0.5) / (trials - successes + 0.5))
+    for g in set(groups):
+        rows = np.array([i for i, name in enumerate(groups) if name == g])
+        y[rows] -= y[rows].mean()
+    return y
+
+
+def out_of_sample_spearman(
+    scorer: CopyScorer,
+    texts: Sequence[str],
+    trials: Sequence[float],
+    successes: Sequence[float],
+    groups: Sequence[str] | None = None,
+) -> tuple[int, float]:
+    """How many of ``texts`` ``scorer`` was not fitted on, and its rank correlation with their
+    observed log-odds (within each campaign, ``groups``): a test on data it never saw."""
+    groups = list(groups) if groups is not None else ["*"] * len(texts)
+    new = [i for i, text in enumerate(texts) if text_digest(text) not in scorer.fitted]
+    if not new:
+        return 0, 0.0
+    y = _centred_log_odds(
+        np.asarray(trials, dtype=float)[new],
+        np.asarray(successes, dtype=float)[new],
+        [groups[i] for i in new],
+    )
+    return len(new), _spearman(scorer.score([texts[i] for i in new]), y)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -295,4 +346,5 @@ def fit_scorer(
         length_sd=length_sd,
         oversample=oversample,
         metrics=metrics,
+        fitted=frozenset(text_digest(text) for text in texts),
     )

@@ -3,7 +3,9 @@
 A candidate version passes when
 
 1. it ranks held-out winners above losers (log-likelihood) at least as often as the current
-   version (minus ``accuracy_tolerance``), on pairs it never trained on; and
+   version (minus ``accuracy_tolerance``), on pairs it never trained on, unless the pairs the
+   two versions order differently are too few to tell them apart (a one-sided sign test at
+   ``accuracy_significance``: with 8 held-out pairs, one pair is noise, not a regression); and
 2. it still writes valid, varied copy: its filter pass rate and distinct-2 on the campaigns'
    briefs may not collapse relative to the current version, nor drift below fixed floors
    relative to the lineage's base model (so small losses cannot compound over rounds).
@@ -20,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from adloop.generators import (
     load_causal_lm,
     load_scorer,
     preference_accuracy,
+    preference_margins,
 )
 from adloop.optimizer.real_pairs import archive_pairs
 from adloop.optimizer.retrain_config import RetrainConfig
@@ -50,6 +54,25 @@ class GateResult:
     passed: bool
     reasons: tuple[str, ...]
     metrics: dict[str, float]
+
+
+def _right(margins: Sequence[float]) -> np.ndarray:
+    """Per pair: 1 when the winner is the likelier text, 0.5 on a tie, 0 otherwise."""
+    margins = np.asarray(margins, dtype=float)
+    return np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
+
+
+def sign_test(lost: int, won: int) -> float:
+    """One-sided sign test: the chance of ``lost`` or more losses among ``lost + won`` pairs
+    the two versions order differently, were neither version better (1.0 with none).
+
+    Example
+    -------
+    >>> sign_test(1, 0), sign_test(4, 0), sign_test(0, 3)
+    (0.5, 0.0625, 1.0)
+    """
+    n = lost + won
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
 
 
 def validity(
@@ -105,12 +128,13 @@ def evaluate_gate(
     """Compare a trained version with the current one on held-out pairs and on validity.
 
     Passes when (1) held-out pairwise accuracy >= the current version's minus
-    ``accuracy_tolerance``; (2) with ``gate_candidates`` > 0 and briefs given, the filter pass
-    rate >= ``min_pass_rate_ratio`` x the current one and distinct-2 >= ``min_distinct_ratio``
-    x the current one, and, when ``base_dir`` (the lineage's first version) is given and is
-    not the current one, both >= the ``..._to_base`` ratios x the base model's, so that
-    small losses round after round cannot add up to a collapse. ``current_dir=None``
-    compares against nothing (first version).
+    ``accuracy_tolerance``, or the shortfall fails a one-sided sign test on the pairs the two
+    versions order differently at ``accuracy_significance``; (2) with ``gate_candidates`` > 0
+    and briefs given, the filter pass rate >= ``min_pass_rate_ratio`` x the current one and
+    distinct-2 >= ``min_distinct_ratio`` x the current one, and, when ``base_dir`` (the
+    lineage's first version) is given and is not the current one, both >= the ``..._to_base``
+    ratios x the base model's, so that small losses round after round cannot add up to a
+    collapse. ``current_dir=None`` compares against nothing (first version).
 
     Example::
 
@@ -125,23 +149,34 @@ def evaluate_gate(
     candidate_dir = Path(candidate_dir)
     model, tokenizer = load_causal_lm(candidate_dir)
     if heldout_pairs:
-        metrics["heldout_accuracy"] = preference_accuracy(
-            model, tokenizer, heldout_pairs, max_length=max_length
+        new_right = _right(
+            preference_margins(model, tokenizer, heldout_pairs, max_length=max_length)
         )
+        metrics["heldout_accuracy"] = float(new_right.mean())
     del model
     if current_dir is not None and heldout_pairs:
         current_model, current_tokenizer = load_causal_lm(Path(current_dir))
-        metrics["current_heldout_accuracy"] = preference_accuracy(
-            current_model, current_tokenizer, heldout_pairs, max_length=max_length
+        current_right = _right(
+            preference_margins(
+                current_model, current_tokenizer, heldout_pairs, max_length=max_length
+            )
         )
         del current_model
+        metrics["current_heldout_accuracy"] = float(current_right.mean())
+        # Pairs only the current version gets right, against pairs only the new one gets right.
+        lost = int((current_right > new_right).sum())
+        won = int((new_right > current_right).sum())
+        metrics["heldout_pairs_lost"], metrics["heldout_pairs_won"] = float(lost), float(won)
+        metrics["heldout_sign_test_p"] = sign_test(lost, won)
         if (
             metrics["heldout_accuracy"]
             < metrics["current_heldout_accuracy"] - config.accuracy_tolerance
+            and metrics["heldout_sign_test_p"] < config.accuracy_significance
         ):
             reasons.append(
                 f"held-out accuracy {metrics['heldout_accuracy']:.3f} is below the current "
-                f"version's {metrics['current_heldout_accuracy']:.3f}"
+                f"version's {metrics['current_heldout_accuracy']:.3f} ({lost} pairs lost, "
+                f"{won} won; sign test p = {metrics['heldout_sign_test_p']:.3f})"
             )
     if config.gate_real_pairs:
         _check_real_pairs(candidate_dir, current_dir, config, metrics, reasons)

@@ -92,6 +92,12 @@ class RetrainConfig:
     """... and its distinct-2 >= this x the base model's, for the same reason."""
     accuracy_tolerance: float = 0.0
     """Held-out accuracy may be this much below the current version's and still pass."""
+    accuracy_significance: float = 0.2
+    """A version whose held-out accuracy is below the current one's (beyond
+    ``accuracy_tolerance``) is refused only when a one-sided sign test on the pairs the two
+    versions order differently gives p below this: a round holds out about 8 pairs, and one
+    pair of 8 is noise (p 0.5), while 3 lost and none won (p 0.125) is refused. Set high, a
+    gate errs toward refusing; 1.0 refuses any shortfall, as the gate did before."""
     rerank_oversample: int = 8
     """Above 1, each round also fits a copy scorer on the campaigns' proven variants (see
     :mod:`adloop.generators.scorer`) and saves it with the new version: the LM generator then
@@ -181,6 +187,7 @@ class RetrainConfig:
             "min_pass_rate_ratio_to_base",
             "min_distinct_ratio_to_base",
             "accuracy_tolerance",
+            "accuracy_significance",
             "scorer_min_spearman",
         ):
             value = getattr(self, name)

@@ -117,7 +117,9 @@ def train_and_gate(job: dict[str, Any], progress: Progress | None = None) -> dic
         progress=progress,
     )
     tell({"phase": "scorer"})
-    scorer = fit_version_scorer(result.model_dir, job.get("variants", []), config)
+    scorer = fit_version_scorer(
+        result.model_dir, job.get("variants", []), config, current_dir=job["current_dir"]
+    )
     trained = time.perf_counter()
     tell({"phase": "gate"})
     gate = evaluate_gate(

@@ -84,6 +84,10 @@ def make_retrain_hook(
             **{f"gate_{k}": v for k, v in gate.items()},
             "scorer_shipped": scorer.get("shipped", False),
             "scorer_loo_spearman": (scorer.get("metrics") or {}).get("loo_spearman"),
+            "scorer_carried": "carried_from" in scorer,
+            "scorer_current_out_of_sample": (scorer.get("current_out_of_sample") or {}).get(
+                "spearman"
+            ),
             "seconds": round(report.seconds.get("total", 0.0), 1),
         }
 
