@@ -16,7 +16,8 @@ new candidates (segment mix), their diversity (share of distinct character trigr
 pool-sized slices of the probe, the simulator's measure; 1 = no repeats), the training data
 (winners, pairs) and the round's outcome (promoted / rejected / skipped). The claim checked:
 with retraining the mean true CTR rises round over round and after the last round is at
-least 15 % higher (relative) than without, while diversity stays above ``DIVERSITY_FLOOR``.
+least 15 % higher (relative) than without, while diversity stays above ``DIVERSITY_FLOOR`` in
+every seed and retraining round (round 0, the base model's probe, is the same in both arms).
 The summary also gives the last-round lift per seed: seeds differ in their hidden audience,
 so the spread between them is the honest error bar.
 
@@ -210,7 +211,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if {"on", "off"} <= set(ctr):
             per_seed[seed] = ctr["on"] / ctr["off"] - 1.0
     lifts = np.array(list(per_seed.values()))
-    lowest = min(r["distinct_trigrams"] for r in rows if r["retraining"] == "on")
+    # The floor applies to what retraining wrote: round 0 is the base model's probe, the same
+    # in both arms (reported apart).
+    lowest = min(
+        r["distinct_trigrams"] for r in rows if r["retraining"] == "on" and r["round"] >= 1
+    )
     return {
         "rounds": last,
         "mean_true_ctr_on": on,
@@ -225,6 +230,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "lift_at_least_15pct": lift >= 0.15,
         "diversity_on": diversity_on,
         "diversity_on_lowest_seed_round": lowest,
+        "diversity_before_retraining": diversity_on[0],
         "diversity_floor": DIVERSITY_FLOOR,
         # Every seed and round, not the mean over seeds: one collapsed model is a failure.
         "diversity_above_floor": lowest >= DIVERSITY_FLOOR,

@@ -26,6 +26,13 @@ from adloop.generators import (  # noqa: E402
     installed_models,
     train_version,
 )
+from adloop.generators.scorer import (  # noqa: E402
+    CopyScorer,
+    fit_scorer,
+    load_scorer,
+    out_of_sample_spearman,
+    text_digest,
+)
 from adloop.optimizer.errors import ConfigError  # noqa: E402
 from adloop.optimizer.retrain import (  # noqa: E402
     RetrainConfig,
@@ -403,8 +410,6 @@ def test_a_round_ships_a_copy_scorer_with_the_version(
 ) -> None:
     """The scorer is fitted on the proven variants, validated, saved in the version directory,
     recorded with the version, and the promoted version's generator reranks with it."""
-    from adloop.generators.scorer import load_scorer
-
     fill_store(store, arms=SCORED_ARMS)
     config = tiny_config(tmp_path, base_dir, accuracy_tolerance=1.0, rerank_oversample=4)
     report = retrain_round(store, config=config)
@@ -462,6 +467,61 @@ def test_a_scorer_that_does_not_validate_is_not_shipped(tmp_path: Path) -> None:
     assert report["shipped"] is False
     assert "leave-one-out rank correlation 0.00 is below 0.2" in report["reason"]
     assert not (tmp_path / "scorer.json").exists()
+
+
+def _serving_scorer(directory: Path, fitted: list[str]) -> Path:
+    """A serving version's scorer: longer copy converts better; fitted on ``fitted``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    CopyScorer(
+        weights={}, length_coef=(1.0, 0.0), length_mean=40.0, length_sd=10.0,
+        fitted=frozenset(text_digest(t) for t in fitted),
+    ).save(directory)  # fmt: skip
+    return directory
+
+
+@pytest.mark.parametrize("new_order", [1, -1])
+def test_a_serving_scorer_carries_over_only_when_it_ranks_variants_it_never_saw(
+    tmp_path: Path, new_order: int
+) -> None:
+    """The fresh fit fails its check (the old variants' results are noise); the serving
+    version's scorer carries over when it ranks the newly proven variants right (longer ones
+    convert better), and not when they say the opposite."""
+    rng = np.random.default_rng(5)
+    old = [f"Bespoke rings {'x' * k} made" for k in range(8)]
+    new = [f"Gold bands {'y' * (3 * k)} for her" for k in range(8)]
+    variants = [
+        {"campaign_id": "c", "text": t, "trials": 3000.0, "successes": float(rng.integers(60, 120))}
+        for t in old
+    ] + [
+        {"campaign_id": "c", "text": t, "trials": 3000.0,
+         "successes": 90.0 + new_order * 8.0 * (k - 4)}
+        for k, t in enumerate(new)
+    ]  # fmt: skip
+    current = _serving_scorer(tmp_path / "current", old)
+    config = RetrainConfig(rerank_oversample=4, scorer_min_spearman=0.95)
+    (tmp_path / "next").mkdir()  # the new version's directory
+    report = fit_version_scorer(tmp_path / "next", variants, config, current_dir=current)
+    assert report["metrics"]["loo_spearman"] < 0.95  # the fresh fit is not shipped
+    assert report["current_out_of_sample"]["variants"] == len(new)
+    carried = load_scorer(tmp_path / "next")
+    if new_order == 1:
+        assert report["shipped"] is True and report["carried_from"] == str(current)
+        assert report["current_out_of_sample"]["spearman"] == pytest.approx(1.0)
+        assert carried is not None and carried.oversample == 4
+        assert carried.fitted == load_scorer(current).fitted
+    else:
+        assert report["shipped"] is False and "carried_from" not in report
+        assert report["current_out_of_sample"]["spearman"] == pytest.approx(-1.0)
+        assert carried is None
+
+
+def test_a_fitted_scorer_records_what_it_was_fitted_on(tmp_path: Path) -> None:
+    texts = [f"Bespoke rings {'x' * k}" for k in range(6)]
+    scorer = fit_scorer(texts, [1000.0] * 6, [20.0 + k for k in range(6)])
+    scorer.save(tmp_path)
+    assert load_scorer(tmp_path).fitted == {text_digest(t) for t in texts}
+    n_new, _ = out_of_sample_spearman(scorer, [*texts, "Gold bands"], [1.0] * 7, [0.0] * 7)
+    assert n_new == 1
 
 
 def test_the_validity_check_samples_a_version_plainly_even_when_it_ships_a_scorer(
@@ -600,6 +660,31 @@ def test_round_with_the_default_model(store: Store, tmp_path: Path) -> None:
         assert current["version"] == report.version
     else:
         assert current["path"] == str(base)
+
+
+def test_one_held_out_pair_lost_is_noise_not_a_regression(
+    store: Store, tmp_path: Path, base_dir: Path
+) -> None:
+    """The held-out check compares the pairs the two versions order differently: a version
+    that loses one of them and wins none (sign test p 0.5) is promoted by default and refused
+    by a gate that refuses any shortfall (``accuracy_significance`` 1.0)."""
+    fill_store(store)
+    learnt = TrainingConfig(
+        sft_steps=40, dpo_steps=0, batch_size=1, learning_rate=5e-2, lora_r=32, lora_alpha=64,
+        max_length=160,
+    )  # fmt: skip
+    first = retrain_round(store, config=tiny_config(tmp_path / "first", base_dir, training=learnt))
+    assert first.outcome == "promoted", str(first.metrics["gate"])
+    barely = TrainingConfig(sft_steps=1, dpo_steps=0, learning_rate=1e-9, max_length=160)
+    config = tiny_config(tmp_path / "second", base_dir, training=barely)
+    strict = retrain_round(store, config=replace(config, accuracy_significance=1.0))
+    lenient = retrain_round(store, config=config)
+    gate = lenient.metrics["gate"]
+    assert gate["heldout_accuracy"] < gate["current_heldout_accuracy"]
+    assert (gate["heldout_pairs_lost"], gate["heldout_pairs_won"]) == (1.0, 0.0)
+    assert gate["heldout_sign_test_p"] == 0.5
+    assert strict.outcome == "rejected" and "1 pairs lost, 0 won" in strict.reason
+    assert lenient.outcome == "promoted", lenient.reason
 
 
 def test_a_rejected_version_keeps_its_adapter_not_a_model_copy(
