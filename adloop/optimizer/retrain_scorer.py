@@ -6,9 +6,9 @@ its leave-one-variant-out rank correlation with the observed rates reaches
 ``scorer_min_spearman``. When it does not, the serving version's scorer carries over if it
 reaches that correlation on the variants proven since it was fitted (a test on data it never
 saw); otherwise the version samples plainly. In the simulated closed loop, rounds served by a
-version without a scorer gained about a quarter of what rounds with one gained (README,
-Results), and a fresh fit fails most often late in a campaign, once the variants left are
-alike and their differences mostly noise.
+version without a scorer gained about a quarter of what rounds with one gained (an
+association; ``docs/closed_loop_history.md``), and a fresh fit fails most often late in a
+campaign, once the variants left are alike and their differences mostly noise.
 
 Example::
 
