@@ -48,6 +48,7 @@ from adloop.generators.fluency import (
 )
 from adloop.generators.likelihood import (
     completion_logprobs,
+    pair_credit,
     preference_accuracy,
     preference_margins,
     sft_loss,
@@ -141,6 +142,7 @@ __all__ = [
     "load_causal_lm",
     "load_scorer",
     "model_version",
+    "pair_credit",
     "parse_completion",
     "preference_accuracy",
     "preference_margins",

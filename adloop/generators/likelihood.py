@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from adloop.generators.errors import TrainingError
 from adloop.generators.model_dir import cache_keyword, output_cache
 from adloop.generators.training_data import (
@@ -29,6 +31,7 @@ from adloop.generators.training_data import (
 
 __all__ = [
     "completion_logprobs",
+    "pair_credit",
     "preference_accuracy",
     "preference_margins",
     "sequence_logprobs",
@@ -191,6 +194,12 @@ def preference_margins(
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 
 
+def pair_credit(margins: Sequence[float]) -> np.ndarray:
+    """Per pair: 1 when the winner is the likelier text, 0.5 on a tie, 0 otherwise."""
+    margins = np.asarray(margins, dtype=float)
+    return np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
+
+
 def preference_accuracy(
     model: Any,
     tokenizer: Any,
@@ -205,4 +214,4 @@ def preference_accuracy(
     margins = preference_margins(
         model, tokenizer, pairs, max_length=max_length, per_token=per_token
     )
-    return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins)
+    return float(pair_credit(margins).mean())

@@ -219,15 +219,17 @@ def text_digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _centred_log_odds(
-    trials: np.ndarray, successes: np.ndarray, groups: Sequence[str]
-) -> np.ndarray:
-    """Observed log-odds, less each campaign's mean: only ranking within a campaign counts."""
-    y = np.log((successes + 0.5) / (trials - successes + 0.5))
-    for g in set(groups):
-        rows = np.array([i for i, name in enumerate(groups) if name == g])
-        y[rows] -= y[rows].mean()
-    return y
+def _log_odds(trials: np.ndarray, successes: np.ndarray) -> np.ndarray:
+    """Observed log-odds of each variant, with half a success and half a failure added."""
+    return np.log((successes + 0.5) / (trials - successes + 0.5))
+
+
+def _group_rows(groups: Sequence[str]) -> list[np.ndarray]:
+    """The row indices of each campaign (``groups``: the campaign of each variant)."""
+    rows: dict[str, list[int]] = {}
+    for i, name in enumerate(groups):
+        rows.setdefault(name, []).append(i)
+    return [np.array(r) for r in rows.values()]
 
 
 def out_of_sample_spearman(
@@ -243,11 +245,9 @@ def out_of_sample_spearman(
     new = [i for i, text in enumerate(texts) if text_digest(text) not in scorer.fitted]
     if not new:
         return 0, 0.0
-    y = _centred_log_odds(
-        np.asarray(trials, dtype=float)[new],
-        np.asarray(successes, dtype=float)[new],
-        [groups[i] for i in new],
-    )
+    y = _log_odds(np.asarray(trials, dtype=float)[new], np.asarray(successes, dtype=float)[new])
+    for rows in _group_rows([groups[i] for i in new]):
+        y[rows] -= y[rows].mean()  # only ranking within a campaign counts
     return len(new), _spearman(scorer.score([texts[i] for i in new]), y)
 
 
@@ -290,7 +290,7 @@ def fit_scorer(
             "fit_scorer: every variant needs trials > 0 and 0 <= successes <= trials; "
             "leave out variants without impressions"
         )
-    y = np.log((s + 0.5) / (t - s + 0.5))
+    y = _log_odds(t, s)
     p = (s + 0.5) / (t + 1.0)
     w = 1.0 / (1.0 / (t * p * (1.0 - p)) + TEXT_VARIANCE)
 
@@ -313,8 +313,7 @@ def fit_scorer(
 
     # Centre features and target within each campaign (weighted), so only ranking is learnt.
     xc, yc = x.copy(), y.copy()
-    for g in set(groups):
-        rows = np.array([i for i, name in enumerate(groups) if name == g])
+    for rows in _group_rows(groups):
         gw = w[rows] / w[rows].sum()
         xc[rows] -= gw @ x[rows]
         yc[rows] -= gw @ y[rows]

@@ -38,6 +38,7 @@ from adloop.generators import (
     distinct_n,
     load_causal_lm,
     load_scorer,
+    pair_credit,
     preference_accuracy,
     preference_margins,
 )
@@ -54,12 +55,6 @@ class GateResult:
     passed: bool
     reasons: tuple[str, ...]
     metrics: dict[str, float]
-
-
-def _right(margins: Sequence[float]) -> np.ndarray:
-    """Per pair: 1 when the winner is the likelier text, 0.5 on a tie, 0 otherwise."""
-    margins = np.asarray(margins, dtype=float)
-    return np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
 
 
 def sign_test(lost: int, won: int) -> float:
@@ -149,14 +144,14 @@ def evaluate_gate(
     candidate_dir = Path(candidate_dir)
     model, tokenizer = load_causal_lm(candidate_dir)
     if heldout_pairs:
-        new_right = _right(
+        new_right = pair_credit(
             preference_margins(model, tokenizer, heldout_pairs, max_length=max_length)
         )
         metrics["heldout_accuracy"] = float(new_right.mean())
     del model
     if current_dir is not None and heldout_pairs:
         current_model, current_tokenizer = load_causal_lm(Path(current_dir))
-        current_right = _right(
+        current_right = pair_credit(
             preference_margins(
                 current_model, current_tokenizer, heldout_pairs, max_length=max_length
             )
